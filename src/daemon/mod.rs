@@ -1,0 +1,221 @@
+//! The daemon: listener, per-client tasks, the shared state they use, reload and shutdown.
+
+pub mod cancel;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{BackendRole, BackendTls, Config, UserConfig};
+use crate::pool::{BackendTarget, PoolSettings, Pools};
+use crate::protocol::scram::ScramSecret;
+use crate::protocol::tls;
+use cancel::CancelRegistry;
+
+/// Everything derived from one config file; swapped whole on reload. A client keeps the
+/// runtime it connected with for its whole session.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub users: HashMap<String, UserEntry>,
+    pub tls: Option<TlsAcceptor>,
+    pub backends: Vec<Arc<BackendTarget>>,
+    pub pool: PoolSettings,
+}
+
+pub struct UserEntry {
+    pub config: UserConfig,
+    /// Derived once here, so a login does not pay for PBKDF2.
+    pub scram: Option<ScramSecret>,
+}
+
+impl Runtime {
+    pub fn build(config: Config) -> anyhow::Result<Runtime> {
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            _ => None,
+        };
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let scram = u.password.as_deref().map(|p| {
+                    ScramSecret::parse_verifier(p).unwrap_or_else(|| ScramSecret::from_password(p))
+                });
+                (u.name.clone(), UserEntry { config: u.clone(), scram })
+            })
+            .collect();
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                let tls_config = match b.tls {
+                    BackendTls::Disable => None,
+                    BackendTls::VerifyFull => Some(tls::client_config(true, b.tls_ca.as_deref())?),
+                    BackendTls::Prefer | BackendTls::Require => Some(tls::client_config(false, None)?),
+                };
+                Ok(Arc::new(BackendTarget {
+                    name: b.name.clone(),
+                    host: b.host.clone(),
+                    port: b.port,
+                    tls: b.tls,
+                    tls_config,
+                }))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let pool = PoolSettings {
+            size: config.pool.size,
+            checkout_timeout: config.pool.checkout_timeout,
+            connect_timeout: config.pool.connect_timeout,
+            idle_timeout: config.pool.idle_timeout,
+        };
+        Ok(Runtime { config: Arc::new(config), users, tls, backends, pool })
+    }
+
+    /// The backend that runs a client's statements. Reads go here too until replica routing
+    /// lands; the first `primary` (else the first backend) is the primary.
+    pub fn primary(&self) -> &Arc<BackendTarget> {
+        let idx = self
+            .config
+            .backends
+            .iter()
+            .position(|b| b.role == BackendRole::Primary)
+            .unwrap_or(0);
+        &self.backends[idx]
+    }
+}
+
+pub struct State {
+    pub runtime: ArcSwap<Runtime>,
+    pub pools: Pools,
+    pub cancels: Arc<CancelRegistry>,
+    /// Cancelled on SIGTERM: stop accepting, let clients finish their transaction, close.
+    pub shutdown: CancellationToken,
+    pub client_slots: Arc<Semaphore>,
+}
+
+/// How `run` treats process signals; the demo handles Ctrl-C itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signals {
+    Handle,
+    Ignore,
+}
+
+/// A bound, running daemon.
+pub struct Daemon {
+    pub state: Arc<State>,
+    pub listen_addr: std::net::SocketAddr,
+    listener: TcpListener,
+}
+
+impl Daemon {
+    pub async fn bind(config: Config) -> anyhow::Result<Daemon> {
+        let addr = config.listen_addr();
+        let runtime = Runtime::build(config)?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listen_addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
+            runtime: ArcSwap::from_pointee(runtime),
+            pools: Pools::default(),
+            cancels: Arc::new(CancelRegistry::default()),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Daemon { state, listen_addr, listener })
+    }
+
+    /// Serves until shutdown is requested, then drains clients up to `shutdown_timeout`.
+    pub async fn run(self, signals: Signals) -> anyhow::Result<()> {
+        let Daemon { state, listen_addr, listener } = self;
+        tracing::info!(%listen_addr, "pgward listening");
+        if signals == Signals::Handle {
+            tokio::spawn(handle_signals(state.clone()));
+        }
+        let reaper = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    state.pools.reap_all();
+                }
+            })
+        };
+        let tracker = TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        tracker.spawn(crate::session::serve(tcp, peer, state.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracker.close();
+        let timeout = state.runtime.load().config.server.shutdown_timeout;
+        tracing::info!(clients = tracker.len(), ?timeout, "shutting down: draining clients");
+        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(clients = tracker.len(), "shutdown timeout: closing remaining clients");
+        }
+        reaper.abort();
+        Ok(())
+    }
+}
+
+/// Re-reads the config file; a bad file keeps the running config.
+pub fn reload(state: &State) {
+    let current = state.runtime.load();
+    let Some(path) = current.config.source.clone() else {
+        tracing::warn!("reload requested but the config was not read from a file");
+        return;
+    };
+    match Config::load(&path).map_err(anyhow::Error::from).and_then(Runtime::build) {
+        Ok(runtime) => {
+            if runtime.config.server.listen != current.config.server.listen {
+                tracing::warn!("server.listen changed: takes effect after a restart");
+            }
+            state.runtime.store(Arc::new(runtime));
+            tracing::info!(path = %path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+    }
+}
+
+async fn handle_signals(state: Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&state),
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: no new clients; draining");
+                state.shutdown.cancel();
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting now");
+                std::process::exit(130);
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The pgward command line: run the daemon, the self-contained demo, config checks, key generation.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use pgward::config::Config;
+use pgward::daemon::{Daemon, Runtime, Signals};
+
+#[derive(Parser)]
+#[command(name = "pgward", version, about = "PostgreSQL proxy: pooling, routing, policy, encryption, caching")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "PGWARD_CONFIG", default_value = "config/pgward.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Start a throwaway PostgreSQL primary + replica with pgward in front; Ctrl-C removes it all.
+    Demo {
+        /// Where the demo's pgward listens.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+    },
+    /// Validate the configuration (and the files it names); exit status 1 on errors.
+    Check,
+    /// Print a new random 256-bit key, base64-encoded.
+    Keygen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Demo { listen: _ } => todo!(),
+        Command::Check => check(&cli.config),
+        Command::Keygen => {
+            use base64::Engine;
+            let key: [u8; 32] = rand::random();
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    runtime()?.block_on(async {
+        let daemon = Daemon::bind(config).await?;
+        daemon.run(Signals::Handle).await
+    })
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    Runtime::build(config)?;
+    println!("{}: ok", path.display());
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Server connection pools, one per (backend user, database, backend).
+//!
+//! Capacity is a semaphore (fair, FIFO), the idle list a short mutex-protected stack, so a
+//! checkout never waits behind another client's I/O. Broken connections are never handed out:
+//! an idle connection that has closed or spoken out of turn is dropped at checkout.
+
+pub mod server;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::protocol::ProxyError;
+use crate::session::prepared::Statement;
+pub use server::{BackendTarget, ServerConn, ServerError};
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub checkout_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub user: String,
+    pub database: String,
+    pub backend: String,
+    pub addr: (String, u16),
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    target: Arc<BackendTarget>,
+    password: Option<String>,
+    settings: PoolSettings,
+    idle: Mutex<Vec<ServerConn>>,
+    permits: Arc<Semaphore>,
+    /// Statements some server of this pool has parsed successfully, so a client's prepare of
+    /// the same statement can be answered without a server (see `Session::prepare_locally`).
+    known_statements: Mutex<HashMap<u64, Arc<Statement>>>,
+}
+
+/// Bound on `known_statements`, so clients generating endless distinct SQL cannot grow it.
+const MAX_KNOWN_STATEMENTS: usize = 10_000;
+
+/// A checked-out server connection. Dropping it closes the connection; `release` returns it.
+pub struct Lease {
+    pub conn: ServerConn,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    pub fn release(self) {
+        let Lease { mut conn, pool, _permit } = self;
+        conn.idle_since = Instant::now();
+        pool.idle.lock().expect("pool lock").push(conn);
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Pool {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ProxyError> {
+        let permit = tokio::time::timeout(self.settings.checkout_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| ProxyError::PoolTimeout(self.settings.checkout_timeout))?
+            .expect("pool semaphore is never closed");
+        while let Some(mut conn) = self.pop_idle() {
+            if conn.reader.is_closed_or_chatty() {
+                tracing::debug!(backend = %self.key.backend, "dropping a closed idle server connection");
+                continue;
+            }
+            return Ok(Lease { conn, pool: self.clone(), _permit: permit });
+        }
+        let conn = tokio::time::timeout(
+            self.settings.connect_timeout,
+            ServerConn::connect(self.target.clone(), &self.key.user, self.password.as_deref(), &self.key.database),
+        )
+        .await
+        .unwrap_or(Err(ServerError::Timeout))
+        .map_err(|e| {
+            tracing::warn!(backend = %self.key.backend, user = %self.key.user, database = %self.key.database, error = %e, "server connection failed");
+            e.to_client()
+        })?;
+        tracing::debug!(backend = %self.key.backend, pid = conn.pid, "new server connection");
+        Ok(Lease { conn, pool: self.clone(), _permit: permit })
+    }
+
+    /// Most recently used first: warm connections stay warm, old ones age out.
+    fn pop_idle(&self) -> Option<ServerConn> {
+        self.idle.lock().expect("pool lock").pop()
+    }
+
+    /// Closes idle connections unused for longer than idle_timeout.
+    pub fn reap(&self) {
+        let cutoff = Instant::now() - self.settings.idle_timeout;
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.retain(|c| c.idle_since > cutoff);
+    }
+
+    pub fn remember(&self, statement: &Arc<Statement>) {
+        let mut known = self.known_statements.lock().expect("pool lock");
+        if known.len() < MAX_KNOWN_STATEMENTS {
+            known.entry(statement.hash).or_insert_with(|| statement.clone());
+        }
+    }
+
+    pub fn knows(&self, statement: &Statement) -> bool {
+        let known = self.known_statements.lock().expect("pool lock");
+        known.get(&statement.hash).is_some_and(|k| **k == *statement)
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().expect("pool lock").len()
+    }
+}
+
+/// All pools of the process, created on first use.
+#[derive(Default)]
+pub struct Pools {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    pub fn get(&self, key: PoolKey, target: Arc<BackendTarget>, password: Option<String>, settings: &PoolSettings) -> Arc<Pool> {
+        let mut pools = self.pools.lock().expect("pools lock");
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    key,
+                    target,
+                    password,
+                    settings: settings.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(settings.size)),
+                    known_statements: Mutex::new(HashMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    pub fn reap_all(&self) {
+        let pools: Vec<_> = self.pools.lock().expect("pools lock").values().cloned().collect();
+        for p in pools {
+            p.reap();
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! One connection from pgward to a PostgreSQL server: connect, TLS, authenticate with the
+//! backend credentials, and run the few internal queries pgward needs (applying a client's
+//! session parameters, resets). Client traffic is forwarded by the session, not here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::BackendTls;
+use crate::protocol::messages::{self, Reader};
+use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError, Stream};
+use crate::session::prepared::Statement;
+
+/// Where and how to reach one backend; built once per config.
+#[derive(Debug)]
+pub struct BackendTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: BackendTls,
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("server refused TLS (backend tls = require)")]
+    TlsRefused,
+    #[error("unsupported authentication request {0}")]
+    UnsupportedAuth(i32),
+    #[error("backend needs a password and none is configured")]
+    NoPassword,
+    #[error("SCRAM: {0}")]
+    Scram(String),
+    #[error("server error {sqlstate}: {message}")]
+    Postgres { sqlstate: String, message: String, severity: String },
+    #[error("unexpected message '{}' from server", *.0 as char)]
+    Unexpected(u8),
+    #[error("timed out")]
+    Timeout,
+}
+
+impl ServerError {
+    /// What the client should see: PostgreSQL's own errors pass through (e.g. 3D000 for a
+    /// missing database); connectivity problems become 08006 without internal detail.
+    pub fn to_client(&self) -> ProxyError {
+        match self {
+            ServerError::Postgres { sqlstate, message, severity } => ProxyError::FromServer {
+                sqlstate: sqlstate.clone(),
+                message: message.clone(),
+                fatal: severity == "FATAL" || severity == "PANIC",
+            },
+            other => ProxyError::ServerUnavailable(other.to_string()),
+        }
+    }
+}
+
+/// Reads (severity, SQLSTATE, message) out of an ErrorResponse body.
+pub fn error_fields(body: &[u8]) -> ServerError {
+    let mut r = Reader::new(body);
+    let (mut severity, mut sqlstate, mut message) = (String::new(), String::new(), String::new());
+    while let Ok(code) = r.u8() {
+        if code == 0 {
+            break;
+        }
+        let Ok(value) = r.cstr() else { break };
+        match code {
+            b'V' => severity = value.to_owned(),
+            b'S' if severity.is_empty() => severity = value.to_owned(),
+            b'C' => sqlstate = value.to_owned(),
+            b'M' => message = value.to_owned(),
+            _ => {}
+        }
+    }
+    ServerError::Postgres { sqlstate, message, severity }
+}
+
+pub struct ServerConn {
+    pub reader: FrameReader,
+    pub writer: FrameWriter,
+    pub backend: Arc<BackendTarget>,
+    /// PostgreSQL's own process id and cancel key, for forwarding CancelRequests.
+    pub pid: i32,
+    pub secret: i32,
+    /// ParameterStatus values the server has reported.
+    pub reported: BTreeMap<String, String>,
+    /// Settings whose session value pgward (or a client through it) set; everything else is
+    /// at the role/database default.
+    pub session_params: BTreeMap<String, String>,
+    /// Statements prepared on this connection under pgward's names, keyed by name hash.
+    pub prepared: HashMap<u64, Arc<Statement>>,
+    pub idle_since: Instant,
+}
+
+impl ServerConn {
+    pub async fn connect(
+        backend: Arc<BackendTarget>,
+        user: &str,
+        password: Option<&str>,
+        database: &str,
+    ) -> Result<ServerConn, ServerError> {
+        let mut tcp = TcpStream::connect((backend.host.as_str(), backend.port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match (backend.tls, &backend.tls_config) {
+            (BackendTls::Disable, _) | (_, None) => Stream::Plain(tcp),
+            (mode, Some(config)) => {
+                tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+                match tcp.read_u8().await? {
+                    b'S' => {
+                        let connector = tokio_rustls::TlsConnector::from(config.clone());
+                        let name = crate::protocol::tls::server_name(&backend.host);
+                        let tls = connector
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| ServerError::Tls(e.to_string()))?;
+                        Stream::ClientTls(Box::new(tls))
+                    }
+                    b'N' if mode == BackendTls::Prefer => Stream::Plain(tcp),
+                    b'N' => return Err(ServerError::TlsRefused),
+                    other => return Err(ServerError::Unexpected(other)),
+                }
+            }
+        };
+        let tls = stream.is_tls();
+        let (reader, writer) = stream.into_framed(1 << 30);
+        let mut conn = ServerConn {
+            reader,
+            writer,
+            backend,
+            pid: 0,
+            secret: 0,
+            reported: BTreeMap::new(),
+            session_params: BTreeMap::new(),
+            prepared: HashMap::new(),
+            idle_since: Instant::now(),
+        };
+        conn.startup(user, password, database, tls).await?;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, user: &str, password: Option<&str>, database: &str, tls: bool) -> Result<(), ServerError> {
+        let buf = self.writer.buffer();
+        let start = buf.len();
+        buf.extend_from_slice(&[0, 0, 0, 0, 0, 3, 0, 0]);
+        for (k, v) in [("user", user), ("database", database)] {
+            buf.extend_from_slice(k.as_bytes());
+            buf.extend_from_slice(&[0]);
+            buf.extend_from_slice(v.as_bytes());
+            buf.extend_from_slice(&[0]);
+        }
+        buf.extend_from_slice(&[0]);
+        let len = (buf.len() - start) as i32;
+        buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        self.writer.flush().await?;
+
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.reader.read_frame().await?;
+            match frame.tag() {
+                b'R' => self.authenticate(&frame, user, password, tls, &mut scram).await?,
+                b'S' => self.record_parameter(&frame),
+                b'K' => {
+                    let mut r = Reader::new(frame.body());
+                    self.pid = r.i32().unwrap_or(0);
+                    self.secret = r.i32().unwrap_or(0);
+                }
+                b'Z' => return Ok(()),
+                b'E' => return Err(error_fields(frame.body())),
+                b'N' | b'v' => {}
+                other => return Err(ServerError::Unexpected(other)),
+            }
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        frame: &Frame,
+        user: &str,
+        password: Option<&str>,
+        tls: bool,
+        scram: &mut Option<ScramSha256>,
+    ) -> Result<(), ServerError> {
+        let mut r = Reader::new(frame.body());
+        let code = r.i32().map_err(|_| ServerError::Unexpected(b'R'))?;
+        let password = || password.ok_or(ServerError::NoPassword);
+        match code {
+            0 => return Ok(()),
+            3 => {
+                let pw = password()?;
+                messages::frontend(self.writer.buffer(), b'p', |b| {
+                    b.extend_from_slice(pw.as_bytes());
+                    b.extend_from_slice(&[0]);
+                });
+            }
+            5 => {
+                let salt: [u8; 4] = r.take(4).ok().and_then(|s| s.try_into().ok()).ok_or(ServerError::Unexpected(b'R'))?;
+                let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), password()?.as_bytes(), salt);
+                messages::frontend(self.writer.buffer(), b'p', |b| {
+                    b.extend_from_slice(hash.as_bytes());
+                    b.extend_from_slice(&[0]);
+                });
+            }
+            10 => {
+                let mut mechanisms = Vec::new();
+                while let Ok(m) = r.cstr() {
+                    if m.is_empty() {
+                        break;
+                    }
+                    mechanisms.push(m);
+                }
+                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                    return Err(ServerError::Scram(format!("no supported mechanism in {mechanisms:?}")));
+                }
+                // Channel binding would need the server certificate hash; decline it explicitly.
+                let binding = if tls { ChannelBinding::unrequested() } else { ChannelBinding::unsupported() };
+                let client = ScramSha256::new(password()?.as_bytes(), binding);
+                let first = client.message().to_vec();
+                messages::frontend(self.writer.buffer(), b'p', |b| {
+                    b.extend_from_slice(b"SCRAM-SHA-256\0");
+                    b.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                    b.extend_from_slice(&first);
+                });
+                *scram = Some(client);
+            }
+            11 => {
+                let client = scram.as_mut().ok_or(ServerError::Unexpected(b'R'))?;
+                client.update(r.rest()).map_err(|e| ServerError::Scram(e.to_string()))?;
+                let msg = client.message().to_vec();
+                messages::frontend(self.writer.buffer(), b'p', |b| b.extend_from_slice(&msg));
+            }
+            12 => {
+                let mut client = scram.take().ok_or(ServerError::Unexpected(b'R'))?;
+                client.finish(r.rest()).map_err(|e| ServerError::Scram(e.to_string()))?;
+                return Ok(());
+            }
+            other => return Err(ServerError::UnsupportedAuth(other)),
+        }
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    pub fn record_parameter(&mut self, frame: &Frame) {
+        let mut r = Reader::new(frame.body());
+        if let (Ok(name), Ok(value)) = (r.cstr(), r.cstr()) {
+            self.reported.insert(name.to_owned(), value.to_owned());
+        }
+    }
+
+    /// Runs pgward's own simple query (possibly several statements) and returns the rows of
+    /// its result sets as text. Nothing of it reaches a client.
+    pub async fn internal_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+        messages::query(self.writer.buffer(), sql);
+        self.writer.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.reader.read_frame().await?;
+            match frame.tag() {
+                b'D' => rows.push(data_row_text(frame.body())),
+                b'S' => self.record_parameter(&frame),
+                b'E' => error = Some(error_fields(frame.body())),
+                b'Z' => return error.map_or(Ok(rows), Err),
+                b'T' | b'C' | b'N' | b'I' | b'A' => {}
+                other => return Err(ServerError::Unexpected(other)),
+            }
+        }
+    }
+}
+
+fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
+    let mut r = Reader::new(body);
+    let n = r.i16().unwrap_or(0).max(0) as usize;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(len) = r.i32() else { break };
+        if len < 0 {
+            out.push(None);
+        } else {
+            let Ok(bytes) = r.take(len as usize) else { break };
+            out.push(Some(String::from_utf8_lossy(bytes).into_owned()));
+        }
+    }
+    out
+}
+
+/// Quotes a string as an SQL literal that reads the same whatever standard_conforming_strings is.
+pub fn quote_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

@@ -1,0 +1,85 @@
+//! Errors the proxy reports to clients. This is the one place that maps them to SQLSTATEs;
+//! internal causes (I/O errors, file paths) are logged, never sent to the client.
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("SSL/TLS connection required")]
+    TlsRequired,
+    #[error("too many client connections")]
+    TooManyClients,
+    #[error("startup timed out")]
+    StartupTimeout,
+    #[error("no server connection available within {0:?}")]
+    PoolTimeout(std::time::Duration),
+    #[error("server unavailable: {0}")]
+    ServerUnavailable(String),
+    #[error("server connection lost")]
+    ServerLost,
+    #[error("pgward is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("prepared statement \"{0}\" does not exist")]
+    UnknownStatement(String),
+    #[error("prepared statement \"{0}\" already exists")]
+    DuplicateStatement(String),
+    #[error("{message}")]
+    FromServer {
+        sqlstate: String,
+        message: String,
+        fatal: bool,
+    },
+}
+
+impl ProxyError {
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        ProxyError::Protocol(msg.into())
+    }
+
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ProxyError::Protocol(_) | ProxyError::StartupTimeout => "08P01",
+            ProxyError::AuthFailed(_) => "28P01",
+            ProxyError::TlsRequired => "28000",
+            ProxyError::TooManyClients | ProxyError::PoolTimeout(_) => "53300",
+            ProxyError::ServerUnavailable(_) | ProxyError::ServerLost => "08006",
+            ProxyError::ShuttingDown => "57P01",
+            ProxyError::Unsupported(_) => "0A000",
+            ProxyError::UnknownStatement(_) => "26000",
+            ProxyError::DuplicateStatement(_) => "42P05",
+            ProxyError::FromServer { sqlstate, .. } => sqlstate,
+        }
+    }
+
+    /// Whether the client connection ends with this error (else only the request fails).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ProxyError::PoolTimeout(_)
+            | ProxyError::ServerUnavailable(_)
+            | ProxyError::Unsupported(_)
+            | ProxyError::UnknownStatement(_)
+            | ProxyError::DuplicateStatement(_) => false,
+            ProxyError::FromServer { fatal, .. } => *fatal,
+            _ => true,
+        }
+    }
+
+    /// What the client reads. Server-originated text passes through as the server wrote it;
+    /// pgward's own errors say they come from pgward and leave out internal causes.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProxyError::FromServer { message, .. } => message.clone(),
+            ProxyError::ServerUnavailable(_) => "pgward: could not connect to the database server".into(),
+            ProxyError::Protocol(_) => format!("pgward: {self}"),
+            other => format!("pgward: {other}"),
+        }
+    }
+
+    pub fn detail(&self) -> Option<String> {
+        None
+    }
+}

@@ -1,0 +1,266 @@
+//! Framing of PostgreSQL protocol messages (1-byte tag + 4-byte length) over a plain or TLS socket.
+//!
+//! The reader and writer are deliberately not AsyncRead/AsyncWrite: only whole frames go in and
+//! out, so nothing can write stray bytes into the protocol. Buffers start empty and shrink back
+//! after large messages, so an idle connection costs little memory.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Buffers larger than this are dropped once empty so idle connections stay small.
+const SHRINK_ABOVE: usize = 256 * 1024;
+/// Read granularity; also the most a reader reserves at once for a large message.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Eof,
+    #[error("invalid message length {0}")]
+    BadLength(i64),
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// One complete protocol message: tag, length and body, exactly as on the wire.
+#[derive(Clone, Debug)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    pub fn tag(&self) -> u8 {
+        self.0[0]
+    }
+    /// The message body after tag and length.
+    pub fn body(&self) -> &[u8] {
+        &self.0[5..]
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn from_bytes(bytes: Bytes) -> Frame {
+        debug_assert!(bytes.len() >= 5);
+        Frame(bytes)
+    }
+}
+
+/// A client or server socket, before it is split into halves.
+pub enum Stream {
+    Plain(TcpStream),
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Splits into framed halves; plain TCP uses lock-free owned halves (the hot path).
+    pub fn into_framed(self, max_message: u64) -> (FrameReader, FrameWriter) {
+        let (r, w): (ReadIo, WriteIo) = match self {
+            Stream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (ReadIo::Tcp(r), WriteIo::Tcp(w))
+            }
+            Stream::ServerTls(tls) => {
+                let (r, w) = tokio::io::split(Box::new(*tls) as Box<dyn AsyncStream>);
+                (ReadIo::Other(r), WriteIo::Other(w))
+            }
+            Stream::ClientTls(tls) => {
+                let (r, w) = tokio::io::split(Box::new(*tls) as Box<dyn AsyncStream>);
+                (ReadIo::Other(r), WriteIo::Other(w))
+            }
+        };
+        (
+            FrameReader {
+                io: r,
+                buf: BytesMut::new(),
+                max_message,
+            },
+            FrameWriter {
+                io: w,
+                buf: BytesMut::new(),
+            },
+        )
+    }
+
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+}
+
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+enum ReadIo {
+    Tcp(OwnedReadHalf),
+    Other(tokio::io::ReadHalf<Box<dyn AsyncStream>>),
+}
+
+enum WriteIo {
+    Tcp(OwnedWriteHalf),
+    Other(tokio::io::WriteHalf<Box<dyn AsyncStream>>),
+}
+
+impl AsyncRead for ReadIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadIo::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            ReadIo::Other(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl WriteIo {
+    async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteIo::Tcp(w) => w.write(data).await,
+            WriteIo::Other(w) => w.write(data).await,
+        }
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            WriteIo::Tcp(w) => w.flush().await,
+            WriteIo::Other(w) => w.flush().await,
+        }
+    }
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            WriteIo::Tcp(w) => w.shutdown().await,
+            WriteIo::Other(w) => w.shutdown().await,
+        }
+    }
+}
+
+/// Reads whole frames; bytes of the next frames stay buffered.
+pub struct FrameReader {
+    io: ReadIo,
+    buf: BytesMut,
+    max_message: u64,
+}
+
+impl FrameReader {
+    /// A complete frame already in the buffer, if any.
+    pub fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(FrameError::BadLength(len as i64));
+        }
+        if len as u64 > self.max_message {
+            return Err(FrameError::TooLarge(len as u64));
+        }
+        let total = 1 + len as usize;
+        if self.buf.len() < total {
+            // Reserve what is missing, in bounded steps: a length is a claim, not a fact.
+            self.buf.reserve((total - self.buf.len()).min(READ_CHUNK * 64));
+            return Ok(None);
+        }
+        let frame = Frame(self.buf.split_to(total).freeze());
+        if self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(frame))
+    }
+
+    /// Reads more bytes from the socket. Cancel-safe (usable in `select!`).
+    pub async fn fill(&mut self) -> Result<(), FrameError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match self.io.read_buf(&mut self.buf).await? {
+            0 => Err(FrameError::Eof),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn read_frame(&mut self) -> Result<Frame, FrameError> {
+        loop {
+            if let Some(frame) = self.try_frame()? {
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// True when the peer has closed or sent something while we expected silence (an idle
+    /// pooled connection). Never blocks.
+    pub fn is_closed_or_chatty(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut scratch = [0u8; 64];
+        let mut rb = ReadBuf::new(&mut scratch);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut self.io).poll_read(&mut cx, &mut rb) {
+            Poll::Pending => false,
+            Poll::Ready(_) => true,
+        }
+    }
+
+}
+
+/// Collects outgoing frames and writes them in batches.
+pub struct FrameWriter {
+    io: WriteIo,
+    buf: BytesMut,
+}
+
+impl FrameWriter {
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Gives encoders direct access to the output buffer.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// One write call; flushes the transport once the buffer is empty. Cancel-safe.
+    pub async fn write_some(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let n = self.io.write(&self.buf).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.buf.advance(n);
+        }
+        if self.buf.is_empty() {
+            self.io.flush().await?;
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = BytesMut::new();
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while !self.buf.is_empty() {
+            self.write_some().await?;
+        }
+        self.io.flush().await
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! Session parameters in transaction mode. Each client has the settings it asked for (startup
+//! parameters, and whatever its own SET/RESET left behind); each server connection knows which
+//! settings were changed on it. On checkout the difference is applied in one round trip, so a
+//! client's settings hold on every connection it gets and never leak to another client.
+
+use std::collections::BTreeMap;
+
+use crate::pool::server::{quote_ident, quote_literal};
+
+pub type Settings = BTreeMap<String, String>;
+
+/// Reads back every setting changed in the session (after a client's SET/RESET/DISCARD).
+pub const SESSION_SETTINGS_SQL: &str =
+    "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name";
+
+/// Names of statements prepared through the protocol on this connection.
+pub const PREPARED_SQL: &str = "SELECT name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql";
+
+/// SQL that turns a server session with `current` settings into one with `wanted`, or None
+/// when they already match (the common case: no extra round trip).
+pub fn apply_sql(wanted: &Settings, current: &Settings) -> Option<String> {
+    if wanted == current {
+        return None;
+    }
+    let mut sets = Vec::new();
+    for (name, value) in wanted {
+        if current.get(name) != Some(value) {
+            sets.push(format!("pg_catalog.set_config({}, {}, false)", quote_literal(name), quote_literal(value)));
+        }
+    }
+    let mut sql = String::new();
+    for name in current.keys().filter(|n| !wanted.contains_key(*n)) {
+        sql.push_str(&format!("RESET {};", quote_ident(name)));
+    }
+    if !sets.is_empty() {
+        sql.push_str("SELECT ");
+        sql.push_str(&sets.join(", "));
+    }
+    Some(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_only_the_difference() {
+        let s = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Settings>();
+        assert_eq!(apply_sql(&s(&[("a", "1")]), &s(&[("a", "1")])), None);
+        assert_eq!(
+            apply_sql(&s(&[("a", "2"), ("c", "it's")]), &s(&[("a", "1"), ("b", "x")])).unwrap(),
+            "RESET \"b\";SELECT pg_catalog.set_config(E'a', E'2', false), pg_catalog.set_config(E'c', E'it''s', false)"
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! Forwarding between a client and its leased server connection.
+//!
+//! Frames flow both ways as raw bytes. The few the proxy must touch are: Parse/Bind/Describe/
+//! Close naming a prepared statement (renamed to pgward's server-side name, re-prepared when the
+//! server lacks it), and the responses that tell where a request ends. A queue of the responses
+//! still owed to the client keeps replies in protocol order even when pgward answers a message
+//! itself (a ParseComplete for a statement the server already has) or hides one (the
+//! ParseComplete of a re-prepare the client never asked for).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BufMut;
+
+use super::prepared::Statement;
+use super::sqlscan;
+use super::Session;
+use crate::config::PoolMode;
+use crate::protocol::messages::{self, tag, Reader};
+use crate::protocol::{Frame, FrameError, ProxyError};
+
+/// Stop reading one side while more than this waits to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+
+pub(super) enum Exit {
+    /// The transaction is over and nothing is outstanding: the lease may go back.
+    Release,
+    ClientGone,
+}
+
+/// A response the client is owed, in order.
+enum Pending {
+    /// `statement` is set when the Parse creates a pgward-named statement; `hidden` when pgward
+    /// sent it on its own (its ParseComplete must not reach the client).
+    Parse { statement: Option<Arc<Statement>>, hidden: bool },
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync,
+    /// A simple Query or FunctionCall: ends with ReadyForQuery, errors do not skip ahead.
+    Query,
+    /// A reply pgward writes itself when its turn comes.
+    Reply(Reply),
+}
+
+enum Reply {
+    ParseComplete,
+    CloseComplete,
+    Error(ProxyError),
+    /// ReadyForQuery after a simple Query pgward refused.
+    Ready,
+}
+
+/// Protocol state of one attachment of a client to a server connection.
+#[derive(Default)]
+pub(super) struct Link {
+    queue: VecDeque<Pending>,
+    /// Extended-protocol messages were sent since the last Sync.
+    in_batch: bool,
+    /// After a pgward-made error, skip client messages until Sync, as a server does.
+    discarding: bool,
+    /// Transaction status from the last ReadyForQuery.
+    tx_status: u8,
+    /// The client ran something that may change session settings / drop statements.
+    pub(super) session_dirty: bool,
+    pub(super) statements_dirty: bool,
+    /// The client's unnamed statement exists on this server connection.
+    unnamed_ready: bool,
+}
+
+impl Link {
+    pub(super) fn new(session_mode: bool) -> Link {
+        Link {
+            tx_status: b'I',
+            unnamed_ready: session_mode,
+            ..Link::default()
+        }
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && !self.in_batch && self.tx_status == b'I'
+    }
+}
+
+enum Event {
+    Wrote(std::io::Result<()>),
+    ClientWrote(std::io::Result<()>),
+    ServerRead(Result<(), FrameError>),
+    ClientRead(Result<(), FrameError>),
+}
+
+impl Session {
+    /// Pumps until the lease can be released (transaction mode) or the client leaves.
+    pub(super) async fn pump(&mut self) -> Result<Exit, ProxyError> {
+        loop {
+            while self.client_w.pending() < HIGH_WATER {
+                let frame = match self.server_mut().reader.try_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad frame from server");
+                        return Err(ProxyError::ServerLost);
+                    }
+                };
+                self.on_server_frame(frame);
+            }
+            while self.server_mut().writer.pending() < HIGH_WATER {
+                let Some(frame) = self.client_r.try_frame().map_err(super::client_frame_error)? else {
+                    break;
+                };
+                if let Some(exit) = self.on_client_frame(frame)? {
+                    return Ok(exit);
+                }
+            }
+            if self.mode == PoolMode::Transaction && self.link.is_idle() {
+                return Ok(Exit::Release);
+            }
+
+            let Session { client_r, client_w, server, .. } = self;
+            let server = &mut server.as_mut().expect("attached").conn;
+            let event = tokio::select! {
+                biased;
+                r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
+                r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
+                r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
+                r = client_r.fill(), if server.writer.pending() < HIGH_WATER => Event::ClientRead(r),
+            };
+            match event {
+                Event::Wrote(Err(e)) | Event::ServerRead(Err(FrameError::Io(e))) => {
+                    tracing::warn!(error = %e, "server connection failed");
+                    return Err(ProxyError::ServerLost);
+                }
+                Event::ServerRead(Err(_)) => {
+                    tracing::info!("server closed the connection");
+                    return Err(ProxyError::ServerLost);
+                }
+                Event::ClientWrote(Err(_)) | Event::ClientRead(Err(FrameError::Eof | FrameError::Io(_))) => {
+                    return Ok(Exit::ClientGone)
+                }
+                Event::ClientRead(Err(e)) => return Err(super::client_frame_error(e)),
+                _ => {}
+            }
+        }
+    }
+
+    fn server_mut(&mut self) -> &mut crate::pool::ServerConn {
+        &mut self.server.as_mut().expect("attached").conn
+    }
+
+    /// Handles one client message while attached; returns Exit::ClientGone on Terminate.
+    pub(super) fn on_client_frame(&mut self, frame: Frame) -> Result<Option<Exit>, ProxyError> {
+        let t = frame.tag();
+        if self.link.discarding && !matches!(t, tag::SYNC | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::TERMINATE) {
+            return Ok(None);
+        }
+        match t {
+            tag::QUERY => {
+                if let Err(e) = self.note_sql(messages::read_query(frame.body())?) {
+                    self.link.queue.push_back(Pending::Reply(Reply::Error(e)));
+                    self.link.queue.push_back(Pending::Reply(Reply::Ready));
+                } else {
+                    self.forward(&frame, Some(Pending::Query));
+                }
+            }
+            tag::FUNCTION_CALL => self.forward(&frame, Some(Pending::Query)),
+            tag::PARSE => self.on_parse(frame)?,
+            tag::BIND => self.on_bind(frame)?,
+            tag::DESCRIBE => self.on_describe(frame)?,
+            tag::CLOSE => self.on_close(frame)?,
+            tag::EXECUTE => {
+                self.link.in_batch = true;
+                self.forward(&frame, Some(Pending::Execute));
+            }
+            tag::FLUSH => {
+                self.link.in_batch = true;
+                self.forward(&frame, None);
+            }
+            tag::SYNC => {
+                self.link.in_batch = false;
+                self.link.discarding = false;
+                self.forward(&frame, Some(Pending::Sync));
+            }
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.forward(&frame, None),
+            tag::TERMINATE => return Ok(Some(Exit::ClientGone)),
+            other => {
+                return Err(ProxyError::protocol(format!("invalid frontend message type {other}")));
+            }
+        }
+        self.reply_ready();
+        Ok(None)
+    }
+
+    fn forward(&mut self, frame: &Frame, pending: Option<Pending>) {
+        self.server_mut().writer.queue(frame.as_bytes());
+        if let Some(p) = pending {
+            self.link.queue.push_back(p);
+        }
+    }
+
+    /// Records what a statement may change; refuses LISTEN where notifications would be lost.
+    fn note_sql(&mut self, sql: &str) -> Result<(), ProxyError> {
+        if self.mode == PoolMode::Session {
+            return Ok(());
+        }
+        let fx = sqlscan::effects(sql);
+        if fx.listen {
+            return Err(ProxyError::Unsupported(
+                "pgward: LISTEN needs pool.mode = \"session\"; in transaction mode notifications would be lost".into(),
+            ));
+        }
+        self.link.session_dirty |= fx.session;
+        self.link.statements_dirty |= fx.statements;
+        Ok(())
+    }
+
+    /// Answers a message with an error of pgward's own and skips to the next Sync.
+    fn refuse(&mut self, err: ProxyError) {
+        self.link.queue.push_back(Pending::Reply(Reply::Error(err)));
+        self.link.discarding = true;
+        self.link.in_batch = true;
+    }
+
+    fn transaction_mode(&self) -> bool {
+        self.mode == PoolMode::Transaction
+    }
+
+    fn on_parse(&mut self, frame: Frame) -> Result<(), ProxyError> {
+        let parse = messages::read_parse(frame.body())?;
+        self.link.in_batch = true;
+        if let Err(e) = self.note_sql(parse.query) {
+            self.refuse(e);
+            return Ok(());
+        }
+        if parse.name.is_empty() || !self.transaction_mode() {
+            if parse.name.is_empty() && self.transaction_mode() {
+                self.unnamed_parse = Some(frame.clone());
+                self.link.unnamed_ready = true;
+            }
+            self.forward(&frame, Some(Pending::Parse { statement: None, hidden: false }));
+            return Ok(());
+        }
+        if self.statements.contains_key(parse.name) {
+            self.refuse(ProxyError::DuplicateStatement(parse.name.to_owned()));
+            return Ok(());
+        }
+        let statement = Statement::new(parse.query, parse.param_types);
+        self.statements.insert(parse.name.to_owned(), statement.clone());
+        let conn = self.server_mut();
+        match conn.prepared.get(&statement.hash) {
+            Some(existing) if **existing == *statement => {
+                self.link.queue.push_back(Pending::Reply(Reply::ParseComplete));
+            }
+            Some(_) => self.refuse(ProxyError::Unsupported(
+                "pgward: prepared statement name hash collision; retry with different text".into(),
+            )),
+            None => {
+                statement.write_parse(conn.writer.buffer(), &statement.server_name);
+                conn.prepared.insert(statement.hash, statement.clone());
+                self.link.queue.push_back(Pending::Parse { statement: Some(statement), hidden: false });
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up a client's statement by name, preparing it on this server if needed.
+    fn server_statement(&mut self, name: &str) -> Option<Arc<Statement>> {
+        let statement = self.statements.get(name)?.clone();
+        let conn = self.server_mut();
+        if !conn.prepared.contains_key(&statement.hash) {
+            statement.write_parse(conn.writer.buffer(), &statement.server_name);
+            conn.prepared.insert(statement.hash, statement.clone());
+            self.link.queue.push_back(Pending::Parse { statement: Some(statement.clone()), hidden: true });
+        }
+        Some(statement)
+    }
+
+    /// The unnamed statement lives on the connection that parsed it; re-send it when a
+    /// Bind or Describe reaches another one.
+    fn ensure_unnamed(&mut self) {
+        if self.link.unnamed_ready {
+            return;
+        }
+        if let Some(parse) = self.unnamed_parse.clone() {
+            self.forward(&parse, Some(Pending::Parse { statement: None, hidden: true }));
+            self.link.unnamed_ready = true;
+        }
+    }
+
+    fn on_bind(&mut self, frame: Frame) -> Result<(), ProxyError> {
+        let mut r = Reader::new(frame.body());
+        let portal = r.cstr()?;
+        let name = r.cstr()?;
+        self.link.in_batch = true;
+        if !self.transaction_mode() {
+            self.forward(&frame, Some(Pending::Bind));
+        } else if name.is_empty() {
+            self.ensure_unnamed();
+            self.forward(&frame, Some(Pending::Bind));
+        } else {
+            let Some(statement) = self.server_statement(name) else {
+                self.refuse(ProxyError::UnknownStatement(name.to_owned()));
+                return Ok(());
+            };
+            let rest = r.rest();
+            messages::frontend(self.server_mut().writer.buffer(), tag::BIND, |b| {
+                b.put_slice(portal.as_bytes());
+                b.put_u8(0);
+                b.put_slice(statement.server_name.as_bytes());
+                b.put_u8(0);
+                b.put_slice(rest);
+            });
+            self.link.queue.push_back(Pending::Bind);
+        }
+        Ok(())
+    }
+
+    fn on_describe(&mut self, frame: Frame) -> Result<(), ProxyError> {
+        let mut r = Reader::new(frame.body());
+        let kind = r.u8()?;
+        let name = r.cstr()?;
+        self.link.in_batch = true;
+        if kind != b'S' || !self.transaction_mode() {
+            self.forward(&frame, Some(Pending::Describe));
+        } else if name.is_empty() {
+            self.ensure_unnamed();
+            self.forward(&frame, Some(Pending::Describe));
+        } else {
+            let Some(statement) = self.server_statement(name) else {
+                self.refuse(ProxyError::UnknownStatement(name.to_owned()));
+                return Ok(());
+            };
+            messages::frontend(self.server_mut().writer.buffer(), tag::DESCRIBE, |b| {
+                b.put_u8(b'S');
+                b.put_slice(statement.server_name.as_bytes());
+                b.put_u8(0);
+            });
+            self.link.queue.push_back(Pending::Describe);
+        }
+        Ok(())
+    }
+
+    /// Closing a named statement only forgets the client's name for it: the server copy stays
+    /// for other clients running the same statement.
+    fn on_close(&mut self, frame: Frame) -> Result<(), ProxyError> {
+        let mut r = Reader::new(frame.body());
+        let kind = r.u8()?;
+        let name = r.cstr()?;
+        self.link.in_batch = true;
+        if kind == b'S' && !name.is_empty() && self.transaction_mode() {
+            self.statements.remove(name);
+            self.link.queue.push_back(Pending::Reply(Reply::CloseComplete));
+        } else {
+            self.forward(&frame, Some(Pending::Close));
+        }
+        Ok(())
+    }
+
+    fn on_server_frame(&mut self, frame: Frame) {
+        let t = frame.tag();
+        match t {
+            b'S' => {
+                self.server_mut().record_parameter(&frame);
+                self.client_w.queue(frame.as_bytes());
+            }
+            b'A' | b'N' => self.client_w.queue(frame.as_bytes()),
+            b'Z' => {
+                self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                // Pop through the Sync/Query this answers (anything before it was skipped).
+                while let Some(p) = self.link.queue.pop_front() {
+                    if matches!(p, Pending::Sync | Pending::Query) {
+                        break;
+                    }
+                    self.forget_unfinished(p);
+                }
+                self.client_w.queue(frame.as_bytes());
+            }
+            b'E' => {
+                self.client_w.queue(frame.as_bytes());
+                // In the extended protocol the server now skips everything up to Sync.
+                while let Some(p) = self.link.queue.front() {
+                    if matches!(p, Pending::Sync | Pending::Query) {
+                        break;
+                    }
+                    let p = self.link.queue.pop_front().expect("front exists");
+                    self.forget_unfinished(p);
+                }
+            }
+            _ => {
+                let (terminal, hidden) = match self.link.queue.front() {
+                    Some(Pending::Parse { hidden, .. }) => (t == b'1', *hidden),
+                    Some(Pending::Bind) => (t == b'2', false),
+                    Some(Pending::Describe) => (matches!(t, b'T' | b'n'), false),
+                    Some(Pending::Execute) => (matches!(t, b'C' | b'I' | b's'), false),
+                    Some(Pending::Close) => (t == b'3', false),
+                    _ => (false, false),
+                };
+                if !hidden {
+                    self.client_w.queue(frame.as_bytes());
+                }
+                if terminal {
+                    if let Some(Pending::Parse { statement: Some(s), .. }) = self.link.queue.pop_front() {
+                        self.pool.remember(&s);
+                    }
+                }
+            }
+        }
+        self.reply_ready();
+    }
+
+    /// A Parse the server skipped or refused created nothing there.
+    fn forget_unfinished(&mut self, pending: Pending) {
+        if let Pending::Parse { statement: Some(s), .. } = pending {
+            self.server_mut().prepared.remove(&s.hash);
+        }
+    }
+
+    /// Writes pgward's own replies that have reached the head of the queue.
+    fn reply_ready(&mut self) {
+        while let Some(Pending::Reply(_)) = self.link.queue.front() {
+            let Some(Pending::Reply(reply)) = self.link.queue.pop_front() else { unreachable!() };
+            let out = self.client_w.buffer();
+            match reply {
+                Reply::ParseComplete => messages::parse_complete(out),
+                Reply::CloseComplete => messages::close_complete(out),
+                Reply::Error(e) => messages::error_response(out, &e, false),
+                Reply::Ready => messages::ready_for_query(out, self.link.tx_status),
+            }
+        }
+    }
+}
