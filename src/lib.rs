@@ -1,9 +1,9 @@
-//! pgward: a PostgreSQL proxy. See README.md for the pipeline and DESIGN notes.
+//! pgward: a PostgreSQL proxy. See README.md for the pipeline and the module map.
 
-
+pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod pool;
 pub mod protocol;
 pub mod session;
-

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
-        Command::Demo { listen: _ } => todo!(),
+        Command::Demo { listen } => runtime().and_then(|rt| rt.block_on(pgward::demo::run(&listen))),
         Command::Check => check(&cli.config),
         Command::Keygen => {
             use base64::Engine;

@@ -1,0 +1,86 @@
+//! `pgward demo`: the embedded default. A throwaway primary and streaming replica, a sample
+//! schema and config, pgward in front; everything is removed on Ctrl-C or SIGTERM.
+
+use anyhow::Context as _;
+
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::config::Config;
+use crate::daemon::{Daemon, Signals};
+
+const SAMPLE_SCHEMA: &str = "
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text, ssn text);
+INSERT INTO customers (name, email, ssn)
+  SELECT 'customer ' || i, 'c' || i || '@example.com', lpad(i::text, 9, '0') FROM generate_series(1, 100) i;
+CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2), created_at timestamptz DEFAULT now());
+ALTER TABLE customers OWNER TO app;
+ALTER TABLE orders OWNER TO app;
+";
+
+pub async fn run(listen: &str) -> anyhow::Result<()> {
+    println!("pgward demo: starting a PostgreSQL primary and one streaming replica...");
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions { replicas: 1, ..Default::default() }))
+        .await?
+        .context("could not start the demo PostgreSQL cluster")?;
+    let result = serve(&cluster, listen).await;
+    println!("pgward demo: stopping and removing the demo cluster");
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    result
+}
+
+async fn serve(cluster: &Cluster, listen: &str) -> anyhow::Result<()> {
+    cluster.psql(cluster.primary.port, "appdb", SAMPLE_SCHEMA)?;
+    let replica = &cluster.replicas[0];
+    let text = format!(
+        r#"
+[server]
+listen = "{listen}"
+
+[auth]
+method = "scram-sha-256"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[pool]
+mode = "transaction"
+size = 10
+
+[[backends]]
+name = "primary"
+host = "127.0.0.1"
+port = {primary}
+role = "primary"
+
+[[backends]]
+name = "replica1"
+host = "127.0.0.1"
+port = {replica}
+role = "replica"
+"#,
+        primary = cluster.primary.port,
+        replica = replica.port,
+    );
+    let path = std::env::temp_dir().join(format!("pgward-demo-{}.toml", std::process::id()));
+    std::fs::write(&path, &text)?;
+    let config = Config::load(&path)?;
+    let daemon = Daemon::bind(config).await?;
+    let addr = daemon.listen_addr;
+    let state = daemon.state.clone();
+    println!();
+    println!("pgward demo is running (config: {}).", path.display());
+    println!("  primary: 127.0.0.1:{}   replica: 127.0.0.1:{}", cluster.primary.port, replica.port);
+    println!("Connect with:");
+    println!("  psql \"postgres://app:app-secret@{}:{}/appdb\"", addr.ip(), addr.port());
+    println!("Press Ctrl-C to stop and remove everything.");
+    let server = tokio::spawn(daemon.run(Signals::Ignore));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    state.shutdown.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
