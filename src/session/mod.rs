@@ -19,6 +19,7 @@ use std::sync::Arc;
 use pgwire::messages::startup::NegotiateProtocolVersion;
 use pgwire::messages::Message;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::PoolMode;
 use crate::daemon::cancel::{CancelHandle, CancelTarget};
@@ -111,7 +112,7 @@ async fn login(
         mode: rt.config.pool.mode,
         max_prepared: rt.config.pool.max_prepared_statements,
         reset_query: rt.config.pool.reset_query.clone(),
-        state: state.clone(),
+        shutdown: state.shutdown.clone(),
         pool,
         cancel: state.cancels.register(),
         wanted: request.params,
@@ -145,7 +146,8 @@ pub(crate) struct Session {
     mode: PoolMode,
     max_prepared: usize,
     reset_query: String,
-    state: Arc<State>,
+    /// pgward's shutdown signal (a clone kept here: cloning takes a lock).
+    shutdown: CancellationToken,
     pool: Arc<Pool>,
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
@@ -205,8 +207,7 @@ impl Session {
     /// Waits, without a server connection, for the first message of the next request.
     /// None when the client leaves or pgward shuts down.
     async fn next_request(&mut self) -> Result<Option<Frame>, ProxyError> {
-        let shutdown = self.state.shutdown.clone();
-        let (reader, writer) = (&mut self.client_r, &mut self.client_w);
+        let (reader, writer, shutdown) = (&mut self.client_r, &mut self.client_w, &self.shutdown);
         if writer.flush().await.is_err() {
             return Ok(None);
         }

@@ -117,10 +117,14 @@ impl Session {
                 return Ok(Exit::Release);
             }
 
-            let Session { client_r, client_w, server, .. } = self;
+            // In session mode the pump runs for the client's whole life: on shutdown, an idle
+            // client is closed here (in transaction mode that happens between transactions).
+            let drain = self.mode == PoolMode::Session && self.link.is_idle();
+            let Session { client_r, client_w, server, shutdown, .. } = self;
             let server = &mut server.as_mut().expect("attached").conn;
             let event = tokio::select! {
                 biased;
+                _ = shutdown.cancelled(), if drain => return Err(ProxyError::ShuttingDown),
                 r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
