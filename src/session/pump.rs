@@ -67,6 +67,8 @@ pub(super) struct Link {
     pub(super) statements_dirty: bool,
     /// The client's unnamed statement exists on this server connection.
     unnamed_ready: bool,
+    /// In COPY FROM STDIN: the server ignores Sync and Flush until CopyDone/CopyFail.
+    copy_in: bool,
 }
 
 impl Link {
@@ -180,12 +182,17 @@ impl Session {
                 self.link.in_batch = true;
                 self.forward(&frame, None);
             }
+            tag::SYNC if self.link.copy_in => self.forward(&frame, None),
+            tag::COPY_DONE | tag::COPY_FAIL => {
+                self.link.copy_in = false;
+                self.forward(&frame, None);
+            }
             tag::SYNC => {
                 self.link.in_batch = false;
                 self.link.discarding = false;
                 self.forward(&frame, Some(Pending::Sync));
             }
-            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.forward(&frame, None),
+            tag::COPY_DATA => self.forward(&frame, None),
             tag::TERMINATE => return Ok(Some(Exit::ClientGone)),
             other => {
                 return Err(ProxyError::protocol(format!("invalid frontend message type {other}")));
@@ -368,7 +375,18 @@ impl Session {
                 self.client_w.queue(frame.as_bytes());
             }
             b'A' | b'N' => self.client_w.queue(frame.as_bytes()),
+            b'G' | b'W' => {
+                // COPY FROM STDIN began: Syncs the client sent after its Execute (libpq and
+                // tokio-postgres send one) are ignored by the server and get no ReadyForQuery.
+                self.link.copy_in = true;
+                if let Some(head) = self.link.queue.pop_front() {
+                    self.link.queue.retain(|p| !matches!(p, Pending::Sync));
+                    self.link.queue.push_front(head);
+                }
+                self.client_w.queue(frame.as_bytes());
+            }
             b'Z' => {
+                self.link.copy_in = false;
                 self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
                 // Pop through the Sync/Query this answers (anything before it was skipped).
                 while let Some(p) = self.link.queue.pop_front() {
@@ -380,6 +398,7 @@ impl Session {
                 self.client_w.queue(frame.as_bytes());
             }
             b'E' => {
+                self.link.copy_in = false;
                 self.client_w.queue(frame.as_bytes());
                 // In the extended protocol the server now skips everything up to Sync.
                 while let Some(p) = self.link.queue.front() {
