@@ -209,9 +209,26 @@ impl Cluster {
     /// tags (`-X -q -At`), trailing newline removed. Stops at the first error.
     pub fn psql(&self, port: u16, db: &str, sql: &str) -> Result<String, ClusterError> {
         let mut cmd = self.runner.client_command("psql");
-        cmd.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-U", "postgres", "-d", db, "-f", "-"])
-            .env("PGCONNECT_TIMEOUT", "10");
+        cmd.args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-f",
+            "-",
+        ])
+        .env("PGCONNECT_TIMEOUT", "10");
         match run(&mut cmd, Some(sql)) {
             Ok(out) => Ok(out.stdout.trim_end_matches('\n').to_owned()),
             Err(ClusterError::Command {
@@ -493,9 +510,8 @@ fn create_root_dir(parent: &Path, runner: &Runner) -> Result<PathBuf, ClusterErr
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
         runner.hand_over(&root)
     };
-    setup().map_err(|e| {
+    setup().inspect_err(|_| {
         let _ = fs::remove_dir_all(&root);
-        e
     })?;
     Ok(root)
 }
@@ -617,7 +633,10 @@ mod tests {
         let primary = cluster.primary.port;
         let replica = cluster.replicas[0].port;
 
-        assert_eq!(cluster.psql(primary, "postgres", "SHOW work_mem").unwrap(), "7MB");
+        assert_eq!(
+            cluster.psql(primary, "postgres", "SHOW work_mem").unwrap(),
+            "7MB"
+        );
         assert_eq!(
             cluster
                 .psql(primary, "appdb", "SELECT pg_catalog.current_database()")
@@ -651,7 +670,9 @@ mod tests {
             thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(
-            cluster.psql(replica, "appdb", "SELECT pg_is_in_recovery()").unwrap(),
+            cluster
+                .psql(replica, "appdb", "SELECT pg_is_in_recovery()")
+                .unwrap(),
             "t"
         );
 

@@ -284,7 +284,10 @@ mod tests {
     fn describe_quotes_only_what_needs_it() {
         let mut cmd = Command::new("/usr/bin/psql");
         cmd.args(["-p", "5432", "-c", "select 'x'"]);
-        assert_eq!(describe(&cmd), r"/usr/bin/psql -p 5432 -c 'select '\''x'\'''");
+        assert_eq!(
+            describe(&cmd),
+            r"/usr/bin/psql -p 5432 -c 'select '\''x'\'''"
+        );
     }
 
     #[test]

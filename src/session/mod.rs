@@ -155,7 +155,7 @@ pub(crate) struct Session {
     /// The client's named prepared statements (transaction mode).
     statements: HashMap<String, Arc<Statement>>,
     /// The client's last unnamed Parse, re-sent if a later Bind lands on another server.
-    unnamed_parse: Option<Frame>,
+    unnamed_parse: Option<(Frame, sqlscan::Effects)>,
     server: Option<Lease>,
     /// Protocol state of the current server attachment.
     link: Link,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::sqlscan::{self, Effects};
 use crate::protocol::messages;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct Statement {
     pub param_types: Vec<u8>,
     pub hash: u64,
     pub server_name: String,
+    /// What executing it may change in the server session; applied at every Bind, because
+    /// a statement is often prepared in one transaction and executed in another.
+    pub effects: Effects,
 }
 
 impl Statement {
@@ -29,6 +33,7 @@ impl Statement {
             param_types: param_types.to_vec(),
             hash,
             server_name: format!("pgward_{hash:016x}"),
+            effects: sqlscan::effects(query),
         })
     }
 

@@ -210,9 +210,9 @@ impl Session {
     }
 
     /// Records what a statement may change; refuses LISTEN where notifications would be lost.
-    fn note_sql(&mut self, sql: &str) -> Result<(), ProxyError> {
+    fn note_sql(&mut self, sql: &str) -> Result<sqlscan::Effects, ProxyError> {
         if self.mode == PoolMode::Session {
-            return Ok(());
+            return Ok(sqlscan::Effects::default());
         }
         let fx = sqlscan::effects(sql);
         if fx.listen {
@@ -220,9 +220,13 @@ impl Session {
                 "pgward: LISTEN needs pool.mode = \"session\"; in transaction mode notifications would be lost".into(),
             ));
         }
+        self.note_effects(fx);
+        Ok(fx)
+    }
+
+    fn note_effects(&mut self, fx: sqlscan::Effects) {
         self.link.session_dirty |= fx.session;
         self.link.statements_dirty |= fx.statements;
-        Ok(())
     }
 
     /// Answers a message with an error of pgward's own and skips to the next Sync.
@@ -239,13 +243,16 @@ impl Session {
     fn on_parse(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
-        if let Err(e) = self.note_sql(parse.query) {
-            self.refuse(e);
-            return Ok(());
-        }
+        let effects = match self.note_sql(parse.query) {
+            Ok(fx) => fx,
+            Err(e) => {
+                self.refuse(e);
+                return Ok(());
+            }
+        };
         if parse.name.is_empty() || !self.transaction_mode() {
             if parse.name.is_empty() && self.transaction_mode() {
-                self.unnamed_parse = Some(frame.clone());
+                self.unnamed_parse = Some((frame.clone(), effects));
                 self.link.unnamed_ready = true;
             }
             self.forward(&frame, Some(Pending::Parse { statement: None, hidden: false }));
@@ -292,8 +299,9 @@ impl Session {
         if self.link.unnamed_ready {
             return;
         }
-        if let Some(parse) = self.unnamed_parse.clone() {
+        if let Some((parse, effects)) = self.unnamed_parse.clone() {
             self.forward(&parse, Some(Pending::Parse { statement: None, hidden: true }));
+            self.note_effects(effects);
             self.link.unnamed_ready = true;
         }
     }
@@ -313,6 +321,7 @@ impl Session {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
                 return Ok(());
             };
+            self.note_effects(statement.effects);
             let rest = r.rest();
             messages::frontend(self.server_mut().writer.buffer(), tag::BIND, |b| {
                 b.put_slice(portal.as_bytes());
