@@ -18,9 +18,14 @@ ALTER TABLE orders OWNER TO app;
 
 pub async fn run(listen: &str) -> anyhow::Result<()> {
     println!("pgward demo: starting a PostgreSQL primary and one streaming replica...");
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions { replicas: 1, ..Default::default() }))
-        .await?
-        .context("could not start the demo PostgreSQL cluster")?;
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::start(&ClusterOptions {
+            replicas: 1,
+            ..Default::default()
+        })
+    })
+    .await?
+    .context("could not start the demo PostgreSQL cluster")?;
     let result = serve(&cluster, listen).await;
     println!("pgward demo: stopping and removing the demo cluster");
     tokio::task::spawn_blocking(move || drop(cluster)).await?;
@@ -69,9 +74,16 @@ role = "replica"
     let state = daemon.state.clone();
     println!();
     println!("pgward demo is running (config: {}).", path.display());
-    println!("  primary: 127.0.0.1:{}   replica: 127.0.0.1:{}", cluster.primary.port, replica.port);
+    println!(
+        "  primary: 127.0.0.1:{}   replica: 127.0.0.1:{}",
+        cluster.primary.port, replica.port
+    );
     println!("Connect with:");
-    println!("  psql \"postgres://app:app-secret@{}:{}/appdb\"", addr.ip(), addr.port());
+    println!(
+        "  psql \"postgres://app:app-secret@{}:{}/appdb\"",
+        addr.ip(),
+        addr.port()
+    );
     println!("Press Ctrl-C to stop and remove everything.");
     let server = tokio::spawn(daemon.run(Signals::Ignore));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

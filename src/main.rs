@@ -9,10 +9,20 @@ use pgward::config::Config;
 use pgward::daemon::{Daemon, Runtime, Signals};
 
 #[derive(Parser)]
-#[command(name = "pgward", version, about = "PostgreSQL proxy: pooling, routing, policy, encryption, caching")]
+#[command(
+    name = "pgward",
+    version,
+    about = "PostgreSQL proxy: pooling, routing, policy, encryption, caching"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "PGWARD_CONFIG", default_value = "config/pgward.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PGWARD_CONFIG",
+        default_value = "config/pgward.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -44,7 +54,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
-        Command::Demo { listen } => runtime().and_then(|rt| rt.block_on(pgward::demo::run(&listen))),
+        Command::Demo { listen } => {
+            runtime().and_then(|rt| rt.block_on(pgward::demo::run(&listen)))
+        }
         Command::Check => check(&cli.config),
         Command::Keygen => {
             use base64::Engine;
@@ -63,7 +75,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {

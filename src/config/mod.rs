@@ -15,7 +15,10 @@ pub use units::{parse_duration, parse_size};
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
     Parse {
         path: PathBuf,
@@ -153,9 +156,10 @@ impl UserConfig {
 
     /// The password pgward presents to PostgreSQL; a SCRAM verifier cannot be used for that.
     pub fn backend_password(&self) -> Option<&str> {
-        self.backend_password
+        self.backend_password.as_deref().or(self
+            .password
             .as_deref()
-            .or(self.password.as_deref().filter(|p| !p.starts_with("SCRAM-SHA-256$")))
+            .filter(|p| !p.starts_with("SCRAM-SHA-256$")))
     }
 }
 
@@ -282,7 +286,12 @@ impl Config {
     /// Relative file paths are relative to the config file's folder... unless they exist
     /// relative to the working directory (the repo layout `config/`, `policies/`).
     fn resolve_paths(&mut self) {
-        let Some(dir) = self.source.as_ref().and_then(|p| p.parent()).map(Path::to_owned) else {
+        let Some(dir) = self
+            .source
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_owned)
+        else {
             return;
         };
         let fix = |p: &mut Option<PathBuf>| {
@@ -309,12 +318,15 @@ impl Config {
             .parse::<SocketAddr>()
             .map_err(|e| invalid(format!("server.listen {:?}: {e}", self.server.listen)))?;
         if !self.server.admin_listen.is_empty() {
-            self.server.admin_listen.parse::<SocketAddr>().map_err(|e| {
-                invalid(format!(
-                    "server.admin_listen {:?}: {e}",
-                    self.server.admin_listen
-                ))
-            })?;
+            self.server
+                .admin_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| {
+                    invalid(format!(
+                        "server.admin_listen {:?}: {e}",
+                        self.server.admin_listen
+                    ))
+                })?;
         }
         match (&self.server.tls_cert, &self.server.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
@@ -340,7 +352,10 @@ impl Config {
             if !names.insert(&b.name) {
                 return Err(invalid(format!("backend name {:?} is used twice", b.name)));
             }
-            if b.tls == BackendTls::VerifyFull && b.host.parse::<std::net::IpAddr>().is_ok() && b.tls_ca.is_none() {
+            if b.tls == BackendTls::VerifyFull
+                && b.host.parse::<std::net::IpAddr>().is_ok()
+                && b.tls_ca.is_none()
+            {
                 return Err(invalid(format!(
                     "backend {:?}: verify-full against an IP address needs tls_ca",
                     b.name
@@ -359,7 +374,9 @@ impl Config {
                 )));
             }
             if self.auth.method == AuthMethod::Md5
-                && u.password.as_deref().is_some_and(|p| p.starts_with("SCRAM-SHA-256$"))
+                && u.password
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("SCRAM-SHA-256$"))
             {
                 return Err(invalid(format!(
                     "user {:?}: md5 authentication needs a plain password, not a SCRAM verifier",

@@ -18,7 +18,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gb" | "g" | "gib" => 1 << 30,
         _ => return Err(format!("invalid size unit in {s:?} (use B, kB, MB, GB)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 pub mod duration {

@@ -42,7 +42,11 @@ pub struct CancelHandle {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry.slots.lock().expect("cancel registry lock").remove(&self.slot.pid);
+        self.registry
+            .slots
+            .lock()
+            .expect("cancel registry lock")
+            .remove(&self.slot.pid);
     }
 }
 
@@ -61,7 +65,10 @@ impl CancelRegistry {
             target: Mutex::new(None),
         });
         slots.insert(pid, slot.clone());
-        CancelHandle { slot, registry: self.clone() }
+        CancelHandle {
+            slot,
+            registry: self.clone(),
+        }
     }
 
     /// Forwards a cancel when pid and secret match a client that is running something.
@@ -69,7 +76,9 @@ impl CancelRegistry {
         let target = {
             let slots = self.slots.lock().expect("cancel registry lock");
             match slots.get(&pid) {
-                Some(slot) if slot.secret == secret => slot.target.lock().expect("cancel slot lock").clone(),
+                Some(slot) if slot.secret == secret => {
+                    slot.target.lock().expect("cancel slot lock").clone()
+                }
                 _ => None,
             }
         };
@@ -88,7 +97,11 @@ impl CancelRegistry {
             s.shutdown().await
         };
         match tokio::time::timeout(Duration::from_secs(5), send).await {
-            Ok(Ok(())) => tracing::info!(client_pid = pid, server_pid = t.pid, "forwarded cancel request"),
+            Ok(Ok(())) => tracing::info!(
+                client_pid = pid,
+                server_pid = t.pid,
+                "forwarded cancel request"
+            ),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not forward cancel request"),
             Err(_) => tracing::warn!("timed out forwarding cancel request"),
         }

@@ -49,7 +49,13 @@ impl Runtime {
                 let scram = u.password.as_deref().map(|p| {
                     ScramSecret::parse_verifier(p).unwrap_or_else(|| ScramSecret::from_password(p))
                 });
-                (u.name.clone(), UserEntry { config: u.clone(), scram })
+                (
+                    u.name.clone(),
+                    UserEntry {
+                        config: u.clone(),
+                        scram,
+                    },
+                )
             })
             .collect();
         let backends = config
@@ -59,7 +65,9 @@ impl Runtime {
                 let tls_config = match b.tls {
                     BackendTls::Disable => None,
                     BackendTls::VerifyFull => Some(tls::client_config(true, b.tls_ca.as_deref())?),
-                    BackendTls::Prefer | BackendTls::Require => Some(tls::client_config(false, None)?),
+                    BackendTls::Prefer | BackendTls::Require => {
+                        Some(tls::client_config(false, None)?)
+                    }
                 };
                 Ok(Arc::new(BackendTarget {
                     name: b.name.clone(),
@@ -76,7 +84,13 @@ impl Runtime {
             connect_timeout: config.pool.connect_timeout,
             idle_timeout: config.pool.idle_timeout,
         };
-        Ok(Runtime { config: Arc::new(config), users, tls, backends, pool })
+        Ok(Runtime {
+            config: Arc::new(config),
+            users,
+            tls,
+            backends,
+            pool,
+        })
     }
 
     /// The backend that runs a client's statements. Reads go here too until replica routing
@@ -119,7 +133,9 @@ impl Daemon {
     pub async fn bind(config: Config) -> anyhow::Result<Daemon> {
         let addr = config.listen_addr();
         let runtime = Runtime::build(config)?;
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
         let listen_addr = listener.local_addr()?;
         let state = Arc::new(State {
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
@@ -128,12 +144,20 @@ impl Daemon {
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: CancellationToken::new(),
         });
-        Ok(Daemon { state, listen_addr, listener })
+        Ok(Daemon {
+            state,
+            listen_addr,
+            listener,
+        })
     }
 
     /// Serves until shutdown is requested, then drains clients up to `shutdown_timeout`.
     pub async fn run(self, signals: Signals) -> anyhow::Result<()> {
-        let Daemon { state, listen_addr, listener } = self;
+        let Daemon {
+            state,
+            listen_addr,
+            listener,
+        } = self;
         tracing::info!(%listen_addr, "pgward listening");
         if signals == Signals::Handle {
             tokio::spawn(handle_signals(state.clone()));
@@ -167,9 +191,16 @@ impl Daemon {
         drop(listener);
         tracker.close();
         let timeout = state.runtime.load().config.server.shutdown_timeout;
-        tracing::info!(clients = tracker.len(), ?timeout, "shutting down: draining clients");
+        tracing::info!(
+            clients = tracker.len(),
+            ?timeout,
+            "shutting down: draining clients"
+        );
         if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-            tracing::warn!(clients = tracker.len(), "shutdown timeout: closing remaining clients");
+            tracing::warn!(
+                clients = tracker.len(),
+                "shutdown timeout: closing remaining clients"
+            );
         }
         reaper.abort();
         Ok(())
@@ -183,7 +214,10 @@ pub fn reload(state: &State) {
         tracing::warn!("reload requested but the config was not read from a file");
         return;
     };
-    match Config::load(&path).map_err(anyhow::Error::from).and_then(Runtime::build) {
+    match Config::load(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(Runtime::build)
+    {
         Ok(runtime) => {
             if runtime.config.server.listen != current.config.server.listen {
                 tracing::warn!("server.listen changed: takes effect after a restart");

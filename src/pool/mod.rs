@@ -56,7 +56,11 @@ pub struct Lease {
 
 impl Lease {
     pub fn release(self) {
-        let Lease { mut conn, pool, _permit } = self;
+        let Lease {
+            mut conn,
+            pool,
+            _permit,
+        } = self;
         conn.idle_since = Instant::now();
         pool.idle.lock().expect("pool lock").push(conn);
     }
@@ -68,16 +72,23 @@ impl Lease {
 
 impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ProxyError> {
-        let permit = tokio::time::timeout(self.settings.checkout_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| ProxyError::PoolTimeout(self.settings.checkout_timeout))?
-            .expect("pool semaphore is never closed");
+        let permit = tokio::time::timeout(
+            self.settings.checkout_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ProxyError::PoolTimeout(self.settings.checkout_timeout))?
+        .expect("pool semaphore is never closed");
         while let Some(mut conn) = self.pop_idle() {
             if conn.reader.is_closed_or_chatty() {
                 tracing::debug!(backend = %self.key.backend, "dropping a closed idle server connection");
                 continue;
             }
-            return Ok(Lease { conn, pool: self.clone(), _permit: permit });
+            return Ok(Lease {
+                conn,
+                pool: self.clone(),
+                _permit: permit,
+            });
         }
         let conn = tokio::time::timeout(
             self.settings.connect_timeout,
@@ -90,7 +101,11 @@ impl Pool {
             e.to_client()
         })?;
         tracing::debug!(backend = %self.key.backend, pid = conn.pid, "new server connection");
-        Ok(Lease { conn, pool: self.clone(), _permit: permit })
+        Ok(Lease {
+            conn,
+            pool: self.clone(),
+            _permit: permit,
+        })
     }
 
     /// Most recently used first: warm connections stay warm, old ones age out.
@@ -108,13 +123,17 @@ impl Pool {
     pub fn remember(&self, statement: &Arc<Statement>) {
         let mut known = self.known_statements.lock().expect("pool lock");
         if known.len() < MAX_KNOWN_STATEMENTS {
-            known.entry(statement.hash).or_insert_with(|| statement.clone());
+            known
+                .entry(statement.hash)
+                .or_insert_with(|| statement.clone());
         }
     }
 
     pub fn knows(&self, statement: &Statement) -> bool {
         let known = self.known_statements.lock().expect("pool lock");
-        known.get(&statement.hash).is_some_and(|k| **k == *statement)
+        known
+            .get(&statement.hash)
+            .is_some_and(|k| **k == *statement)
     }
 
     pub fn idle_count(&self) -> usize {
@@ -129,7 +148,13 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn get(&self, key: PoolKey, target: Arc<BackendTarget>, password: Option<String>, settings: &PoolSettings) -> Arc<Pool> {
+    pub fn get(
+        &self,
+        key: PoolKey,
+        target: Arc<BackendTarget>,
+        password: Option<String>,
+        settings: &PoolSettings,
+    ) -> Arc<Pool> {
         let mut pools = self.pools.lock().expect("pools lock");
         pools
             .entry(key.clone())
@@ -148,7 +173,13 @@ impl Pools {
     }
 
     pub fn reap_all(&self) {
-        let pools: Vec<_> = self.pools.lock().expect("pools lock").values().cloned().collect();
+        let pools: Vec<_> = self
+            .pools
+            .lock()
+            .expect("pools lock")
+            .values()
+            .cloned()
+            .collect();
         for p in pools {
             p.reap();
         }

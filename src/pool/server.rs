@@ -42,7 +42,11 @@ pub enum ServerError {
     #[error("SCRAM: {0}")]
     Scram(String),
     #[error("server error {sqlstate}: {message}")]
-    Postgres { sqlstate: String, message: String, severity: String },
+    Postgres {
+        sqlstate: String,
+        message: String,
+        severity: String,
+    },
     #[error("unexpected message '{}' from server", *.0 as char)]
     Unexpected(u8),
     #[error("timed out")]
@@ -54,7 +58,11 @@ impl ServerError {
     /// missing database); connectivity problems become 08006 without internal detail.
     pub fn to_client(&self) -> ProxyError {
         match self {
-            ServerError::Postgres { sqlstate, message, severity } => ProxyError::FromServer {
+            ServerError::Postgres {
+                sqlstate,
+                message,
+                severity,
+            } => ProxyError::FromServer {
                 sqlstate: sqlstate.clone(),
                 message: message.clone(),
                 fatal: severity == "FATAL" || severity == "PANIC",
@@ -81,7 +89,11 @@ pub fn error_fields(body: &[u8]) -> ServerError {
             _ => {}
         }
     }
-    ServerError::Postgres { sqlstate, message, severity }
+    ServerError::Postgres {
+        sqlstate,
+        message,
+        severity,
+    }
 }
 
 pub struct ServerConn {
@@ -147,7 +159,13 @@ impl ServerConn {
         Ok(conn)
     }
 
-    async fn startup(&mut self, user: &str, password: Option<&str>, database: &str, tls: bool) -> Result<(), ServerError> {
+    async fn startup(
+        &mut self,
+        user: &str,
+        password: Option<&str>,
+        database: &str,
+        tls: bool,
+    ) -> Result<(), ServerError> {
         let buf = self.writer.buffer();
         let start = buf.len();
         buf.extend_from_slice(&[0, 0, 0, 0, 0, 3, 0, 0]);
@@ -166,7 +184,10 @@ impl ServerConn {
         loop {
             let frame = self.reader.read_frame().await?;
             match frame.tag() {
-                b'R' => self.authenticate(&frame, user, password, tls, &mut scram).await?,
+                b'R' => {
+                    self.authenticate(&frame, user, password, tls, &mut scram)
+                        .await?
+                }
                 b'S' => self.record_parameter(&frame),
                 b'K' => {
                     let mut r = Reader::new(frame.body());
@@ -202,8 +223,16 @@ impl ServerConn {
                 });
             }
             5 => {
-                let salt: [u8; 4] = r.take(4).ok().and_then(|s| s.try_into().ok()).ok_or(ServerError::Unexpected(b'R'))?;
-                let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), password()?.as_bytes(), salt);
+                let salt: [u8; 4] = r
+                    .take(4)
+                    .ok()
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(ServerError::Unexpected(b'R'))?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    user.as_bytes(),
+                    password()?.as_bytes(),
+                    salt,
+                );
                 messages::frontend(self.writer.buffer(), b'p', |b| {
                     b.extend_from_slice(hash.as_bytes());
                     b.extend_from_slice(&[0]);
@@ -218,10 +247,16 @@ impl ServerConn {
                     mechanisms.push(m);
                 }
                 if !mechanisms.contains(&"SCRAM-SHA-256") {
-                    return Err(ServerError::Scram(format!("no supported mechanism in {mechanisms:?}")));
+                    return Err(ServerError::Scram(format!(
+                        "no supported mechanism in {mechanisms:?}"
+                    )));
                 }
                 // Channel binding would need the server certificate hash; decline it explicitly.
-                let binding = if tls { ChannelBinding::unrequested() } else { ChannelBinding::unsupported() };
+                let binding = if tls {
+                    ChannelBinding::unrequested()
+                } else {
+                    ChannelBinding::unsupported()
+                };
                 let client = ScramSha256::new(password()?.as_bytes(), binding);
                 let first = client.message().to_vec();
                 messages::frontend(self.writer.buffer(), b'p', |b| {
@@ -233,13 +268,17 @@ impl ServerConn {
             }
             11 => {
                 let client = scram.as_mut().ok_or(ServerError::Unexpected(b'R'))?;
-                client.update(r.rest()).map_err(|e| ServerError::Scram(e.to_string()))?;
+                client
+                    .update(r.rest())
+                    .map_err(|e| ServerError::Scram(e.to_string()))?;
                 let msg = client.message().to_vec();
                 messages::frontend(self.writer.buffer(), b'p', |b| b.extend_from_slice(&msg));
             }
             12 => {
                 let mut client = scram.take().ok_or(ServerError::Unexpected(b'R'))?;
-                client.finish(r.rest()).map_err(|e| ServerError::Scram(e.to_string()))?;
+                client
+                    .finish(r.rest())
+                    .map_err(|e| ServerError::Scram(e.to_string()))?;
                 return Ok(());
             }
             other => return Err(ServerError::UnsupportedAuth(other)),
@@ -257,7 +296,10 @@ impl ServerConn {
 
     /// Runs pgward's own simple query (possibly several statements) and returns the rows of
     /// its result sets as text. Nothing of it reaches a client.
-    pub async fn internal_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+    pub async fn internal_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         messages::query(self.writer.buffer(), sql);
         self.writer.flush().await?;
         let mut rows = Vec::new();
@@ -285,7 +327,9 @@ fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
         if len < 0 {
             out.push(None);
         } else {
-            let Ok(bytes) = r.take(len as usize) else { break };
+            let Ok(bytes) = r.take(len as usize) else {
+                break;
+            };
             out.push(Some(String::from_utf8_lossy(bytes).into_owned()));
         }
     }

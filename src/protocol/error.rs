@@ -73,7 +73,9 @@ impl ProxyError {
     pub fn client_message(&self) -> String {
         match self {
             ProxyError::FromServer { message, .. } => message.clone(),
-            ProxyError::ServerUnavailable(_) => "pgward: could not connect to the database server".into(),
+            ProxyError::ServerUnavailable(_) => {
+                "pgward: could not connect to the database server".into()
+            }
             ProxyError::Protocol(_) => format!("pgward: {self}"),
             other => format!("pgward: {other}"),
         }

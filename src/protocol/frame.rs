@@ -163,7 +163,8 @@ impl FrameReader {
         let total = 1 + len as usize;
         if self.buf.len() < total {
             // Reserve what is missing, in bounded steps: a length is a claim, not a fact.
-            self.buf.reserve((total - self.buf.len()).min(READ_CHUNK * 64));
+            self.buf
+                .reserve((total - self.buf.len()).min(READ_CHUNK * 64));
             return Ok(None);
         }
         let frame = Frame(self.buf.split_to(total).freeze());
@@ -206,12 +207,8 @@ impl FrameReader {
         let mut scratch = [0u8; 64];
         let mut rb = ReadBuf::new(&mut scratch);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match Pin::new(&mut self.io).poll_read(&mut cx, &mut rb) {
-            Poll::Pending => false,
-            Poll::Ready(_) => true,
-        }
+        Pin::new(&mut self.io).poll_read(&mut cx, &mut rb).is_ready()
     }
-
 }
 
 /// Collects outgoing frames and writes them in batches.

@@ -64,7 +64,10 @@ pub fn auth(buf: &mut BytesMut, msg: &Authentication) {
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    encode(buf, &ParameterStatus::new(name.to_owned(), value.to_owned()));
+    encode(
+        buf,
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+    );
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {

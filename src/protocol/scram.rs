@@ -75,7 +75,10 @@ pub struct ScramExchange {
 
 impl ScramExchange {
     /// Takes the client-first-message; returns the server-first-message.
-    pub fn start(secret: ScramSecret, client_first: &[u8]) -> Result<(ScramExchange, String), &'static str> {
+    pub fn start(
+        secret: ScramSecret,
+        client_first: &[u8],
+    ) -> Result<(ScramExchange, String), &'static str> {
         let msg = std::str::from_utf8(client_first).map_err(|_| "invalid UTF-8")?;
         // gs2 header: "n,," (no channel binding) or "y,," (client could but server did not offer).
         let bare = msg
@@ -90,7 +93,11 @@ impl ScramExchange {
         let mut raw = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut raw);
         let nonce = format!("{client_nonce}{}", B64.encode(raw));
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&secret.salt), secret.iterations);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&secret.salt),
+            secret.iterations
+        );
         let gs2 = &msg[..3];
         let exchange = ScramExchange {
             secret,
@@ -127,7 +134,10 @@ impl ScramExchange {
             .ok()
             .and_then(|p| p.try_into().ok())
             .ok_or("malformed proof")?;
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let signature = hmac(&self.secret.stored_key, auth_message.as_bytes());
         let mut client_key = [0u8; 32];
         for i in 0..32 {
@@ -157,7 +167,10 @@ pub fn md5_response(user: &str, password: &str, salt: &[u8; 4]) -> String {
 }
 
 pub fn md5_matches(user: &str, password: &str, salt: &[u8; 4], response: &str) -> bool {
-    constant_time_eq(md5_response(user, password, salt).as_bytes(), response.as_bytes())
+    constant_time_eq(
+        md5_response(user, password, salt).as_bytes(),
+        response.as_bytes(),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {

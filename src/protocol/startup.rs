@@ -40,7 +40,11 @@ pub enum FirstPacket {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
@@ -50,7 +54,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
@@ -78,7 +86,9 @@ async fn read_packet(stream: &mut Stream) -> Result<Vec<u8>, ProxyError> {
     let eof = |_| ProxyError::protocol("connection closed during startup");
     let len = stream.read_i32().await.map_err(eof)?;
     if !(8..=MAX_STARTUP_LEN as i32).contains(&len) {
-        return Err(ProxyError::protocol(format!("invalid startup packet length {len}")));
+        return Err(ProxyError::protocol(format!(
+            "invalid startup packet length {len}"
+        )));
     }
     let mut body = vec![0u8; len as usize - 4];
     stream.read_exact(&mut body).await.map_err(eof)?;
@@ -105,7 +115,10 @@ pub async fn negotiate(
                 let acceptor = tls.filter(|_| tls_mode != TlsMode::Disable);
                 let answer = if acceptor.is_some() { b'S' } else { b'N' };
                 if stream.write_all(&[answer]).await.is_err() {
-                    return Err((None, ProxyError::protocol("connection closed during startup")));
+                    return Err((
+                        None,
+                        ProxyError::protocol("connection closed during startup"),
+                    ));
                 }
                 if let Some(acceptor) = acceptor {
                     let Stream::Plain(tcp) = stream else {
@@ -113,19 +126,29 @@ pub async fn negotiate(
                     };
                     match acceptor.accept(tcp).await {
                         Ok(tls) => stream = Stream::ServerTls(Box::new(tls)),
-                        Err(e) => return Err((None, ProxyError::protocol(format!("TLS handshake failed: {e}")))),
+                        Err(e) => {
+                            return Err((
+                                None,
+                                ProxyError::protocol(format!("TLS handshake failed: {e}")),
+                            ))
+                        }
                     }
                 }
             }
             GSSENC_REQUEST if !stream.is_tls() => {
                 if stream.write_all(b"N").await.is_err() {
-                    return Err((None, ProxyError::protocol("connection closed during startup")));
+                    return Err((
+                        None,
+                        ProxyError::protocol("connection closed during startup"),
+                    ));
                 }
             }
             CANCEL_REQUEST => {
                 let (pid, secret) = match (r.i32(), r.i32()) {
                     (Ok(p), Ok(s)) => (p, s),
-                    _ => return Err((Some(stream), ProxyError::protocol("invalid cancel request"))),
+                    _ => {
+                        return Err((Some(stream), ProxyError::protocol("invalid cancel request")))
+                    }
                 };
                 return Ok((stream, FirstPacket::Cancel { pid, secret }));
             }
@@ -164,7 +187,9 @@ fn parse_startup(minor: u16, mut r: Reader<'_>) -> Result<StartupRequest, ProxyE
             "database" => database = Some(value.to_owned()),
             "options" => params.extend(parse_options(value)?),
             "replication" if !matches!(value, "false" | "off" | "no" | "0") => {
-                return Err(ProxyError::Unsupported("pgward does not proxy replication connections".into()))
+                return Err(ProxyError::Unsupported(
+                    "pgward does not proxy replication connections".into(),
+                ))
             }
             "replication" => {}
             n if n.starts_with("_pq_.") => unsupported_options.push(n.to_owned()),
@@ -176,7 +201,9 @@ fn parse_startup(minor: u16, mut r: Reader<'_>) -> Result<StartupRequest, ProxyE
     let user = user
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ProxyError::protocol("no user name specified in startup packet"))?;
-    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    let database = database
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
     Ok(StartupRequest {
         user,
         database,
@@ -219,7 +246,9 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, ProxyError>
         } else if let Some(s) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
             s.to_owned()
         } else {
-            return Err(ProxyError::Unsupported(format!("unsupported startup option {w:?}")));
+            return Err(ProxyError::Unsupported(format!(
+                "unsupported startup option {w:?}"
+            )));
         };
         let (name, value) = setting
             .split_once('=')
@@ -243,7 +272,8 @@ mod tests {
 
     #[test]
     fn options_forms() {
-        let o = parse_options(r"-c statement_timeout=5s --search-path=a\ b -cDateStyle=ISO").unwrap();
+        let o =
+            parse_options(r"-c statement_timeout=5s --search-path=a\ b -cDateStyle=ISO").unwrap();
         assert_eq!(
             o,
             vec![

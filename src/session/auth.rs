@@ -39,21 +39,30 @@ pub async fn authenticate(
         }
         AuthMethod::ScramSha256 => {
             // An unknown user still runs the exchange, against a secret nobody knows.
-            let secret = entry
-                .and_then(|e| e.scram.clone())
-                .unwrap_or_else(|| ScramSecret::from_password(&format!("{:x}", rand::random::<u128>())));
-            messages::auth(writer.buffer(), &Authentication::SASL(vec!["SCRAM-SHA-256".into()]));
+            let secret = entry.and_then(|e| e.scram.clone()).unwrap_or_else(|| {
+                ScramSecret::from_password(&format!("{:x}", rand::random::<u128>()))
+            });
+            messages::auth(
+                writer.buffer(),
+                &Authentication::SASL(vec!["SCRAM-SHA-256".into()]),
+            );
             writer.flush().await.map_err(|_| failed())?;
             let body = read_password(reader).await?;
             let mut r = Reader::new(&body);
             let mechanism = r.cstr()?;
             if mechanism != "SCRAM-SHA-256" {
-                return Err(ProxyError::protocol(format!("unsupported SASL mechanism {mechanism:?}")));
+                return Err(ProxyError::protocol(format!(
+                    "unsupported SASL mechanism {mechanism:?}"
+                )));
             }
             let len = r.i32()?;
             let first = r.take(len.max(0) as usize)?;
-            let (exchange, server_first) = ScramExchange::start(secret, first).map_err(ProxyError::protocol)?;
-            messages::auth(writer.buffer(), &Authentication::SASLContinue(Bytes::from(server_first)));
+            let (exchange, server_first) =
+                ScramExchange::start(secret, first).map_err(ProxyError::protocol)?;
+            messages::auth(
+                writer.buffer(),
+                &Authentication::SASLContinue(Bytes::from(server_first)),
+            );
             writer.flush().await.map_err(|_| failed())?;
             let body = read_password(reader).await?;
             let server_final = exchange.finish(&body).map_err(|e| {
@@ -63,7 +72,10 @@ pub async fn authenticate(
             if entry.is_none() {
                 return Err(failed());
             }
-            messages::auth(writer.buffer(), &Authentication::SASLFinal(Bytes::from(server_final)));
+            messages::auth(
+                writer.buffer(),
+                &Authentication::SASLFinal(Bytes::from(server_final)),
+            );
         }
     }
     messages::auth(writer.buffer(), &Authentication::Ok);

@@ -68,15 +68,16 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
     }
     let (reader, writer) = stream.into_framed(rt.config.server.max_message_size);
     let user = request.user.clone();
-    let mut session = match tokio::time::timeout(timeout, login(reader, writer, &state, &rt, request)).await {
-        Ok(Ok(session)) => session,
-        Ok(Err((mut writer, err))) => {
-            tracing::info!(%peer, %user, error = %err, "login refused");
-            messages::error_response(writer.buffer(), &err, true);
-            return writer.shutdown().await;
-        }
-        Err(_) => return tracing::info!(%peer, %user, "login timed out"),
-    };
+    let mut session =
+        match tokio::time::timeout(timeout, login(reader, writer, &state, &rt, request)).await {
+            Ok(Ok(session)) => session,
+            Ok(Err((mut writer, err))) => {
+                tracing::info!(%peer, %user, error = %err, "login refused");
+                messages::error_response(writer.buffer(), &err, true);
+                return writer.shutdown().await;
+            }
+            Err(_) => return tracing::info!(%peer, %user, "login timed out"),
+        };
     tracing::debug!(%peer, %user, database = %session.pool.key.database, "client connected");
     let outcome = session.run().await;
     session.finish(outcome).await;
@@ -107,7 +108,12 @@ async fn login(
         backend: backend.name.clone(),
         addr: (backend.host.clone(), backend.port),
     };
-    let pool = state.pools.get(key, backend, user.backend_password().map(str::to_owned), &rt.pool);
+    let pool = state.pools.get(
+        key,
+        backend,
+        user.backend_password().map(str::to_owned),
+        &rt.pool,
+    );
     let mut session = Session {
         mode: rt.config.pool.mode,
         max_prepared: rt.config.pool.max_prepared_statements,
@@ -134,7 +140,10 @@ async fn login(
     messages::backend_key_data(w, session.cancel.slot.pid, session.cancel.slot.secret);
     messages::ready_for_query(w, b'I');
     if session.client_w.flush().await.is_err() {
-        return Err((session.client_w, ProxyError::protocol("client went away during login")));
+        return Err((
+            session.client_w,
+            ProxyError::protocol("client went away during login"),
+        ));
     }
     if session.mode == PoolMode::Transaction {
         session.release().await;
@@ -285,8 +294,14 @@ impl Session {
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 match lease.conn.internal_query(&sql).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
-                    Err(ServerError::Postgres { sqlstate, message, .. }) => {
-                        return Err(ProxyError::FromServer { sqlstate, message, fatal: true })
+                    Err(ServerError::Postgres {
+                        sqlstate, message, ..
+                    }) => {
+                        return Err(ProxyError::FromServer {
+                            sqlstate,
+                            message,
+                            fatal: true,
+                        })
                     }
                     // A connection that died while idle: try once more with a fresh one.
                     Err(e) if !retried => {
@@ -313,10 +328,16 @@ impl Session {
     /// Returns the server connection to the pool after a transaction (transaction mode),
     /// first reading back session state the client may have changed.
     async fn release(&mut self) {
-        let Some(mut lease) = self.server.take() else { return };
+        let Some(mut lease) = self.server.take() else {
+            return;
+        };
         self.cancel.slot.set(None);
         if self.link.session_dirty {
-            match lease.conn.internal_query(params::SESSION_SETTINGS_SQL).await {
+            match lease
+                .conn
+                .internal_query(params::SESSION_SETTINGS_SQL)
+                .await
+            {
                 Ok(rows) => {
                     let settings: Settings = rows
                         .into_iter()
@@ -325,17 +346,26 @@ impl Session {
                     self.wanted = settings.clone();
                     lease.conn.session_params = settings;
                 }
-                Err(e) => return tracing::warn!(error = %e, "could not read session settings; closing server connection"),
+                Err(e) => {
+                    return tracing::warn!(error = %e, "could not read session settings; closing server connection")
+                }
             }
         }
         if self.link.statements_dirty {
             match lease.conn.internal_query(params::PREPARED_SQL).await {
                 Ok(rows) => {
-                    let names: std::collections::HashSet<String> =
-                        rows.into_iter().filter_map(|mut r| r.get_mut(0)?.take()).collect();
-                    lease.conn.prepared.retain(|_, s| names.contains(&s.server_name));
+                    let names: std::collections::HashSet<String> = rows
+                        .into_iter()
+                        .filter_map(|mut r| r.get_mut(0)?.take())
+                        .collect();
+                    lease
+                        .conn
+                        .prepared
+                        .retain(|_, s| names.contains(&s.server_name));
                 }
-                Err(e) => return tracing::warn!(error = %e, "could not list prepared statements; closing server connection"),
+                Err(e) => {
+                    return tracing::warn!(error = %e, "could not list prepared statements; closing server connection")
+                }
             }
         }
         if lease.conn.prepared.len() > self.max_prepared {
@@ -353,7 +383,9 @@ impl Session {
         }
         self.client_w.shutdown().await;
         self.cancel.slot.set(None);
-        let Some(mut lease) = self.server.take() else { return };
+        let Some(mut lease) = self.server.take() else {
+            return;
+        };
         let clean = outcome.is_ok() && self.link.is_idle() && self.mode == PoolMode::Session;
         if clean && lease.conn.internal_query(&self.reset_query).await.is_ok() {
             lease.conn.session_params.clear();
@@ -366,7 +398,9 @@ impl Session {
 
 fn client_frame_error(e: FrameError) -> ProxyError {
     match e {
-        FrameError::TooLarge(n) => ProxyError::protocol(format!("message of {n} bytes exceeds max_message_size")),
+        FrameError::TooLarge(n) => {
+            ProxyError::protocol(format!("message of {n} bytes exceeds max_message_size"))
+        }
         FrameError::BadLength(n) => ProxyError::protocol(format!("invalid message length {n}")),
         other => ProxyError::protocol(other.to_string()),
     }

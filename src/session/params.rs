@@ -14,7 +14,8 @@ pub const SESSION_SETTINGS_SQL: &str =
     "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name";
 
 /// Names of statements prepared through the protocol on this connection.
-pub const PREPARED_SQL: &str = "SELECT name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql";
+pub const PREPARED_SQL: &str =
+    "SELECT name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql";
 
 /// SQL that turns a server session with `current` settings into one with `wanted`, or None
 /// when they already match (the common case: no extra round trip).
@@ -25,7 +26,11 @@ pub fn apply_sql(wanted: &Settings, current: &Settings) -> Option<String> {
     let mut sets = Vec::new();
     for (name, value) in wanted {
         if current.get(name) != Some(value) {
-            sets.push(format!("pg_catalog.set_config({}, {}, false)", quote_literal(name), quote_literal(value)));
+            sets.push(format!(
+                "pg_catalog.set_config({}, {}, false)",
+                quote_literal(name),
+                quote_literal(value)
+            ));
         }
     }
     let mut sql = String::new();
@@ -45,7 +50,11 @@ mod tests {
 
     #[test]
     fn applies_only_the_difference() {
-        let s = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Settings>();
+        let s = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Settings>()
+        };
         assert_eq!(apply_sql(&s(&[("a", "1")]), &s(&[("a", "1")])), None);
         assert_eq!(
             apply_sql(&s(&[("a", "2"), ("c", "it's")]), &s(&[("a", "1"), ("b", "x")])).unwrap(),

@@ -32,7 +32,10 @@ pub(super) enum Exit {
 enum Pending {
     /// `statement` is set when the Parse creates a pgward-named statement; `hidden` when pgward
     /// sent it on its own (its ParseComplete must not reach the client).
-    Parse { statement: Option<Arc<Statement>>, hidden: bool },
+    Parse {
+        statement: Option<Arc<Statement>>,
+        hidden: bool,
+    },
     Bind,
     Describe,
     Execute,
@@ -108,7 +111,11 @@ impl Session {
                 self.on_server_frame(frame);
             }
             while self.server_mut().writer.pending() < HIGH_WATER {
-                let Some(frame) = self.client_r.try_frame().map_err(super::client_frame_error)? else {
+                let Some(frame) = self
+                    .client_r
+                    .try_frame()
+                    .map_err(super::client_frame_error)?
+                else {
                     break;
                 };
                 if let Some(exit) = self.on_client_frame(frame)? {
@@ -122,7 +129,13 @@ impl Session {
             // In session mode the pump runs for the client's whole life: on shutdown, an idle
             // client is closed here (in transaction mode that happens between transactions).
             let drain = self.mode == PoolMode::Session && self.link.is_idle();
-            let Session { client_r, client_w, server, shutdown, .. } = self;
+            let Session {
+                client_r,
+                client_w,
+                server,
+                shutdown,
+                ..
+            } = self;
             let server = &mut server.as_mut().expect("attached").conn;
             let event = tokio::select! {
                 biased;
@@ -141,7 +154,8 @@ impl Session {
                     tracing::info!("server closed the connection");
                     return Err(ProxyError::ServerLost);
                 }
-                Event::ClientWrote(Err(_)) | Event::ClientRead(Err(FrameError::Eof | FrameError::Io(_))) => {
+                Event::ClientWrote(Err(_))
+                | Event::ClientRead(Err(FrameError::Eof | FrameError::Io(_))) => {
                     return Ok(Exit::ClientGone)
                 }
                 Event::ClientRead(Err(e)) => return Err(super::client_frame_error(e)),
@@ -157,7 +171,12 @@ impl Session {
     /// Handles one client message while attached; returns Exit::ClientGone on Terminate.
     pub(super) fn on_client_frame(&mut self, frame: Frame) -> Result<Option<Exit>, ProxyError> {
         let t = frame.tag();
-        if self.link.discarding && !matches!(t, tag::SYNC | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::TERMINATE) {
+        if self.link.discarding
+            && !matches!(
+                t,
+                tag::SYNC | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::TERMINATE
+            )
+        {
             return Ok(None);
         }
         match t {
@@ -195,7 +214,9 @@ impl Session {
             tag::COPY_DATA => self.forward(&frame, None),
             tag::TERMINATE => return Ok(Some(Exit::ClientGone)),
             other => {
-                return Err(ProxyError::protocol(format!("invalid frontend message type {other}")));
+                return Err(ProxyError::protocol(format!(
+                    "invalid frontend message type {other}"
+                )));
             }
         }
         self.reply_ready();
@@ -255,7 +276,13 @@ impl Session {
                 self.unnamed_parse = Some((frame.clone(), effects));
                 self.link.unnamed_ready = true;
             }
-            self.forward(&frame, Some(Pending::Parse { statement: None, hidden: false }));
+            self.forward(
+                &frame,
+                Some(Pending::Parse {
+                    statement: None,
+                    hidden: false,
+                }),
+            );
             return Ok(());
         }
         if self.statements.contains_key(parse.name) {
@@ -263,11 +290,14 @@ impl Session {
             return Ok(());
         }
         let statement = Statement::new(parse.query, parse.param_types);
-        self.statements.insert(parse.name.to_owned(), statement.clone());
+        self.statements
+            .insert(parse.name.to_owned(), statement.clone());
         let conn = self.server_mut();
         match conn.prepared.get(&statement.hash) {
             Some(existing) if **existing == *statement => {
-                self.link.queue.push_back(Pending::Reply(Reply::ParseComplete));
+                self.link
+                    .queue
+                    .push_back(Pending::Reply(Reply::ParseComplete));
             }
             Some(_) => self.refuse(ProxyError::Unsupported(
                 "pgward: prepared statement name hash collision; retry with different text".into(),
@@ -275,7 +305,10 @@ impl Session {
             None => {
                 statement.write_parse(conn.writer.buffer(), &statement.server_name);
                 conn.prepared.insert(statement.hash, statement.clone());
-                self.link.queue.push_back(Pending::Parse { statement: Some(statement), hidden: false });
+                self.link.queue.push_back(Pending::Parse {
+                    statement: Some(statement),
+                    hidden: false,
+                });
             }
         }
         Ok(())
@@ -288,7 +321,10 @@ impl Session {
         if !conn.prepared.contains_key(&statement.hash) {
             statement.write_parse(conn.writer.buffer(), &statement.server_name);
             conn.prepared.insert(statement.hash, statement.clone());
-            self.link.queue.push_back(Pending::Parse { statement: Some(statement.clone()), hidden: true });
+            self.link.queue.push_back(Pending::Parse {
+                statement: Some(statement.clone()),
+                hidden: true,
+            });
         }
         Some(statement)
     }
@@ -300,7 +336,13 @@ impl Session {
             return;
         }
         if let Some((parse, effects)) = self.unnamed_parse.clone() {
-            self.forward(&parse, Some(Pending::Parse { statement: None, hidden: true }));
+            self.forward(
+                &parse,
+                Some(Pending::Parse {
+                    statement: None,
+                    hidden: true,
+                }),
+            );
             self.note_effects(effects);
             self.link.unnamed_ready = true;
         }
@@ -369,7 +411,9 @@ impl Session {
         self.link.in_batch = true;
         if kind == b'S' && !name.is_empty() && self.transaction_mode() {
             self.statements.remove(name);
-            self.link.queue.push_back(Pending::Reply(Reply::CloseComplete));
+            self.link
+                .queue
+                .push_back(Pending::Reply(Reply::CloseComplete));
         } else {
             self.forward(&frame, Some(Pending::Close));
         }
@@ -431,7 +475,10 @@ impl Session {
                     self.client_w.queue(frame.as_bytes());
                 }
                 if terminal {
-                    if let Some(Pending::Parse { statement: Some(s), .. }) = self.link.queue.pop_front() {
+                    if let Some(Pending::Parse {
+                        statement: Some(s), ..
+                    }) = self.link.queue.pop_front()
+                    {
                         self.pool.remember(&s);
                     }
                 }
@@ -442,7 +489,10 @@ impl Session {
 
     /// A Parse the server skipped or refused created nothing there.
     fn forget_unfinished(&mut self, pending: Pending) {
-        if let Pending::Parse { statement: Some(s), .. } = pending {
+        if let Pending::Parse {
+            statement: Some(s), ..
+        } = pending
+        {
             self.server_mut().prepared.remove(&s.hash);
         }
     }
@@ -450,7 +500,9 @@ impl Session {
     /// Writes pgward's own replies that have reached the head of the queue.
     fn reply_ready(&mut self) {
         while let Some(Pending::Reply(_)) = self.link.queue.front() {
-            let Some(Pending::Reply(reply)) = self.link.queue.pop_front() else { unreachable!() };
+            let Some(Pending::Reply(reply)) = self.link.queue.pop_front() else {
+                unreachable!()
+            };
             let out = self.client_w.buffer();
             match reply {
                 Reply::ParseComplete => messages::parse_complete(out),

@@ -40,7 +40,8 @@ pub fn effects(sql: &str) -> Effects {
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The first keyword of each statement, skipping comments, string literals, quoted
@@ -104,7 +105,10 @@ fn leading_words(sql: &[u8]) -> Vec<&[u8]> {
                     .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
                     .map(|p| i + 1 + p);
                 match tag_end {
-                    Some(end) if sql[end] == b'$' && !sql[i + 1..end].first().is_some_and(u8::is_ascii_digit) => {
+                    Some(end)
+                        if sql[end] == b'$'
+                            && !sql[i + 1..end].first().is_some_and(u8::is_ascii_digit) =>
+                    {
                         let tag = &sql[i..=end];
                         i = end + 1;
                         match sql[i..].windows(tag.len()).position(|w| w == tag) {
