@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for clients to finish before exiting.
     #[serde(with = "units::duration")]
     pub shutdown_timeout: Duration,
+    /// Threads serving clients; 0 means one per CPU core. 1 runs everything on one thread,
+    /// which leaves more of a small machine to PostgreSQL when it runs alongside.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             startup_timeout: Duration::from_secs(15),
             max_message_size: 256 << 20,
             shutdown_timeout: Duration::from_secs(30),
+            worker_threads: 0,
         }
     }
 }

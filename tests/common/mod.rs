@@ -1,0 +1,597 @@
+//! Shared harness for the integration tests: one throwaway PostgreSQL cluster per test binary,
+//! the real pgward binary in front of it, and real clients (tokio-postgres, psql, pgbench).
+//!
+//! Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::future::Future;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pgward::cluster::{pg_bin_dir, Cluster, ClusterOptions};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// The login every test uses unless it says otherwise (created by the cluster module).
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-secret";
+pub const DATABASE: &str = "appdb";
+
+/// How long pgward gets to accept TCP connections after it is spawned.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The cluster of this test binary. `Err` keeps the reason it could not start, so every test
+/// fails with it instead of each one trying again. The `Option` lets the exit handler take it.
+static CLUSTER: OnceLock<Result<Mutex<Option<Cluster>>, String>> = OnceLock::new();
+static PRIMARY_PORT: OnceLock<u16> = OnceLock::new();
+
+fn shared_cluster() -> &'static Mutex<Option<Cluster>> {
+    let cluster = CLUSTER.get_or_init(|| {
+        let cluster = Cluster::start(&ClusterOptions::default()).map_err(|e| e.to_string())?;
+        let _ = PRIMARY_PORT.set(cluster.primary.port);
+        // Statics are never dropped; stop PostgreSQL when the test binary exits.
+        // SAFETY: registering a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(stop_shared_cluster) };
+        Ok(Mutex::new(Some(cluster)))
+    });
+    match cluster {
+        Ok(cluster) => cluster,
+        Err(reason) => panic!("cannot start PostgreSQL for the tests: {reason}"),
+    }
+}
+
+extern "C" fn stop_shared_cluster() {
+    if let Some(Ok(cluster)) = CLUSTER.get() {
+        let taken = cluster.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(taken);
+    }
+}
+
+/// Port of the shared cluster's primary (starting the cluster on first use).
+pub fn primary_port() -> u16 {
+    shared_cluster();
+    *PRIMARY_PORT.get().expect("set when the cluster started")
+}
+
+/// Runs SQL directly on the shared cluster as superuser `postgres` (not through pgward),
+/// e.g. to prepare or inspect what a test did. Returns psql's unaligned output.
+pub fn admin_psql(db: &str, sql: &str) -> String {
+    let guard = shared_cluster().lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = guard.as_ref().expect("cluster already stopped");
+    cluster
+        .psql(cluster.primary.port, db, sql)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A tokio-postgres connection straight to PostgreSQL as `postgres`, to watch what the
+/// backends do (pg_stat_activity) while a test talks through pgward.
+pub async fn direct_postgres() -> Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(primary_port())
+        .user("postgres")
+        .dbname(DATABASE)
+        .connect_timeout(Duration::from_secs(10));
+    connect_with(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to PostgreSQL directly: {e}"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A `[[users]]` entry of the pgward config.
+#[derive(Debug, Clone)]
+pub struct ProxyUser {
+    pub name: String,
+    pub password: String,
+    pub backend_user: Option<String>,
+    pub backend_password: Option<String>,
+}
+
+impl ProxyUser {
+    pub fn new(name: &str, password: &str) -> ProxyUser {
+        ProxyUser {
+            name: name.into(),
+            password: password.into(),
+            backend_user: None,
+            backend_password: None,
+        }
+    }
+
+    /// Logs in to PostgreSQL as `user` (with `password`, if any) instead of its own name.
+    pub fn backend(mut self, user: &str, password: Option<&str>) -> ProxyUser {
+        self.backend_user = Some(user.into());
+        self.backend_password = password.map(Into::into);
+        self
+    }
+}
+
+/// A pgward config for the shared cluster, in the DESIGN.md format. Build, adjust, `start()`.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen_port: u16,
+    pub auth_method: String,
+    pub pool_mode: String,
+    pub pool_size: usize,
+    pub checkout_timeout: String,
+    /// (cert path, key path, tls_mode)
+    pub tls: Option<(PathBuf, PathBuf, String)>,
+    pub users: Vec<ProxyUser>,
+    /// Raw TOML appended at the end, for settings no helper covers.
+    pub extra: String,
+}
+
+impl ProxyConfig {
+    /// SCRAM client auth, user `app`/`app-secret` mapped to the same backend login, a free
+    /// listen port, checkout timeout 5s.
+    pub fn new(pool_mode: &str, pool_size: usize) -> ProxyConfig {
+        ProxyConfig {
+            listen_port: free_port(),
+            auth_method: "scram-sha-256".into(),
+            pool_mode: pool_mode.into(),
+            pool_size,
+            checkout_timeout: "5s".into(),
+            tls: None,
+            users: vec![ProxyUser::new(USER, PASSWORD).backend(USER, Some(PASSWORD))],
+            extra: String::new(),
+        }
+    }
+
+    pub fn transaction(pool_size: usize) -> ProxyConfig {
+        ProxyConfig::new("transaction", pool_size)
+    }
+
+    pub fn session(pool_size: usize) -> ProxyConfig {
+        ProxyConfig::new("session", pool_size)
+    }
+
+    pub fn checkout_timeout(mut self, timeout: &str) -> ProxyConfig {
+        self.checkout_timeout = timeout.into();
+        self
+    }
+
+    pub fn auth(mut self, method: &str) -> ProxyConfig {
+        self.auth_method = method.into();
+        self
+    }
+
+    pub fn tls(mut self, cert: &Path, key: &Path, mode: &str) -> ProxyConfig {
+        self.tls = Some((cert.into(), key.into(), mode.into()));
+        self
+    }
+
+    pub fn user(mut self, user: ProxyUser) -> ProxyConfig {
+        self.users.push(user);
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.into()).to_string();
+        let p = |p: &Path| q(&p.to_string_lossy());
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "[server]\nlisten = {}",
+            q(&format!("127.0.0.1:{}", self.listen_port))
+        );
+        if let Some((cert, key, mode)) = &self.tls {
+            let _ = writeln!(
+                t,
+                "tls_cert = {}\ntls_key = {}\ntls_mode = {}",
+                p(cert),
+                p(key),
+                q(mode)
+            );
+        }
+        let _ = writeln!(t, "\n[auth]\nmethod = {}", q(&self.auth_method));
+        for user in &self.users {
+            let _ = writeln!(
+                t,
+                "\n[[users]]\nname = {}\npassword = {}",
+                q(&user.name),
+                q(&user.password)
+            );
+            if let Some(backend_user) = &user.backend_user {
+                let _ = writeln!(t, "backend_user = {}", q(backend_user));
+            }
+            if let Some(backend_password) = &user.backend_password {
+                let _ = writeln!(t, "backend_password = {}", q(backend_password));
+            }
+        }
+        let _ = writeln!(
+            t,
+            "\n[pool]\nmode = {}\nsize = {}\ncheckout_timeout = {}",
+            q(&self.pool_mode),
+            self.pool_size,
+            q(&self.checkout_timeout)
+        );
+        let _ = writeln!(
+            t,
+            "\n[[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"",
+            primary_port()
+        );
+        t.push_str(&self.extra);
+        t
+    }
+
+    pub fn start(&self) -> Pgward {
+        Pgward::start(&self.toml())
+    }
+}
+
+/// The config string for the shared cluster with a free listen port, the given pool mode
+/// and size, and the `app` user.
+pub fn config_toml(pool_mode: &str, pool_size: usize) -> String {
+    ProxyConfig::new(pool_mode, pool_size).toml()
+}
+
+/// A running pgward process. Killed (SIGKILL) on drop; its log is printed when the test that
+/// owns it panics.
+pub struct Pgward {
+    child: Child,
+    pub addr: SocketAddr,
+    pub port: u16,
+    log_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Pgward {
+    /// Writes `config_toml` to a temp file, runs `pgward --config <file>` and waits until
+    /// `[server] listen` accepts TCP. Call it from the test's own thread: pgward is killed
+    /// when the thread that spawned it exits (so a crashed test binary leaves nothing behind).
+    pub fn start(config_toml: &str) -> Pgward {
+        let config: toml::Table = config_toml
+            .parse()
+            .unwrap_or_else(|e| panic!("test config is not TOML: {e}\n{config_toml}"));
+        let addr: SocketAddr = config
+            .get("server")
+            .and_then(|s| s.get("listen"))
+            .and_then(|l| l.as_str())
+            .expect("the test config must set [server] listen")
+            .parse()
+            .expect("[server] listen must be ip:port");
+
+        let dir = tempfile::Builder::new()
+            .prefix("pgward-test-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let config_path = dir.path().join("pgward.toml");
+        fs::write(&config_path, config_toml).expect("writing the config");
+        let log_path = dir.path().join("pgward.log");
+        let log = File::create(&log_path).expect("creating the log file");
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgward"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env_remove("PGWARD_CONFIG")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawning the pgward binary");
+        let mut pgward = Pgward {
+            child,
+            addr,
+            port: addr.port(),
+            log_path,
+            dir,
+        };
+        pgward.wait_until_listening();
+        pgward
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "pgward exited ({status}) before accepting connections on {}; log:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pgward did not accept connections on {} within {STARTUP_TIMEOUT:?}; log:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Everything pgward printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: plain kill(2) to our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Waits up to `timeout` for pgward to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Scratch space that lives as long as this pgward (for files psql reads or writes).
+    pub fn scratch_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Connection settings for a client of this pgward (database `appdb`).
+    pub fn client_config(&self, user: &str, password: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(DATABASE)
+            .connect_timeout(Duration::from_secs(10));
+        config
+    }
+
+    /// A tokio-postgres client logged in as `app`; panics with pgward's log if that fails.
+    pub async fn connect(&self) -> Client {
+        self.connect_as(USER, PASSWORD).await
+    }
+
+    pub async fn connect_as(&self, user: &str, password: &str) -> Client {
+        match self.try_connect_as(user, password).await {
+            Ok(client) => client,
+            Err(e) => panic!(
+                "connecting through pgward as {user}: {e} (SQLSTATE {:?}); pgward log:\n{}",
+                e.code().map(|c| c.code()),
+                self.log_tail(60)
+            ),
+        }
+    }
+
+    pub async fn try_connect_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        connect_with(&self.client_config(user, password)).await
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Pgward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "---- pgward log ({}), last 150 lines ----\n{}",
+                self.addr,
+                self.log_tail(150)
+            );
+        }
+    }
+}
+
+/// Connects without TLS and drives the connection on a background task.
+pub async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("client connection ended with an error: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Fails the test instead of hanging it when the proxy stops answering.
+pub async fn deadline<F: Future>(limit: Duration, body: F) -> F::Output {
+    match tokio::time::timeout(limit, body).await {
+        Ok(output) => output,
+        Err(_) => panic!("the test did not finish within {limit:?}: something hangs"),
+    }
+}
+
+/// The SQLSTATE of a failed query, e.g. "22012".
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
+    error.code().map(|c| c.code())
+}
+
+/// The rows of a simple-query response, every value as text.
+pub fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One value from a one-row simple query.
+pub async fn simple_value(client: &Client, sql: &str) -> String {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows = simple_rows(&messages);
+    assert_eq!(rows.len(), 1, "{sql} must return one row, got {rows:?}");
+    rows[0][0]
+        .clone()
+        .unwrap_or_else(|| panic!("{sql} returned NULL"))
+}
+
+/// `SHOW <setting>` as the client sees it.
+pub async fn show(client: &Client, setting: &str) -> String {
+    simple_value(client, &format!("SHOW {setting}")).await
+}
+
+/// A client program (psql, pgbench) from the PostgreSQL bin dir, else from PATH.
+pub fn pg_program(name: &str) -> PathBuf {
+    if let Ok(dir) = pg_bin_dir() {
+        let path = dir.join(name);
+        if path.is_file() {
+            return path;
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} not found; install it with: apt-get install postgresql-client-15")
+        })
+}
+
+/// A client program with no PG* variables inherited from the environment, connecting as
+/// `app` through `pgward` with PGPASSWORD.
+pub fn pg_client(program: &str, pgward: &Pgward) -> Command {
+    let mut command = Command::new(pg_program(program));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pgward.port.to_string())
+        .env("PGUSER", USER)
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGDATABASE", DATABASE)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("LC_ALL", "C");
+    command
+}
+
+/// psql through `pgward`: `-X -At -v ON_ERROR_STOP=1`.
+pub fn psql(pgward: &Pgward) -> Command {
+    let mut command = pg_client("psql", pgward);
+    command.args(["-X", "-At", "-v", "ON_ERROR_STOP=1"]);
+    command
+}
+
+/// What a finished program printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Panics with the output unless the program exited 0.
+    pub fn expect_success(self, what: &str) -> Finished {
+        assert!(
+            self.status.success(),
+            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs a program to completion; kills it and panics if it outlives `timeout`.
+pub fn run_program(command: &mut Command, timeout: Duration) -> Finished {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {shown}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{shown} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,170 @@
+//! Session state in transaction mode: a client's SET follows that client from server
+//! connection to server connection, and never leaks to another client sharing the pool.
+//! Every test uses a pool of one connection, so the two clients always share it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{deadline, show, simple_value, sqlstate, ProxyConfig};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const ROUNDS: usize = 10;
+
+#[tokio::test]
+async fn search_path_stays_with_its_client() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        let default = show(&b, "search_path").await;
+        assert_eq!(default, "\"$user\", public");
+
+        a.batch_execute("CREATE SCHEMA ss_search_a").await.unwrap();
+        a.batch_execute("SET search_path TO ss_search_a")
+            .await
+            .unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "search_path").await, "ss_search_a");
+            assert_eq!(show(&b, "search_path").await, default);
+        }
+        // Inside explicit transactions, and with the extended protocol, too.
+        a.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(show(&a, "search_path").await, "ss_search_a");
+        a.batch_execute("COMMIT").await.unwrap();
+        let row = a.query_one("SELECT current_schema()", &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "ss_search_a");
+
+        // What the setting is for: unqualified names resolve in A's schema only.
+        a.batch_execute("CREATE TABLE ss_where (x int)")
+            .await
+            .unwrap();
+        assert_eq!(
+            simple_value(&b, "SELECT to_regclass('ss_search_a.ss_where') IS NOT NULL").await,
+            "t"
+        );
+        assert_eq!(
+            simple_value(&b, "SELECT to_regclass('public.ss_where') IS NULL").await,
+            "t"
+        );
+        let err = b
+            .simple_query("SELECT * FROM ss_where")
+            .await
+            .expect_err("B's search_path does not include ss_search_a");
+        assert_eq!(sqlstate(&err), Some("42P01"), "{err}");
+
+        a.batch_execute("RESET search_path").await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "search_path").await, default);
+            assert_eq!(show(&b, "search_path").await, default);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn time_zone_stays_with_its_client() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        let default = show(&b, "TimeZone").await;
+        assert_ne!(
+            default, "Pacific/Chatham",
+            "pick a zone that is not the default"
+        );
+
+        // Set through the extended protocol, as drivers and ORMs often do.
+        a.execute("SET TimeZone TO 'Pacific/Chatham'", &[])
+            .await
+            .unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "TimeZone").await, "Pacific/Chatham");
+            assert_eq!(show(&b, "TimeZone").await, default);
+        }
+        // Chatham is 12:45 or 13:45 ahead of UTC; the offset shows in A's timestamps.
+        let local = simple_value(&a, "SELECT '2024-01-01 00:00:00+00'::timestamptz::text").await;
+        assert!(
+            local.ends_with("+13:45") || local.ends_with("+12:45"),
+            "{local}"
+        );
+
+        a.execute("RESET TimeZone", &[]).await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "TimeZone").await, default);
+            assert_eq!(show(&b, "TimeZone").await, default);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn statement_timeout_stays_with_its_client() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        assert_eq!(show(&b, "statement_timeout").await, "0");
+
+        a.batch_execute("SET statement_timeout = '300ms'")
+            .await
+            .unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "statement_timeout").await, "300ms");
+            assert_eq!(show(&b, "statement_timeout").await, "0");
+        }
+        let err = a
+            .simple_query("SELECT pg_sleep(2)")
+            .await
+            .expect_err("A's statement_timeout cancels the sleep");
+        assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+        b.simple_query("SELECT pg_sleep(0.6)").await.unwrap();
+
+        a.batch_execute("RESET statement_timeout").await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "statement_timeout").await, "0");
+            assert_eq!(show(&b, "statement_timeout").await, "0");
+        }
+        a.simple_query("SELECT pg_sleep(0.6)").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transaction_scoped_settings_end_with_the_transaction() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        let default = show(&b, "TimeZone").await;
+
+        // SET LOCAL lasts until the end of the transaction only.
+        a.batch_execute("BEGIN; SET LOCAL TimeZone TO 'Asia/Kathmandu'")
+            .await
+            .unwrap();
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Kathmandu");
+        a.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(show(&a, "TimeZone").await, default);
+        assert_eq!(show(&b, "TimeZone").await, default);
+
+        // A plain SET is undone by ROLLBACK, as in PostgreSQL.
+        a.batch_execute("BEGIN; SET TimeZone TO 'Asia/Kathmandu'")
+            .await
+            .unwrap();
+        a.batch_execute("ROLLBACK").await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(show(&a, "TimeZone").await, default);
+            assert_eq!(show(&b, "TimeZone").await, default);
+        }
+
+        // ...and kept by COMMIT.
+        a.batch_execute("BEGIN; SET TimeZone TO 'Asia/Kathmandu'; COMMIT")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(show(&a, "TimeZone").await, "Asia/Kathmandu");
+            assert_eq!(show(&b, "TimeZone").await, default);
+        }
+    })
+    .await;
+}
