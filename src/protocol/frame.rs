@@ -207,7 +207,9 @@ impl FrameReader {
         let mut scratch = [0u8; 64];
         let mut rb = ReadBuf::new(&mut scratch);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        Pin::new(&mut self.io).poll_read(&mut cx, &mut rb).is_ready()
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_ready()
     }
 }
 
