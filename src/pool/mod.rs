@@ -64,10 +64,6 @@ impl Lease {
         conn.idle_since = Instant::now();
         pool.idle.lock().expect("pool lock").push(conn);
     }
-
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
 }
 
 impl Pool {
@@ -134,10 +130,6 @@ impl Pool {
         known
             .get(&statement.hash)
             .is_some_and(|k| **k == *statement)
-    }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("pool lock").len()
     }
 }
 

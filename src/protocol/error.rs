@@ -80,8 +80,4 @@ impl ProxyError {
             other => format!("pgward: {other}"),
         }
     }
-
-    pub fn detail(&self) -> Option<String> {
-        None
-    }
 }

@@ -45,10 +45,6 @@ impl Frame {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
-    pub fn from_bytes(bytes: Bytes) -> Frame {
-        debug_assert!(bytes.len() >= 5);
-        Frame(bytes)
-    }
 }
 
 /// A client or server socket, before it is split into halves.
@@ -192,10 +188,6 @@ impl FrameReader {
             }
             self.fill().await?;
         }
-    }
-
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
     }
 
     /// True when the peer has closed or sent something while we expected silence (an idle

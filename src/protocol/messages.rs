@@ -38,15 +38,12 @@ fn encode<M: Message>(buf: &mut BytesMut, msg: &M) {
 /// An ErrorResponse; `fatal` when the connection ends right after it.
 pub fn error_response(buf: &mut BytesMut, err: &ProxyError, fatal: bool) {
     let severity = if fatal { "FATAL" } else { "ERROR" };
-    let mut fields = vec![
+    let fields = vec![
         (b'S', severity.to_string()),
         (b'V', severity.to_string()),
         (b'C', err.sqlstate().to_string()),
         (b'M', err.client_message()),
     ];
-    if let Some(detail) = err.detail() {
-        fields.push((b'D', detail));
-    }
     encode(buf, &ErrorResponse::new(fields));
 }
 
