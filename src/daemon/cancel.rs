@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::pool::BackendTarget;
+
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
-    pub host: String,
-    pub port: u16,
+    pub backend: Arc<BackendTarget>,
     pub pid: i32,
     pub secret: i32,
 }
@@ -87,7 +88,7 @@ impl CancelRegistry {
             return;
         };
         let send = async {
-            let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
+            let mut s = TcpStream::connect((t.backend.host.as_str(), t.backend.port)).await?;
             let mut packet = Vec::with_capacity(16);
             packet.extend_from_slice(&16i32.to_be_bytes());
             packet.extend_from_slice(&80877102i32.to_be_bytes());

@@ -3,12 +3,9 @@
 //! time, so no plaintext sent ahead of a TLS handshake is ever taken as protocol data.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -37,48 +34,6 @@ pub struct StartupRequest {
 pub enum FirstPacket {
     Startup(StartupRequest),
     Cancel { pid: i32, secret: i32 },
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::ServerTls(s) => Pin::new(s).poll_flush(cx),
-            Stream::ClientTls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::ServerTls(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::ClientTls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
 }
 
 /// Reads one untagged packet (length + body) and returns the body.

@@ -248,8 +248,12 @@ impl Session {
         if parse.name.is_empty() || self.statements.contains_key(parse.name) {
             return Ok(false);
         }
-        let statement = Statement::new(parse.query, parse.param_types);
-        if !self.pool.knows(&statement) || sqlscan::effects(parse.query).any() {
+        let statement = Statement::new(
+            parse.query,
+            parse.param_types,
+            sqlscan::effects(parse.query),
+        );
+        if statement.effects.any() || !self.pool.knows(&statement) {
             return Ok(false);
         }
         let name = parse.name.to_owned();
@@ -314,8 +318,7 @@ impl Session {
             }
             let conn = &lease.conn;
             self.cancel.slot.set(Some(CancelTarget {
-                host: conn.backend.host.clone(),
-                port: conn.backend.port,
+                backend: conn.backend.clone(),
                 pid: conn.pid,
                 secret: conn.secret,
             }));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::sqlscan::{self, Effects};
+use super::sqlscan::Effects;
 use crate::protocol::messages;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +23,8 @@ pub struct Statement {
 }
 
 impl Statement {
-    pub fn new(query: &str, param_types: &[u8]) -> Arc<Statement> {
+    /// `effects` is the scan of `query` the caller already made (`sqlscan::effects`).
+    pub fn new(query: &str, param_types: &[u8], effects: Effects) -> Arc<Statement> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         query.hash(&mut h);
         param_types.hash(&mut h);
@@ -33,7 +34,7 @@ impl Statement {
             param_types: param_types.to_vec(),
             hash,
             server_name: format!("pgward_{hash:016x}"),
-            effects: sqlscan::effects(query),
+            effects,
         })
     }
 

@@ -289,7 +289,7 @@ impl Session {
             self.refuse(ProxyError::DuplicateStatement(parse.name.to_owned()));
             return Ok(());
         }
-        let statement = Statement::new(parse.query, parse.param_types);
+        let statement = Statement::new(parse.query, parse.param_types, effects);
         self.statements
             .insert(parse.name.to_owned(), statement.clone());
         let conn = self.server_mut();
