@@ -7,3 +7,4 @@ pub mod demo;
 pub mod pool;
 pub mod protocol;
 pub mod session;
+pub mod sql;
