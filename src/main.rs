@@ -90,7 +90,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    Runtime::build(config)?;
+    Runtime::build(config, &Default::default())?;
     println!("{}: ok", path.display());
     Ok(())
 }

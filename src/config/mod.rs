@@ -43,7 +43,7 @@ pub struct Config {
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
-    pub routing: toml::Table,
+    pub routing: RoutingConfig,
     #[serde(default)]
     pub cache: toml::Table,
     #[serde(default)]
@@ -242,6 +242,75 @@ fn default_backend_tls() -> BackendTls {
     BackendTls::Disable
 }
 
+/// Read/write splitting across a primary and its streaming replicas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send statements that certainly only read to replicas; false sends everything to the primary.
+    pub read_write_split: bool,
+    pub strategy: Strategy,
+    /// A replica whose replay position trails the primary by more gets no reads.
+    #[serde(with = "units::size")]
+    pub max_replica_lag: u64,
+    /// After a client's write commits, its reads go only to servers that have replayed it.
+    pub read_your_writes: bool,
+    /// Let the primary take a share of the reads (by its weight), not only the replicas.
+    pub primary_reads: bool,
+    /// Where reads go when no replica is usable: the primary, or nowhere (08006).
+    pub no_replica: NoReplica,
+    /// Functions (lower case) that write or lock, beyond the built-in list; a SELECT calling
+    /// one goes to the primary.
+    pub write_functions: Vec<String>,
+    /// How often each backend is checked (role, health, WAL position).
+    #[serde(with = "units::duration")]
+    pub check_interval: Duration,
+    /// A check that takes longer counts as a failure.
+    #[serde(with = "units::duration")]
+    pub check_timeout: Duration,
+    /// How long a failed backend gets no traffic before it may be readmitted.
+    #[serde(with = "units::duration")]
+    pub ban_time: Duration,
+    /// Credentials for the checks; default: the first [[users]] entry's backend credentials.
+    pub check_user: Option<String>,
+    pub check_password: Option<String>,
+    pub check_database: String,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            read_write_split: true,
+            strategy: Strategy::RoundRobin,
+            max_replica_lag: 16 << 20,
+            read_your_writes: true,
+            primary_reads: false,
+            no_replica: NoReplica::Primary,
+            write_functions: Vec::new(),
+            check_interval: Duration::from_millis(250),
+            check_timeout: Duration::from_secs(2),
+            ban_time: Duration::from_secs(5),
+            check_user: None,
+            check_password: None,
+            check_database: "postgres".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    RoundRobin,
+    LeastConnections,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoReplica {
+    Primary,
+    Error,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendRole {
@@ -351,6 +420,9 @@ impl Config {
         if self.backends.is_empty() {
             return Err(invalid("at least one [[backends]] entry is needed".into()));
         }
+        if self.backends.len() > 64 {
+            return Err(invalid("at most 64 [[backends]] are supported".into()));
+        }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(&b.name) {
@@ -365,6 +437,20 @@ impl Config {
                     b.name
                 )));
             }
+        }
+        if self
+            .backends
+            .iter()
+            .filter(|b| b.role == BackendRole::Primary)
+            .count()
+            > 1
+        {
+            return Err(invalid(
+                "more than one backend has role = \"primary\"".into(),
+            ));
+        }
+        if self.routing.check_interval.is_zero() {
+            return Err(invalid("routing.check_interval must be above zero".into()));
         }
         let mut users = std::collections::HashSet::new();
         for u in &self.users {

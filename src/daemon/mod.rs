@@ -14,11 +14,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{BackendRole, BackendTls, Config, UserConfig};
+use crate::config::{BackendTls, Config, UserConfig};
 use crate::pool::{BackendTarget, PoolSettings, Pools};
 use crate::protocol::scram::ScramSecret;
 use crate::protocol::tls;
+use crate::route::{health, Backend, Router};
+use crate::sql::Analyzer;
 use cancel::CancelRegistry;
+
+/// Distinct SQL texts whose analysis is kept.
+const ANALYSIS_CACHE_ENTRIES: u64 = 10_000;
 
 /// Everything derived from one config file; swapped whole on reload. A client keeps the
 /// runtime it connected with for its whole session.
@@ -26,7 +31,10 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub users: HashMap<String, UserEntry>,
     pub tls: Option<TlsAcceptor>,
-    pub backends: Vec<Arc<BackendTarget>>,
+    /// Backends in config order with their live status; picks the server for each request.
+    pub router: Router,
+    /// Statement analysis, cached by SQL text.
+    pub analyzer: Analyzer,
     pub pool: PoolSettings,
 }
 
@@ -37,7 +45,8 @@ pub struct UserEntry {
 }
 
 impl Runtime {
-    pub fn build(config: Config) -> anyhow::Result<Runtime> {
+    /// `health` holds backend statuses across reloads.
+    pub fn build(config: Config, health: &health::Registry) -> anyhow::Result<Runtime> {
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
             _ => None,
@@ -58,7 +67,7 @@ impl Runtime {
                 )
             })
             .collect();
-        let backends = config
+        let backends: Vec<Backend> = config
             .backends
             .iter()
             .map(|b| {
@@ -69,15 +78,22 @@ impl Runtime {
                         Some(tls::client_config(false, None)?)
                     }
                 };
-                Ok(Arc::new(BackendTarget {
-                    name: b.name.clone(),
-                    host: b.host.clone(),
-                    port: b.port,
-                    tls: b.tls,
-                    tls_config,
-                }))
+                Ok(Backend {
+                    target: Arc::new(BackendTarget {
+                        name: b.name.clone(),
+                        host: b.host.clone(),
+                        port: b.port,
+                        tls: b.tls,
+                        tls_config,
+                    }),
+                    role: b.role,
+                    weight: b.weight,
+                    status: health.status(&b.name),
+                })
             })
             .collect::<anyhow::Result<_>>()?;
+        let analyzer = Analyzer::new(&config.routing.write_functions, ANALYSIS_CACHE_ENTRIES);
+        let router = Router::new(backends, config.routing.clone());
         let pool = PoolSettings {
             size: config.pool.size,
             checkout_timeout: config.pool.checkout_timeout,
@@ -88,21 +104,27 @@ impl Runtime {
             config: Arc::new(config),
             users,
             tls,
-            backends,
+            router,
+            analyzer,
             pool,
         })
     }
 
-    /// The backend that runs a client's statements. Reads go here too until replica routing
-    /// lands; the first `primary` (else the first backend) is the primary.
-    pub fn primary(&self) -> &Arc<BackendTarget> {
-        let idx = self
-            .config
-            .backends
-            .iter()
-            .position(|b| b.role == BackendRole::Primary)
-            .unwrap_or(0);
-        &self.backends[idx]
+    /// User and password for health checks: `routing.check_user`, else the first user's
+    /// backend credentials.
+    pub fn check_credentials(&self) -> (String, Option<String>) {
+        let routing = &self.config.routing;
+        let first = self.config.users.first();
+        let user = routing
+            .check_user
+            .clone()
+            .or_else(|| first.map(|u| u.backend_user().to_owned()))
+            .unwrap_or_else(|| "postgres".into());
+        let password = routing
+            .check_password
+            .clone()
+            .or_else(|| first.and_then(|u| u.backend_password().map(str::to_owned)));
+        (user, password)
     }
 }
 
@@ -113,6 +135,8 @@ pub struct State {
     /// Cancelled on SIGTERM: stop accepting, let clients finish their transaction, close.
     pub shutdown: CancellationToken,
     pub client_slots: Arc<Semaphore>,
+    /// Live backend statuses, kept across reloads.
+    pub health: health::Registry,
 }
 
 /// How `run` treats process signals; the demo handles Ctrl-C itself.
@@ -132,7 +156,8 @@ pub struct Daemon {
 impl Daemon {
     pub async fn bind(config: Config) -> anyhow::Result<Daemon> {
         let addr = config.listen_addr();
-        let runtime = Runtime::build(config)?;
+        let health = health::Registry::default();
+        let runtime = Runtime::build(config, &health)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -143,7 +168,10 @@ impl Daemon {
             pools: Pools::default(),
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: CancellationToken::new(),
+            health,
         });
+        // One round of checks before the first client, so routing starts from facts.
+        health::check_all(&state.runtime.load(), &mut Default::default()).await;
         Ok(Daemon {
             state,
             listen_addr,
@@ -172,6 +200,7 @@ impl Daemon {
                 }
             })
         };
+        let monitor = tokio::spawn(health::monitor(state.clone()));
         let tracker = TaskTracker::new();
         loop {
             tokio::select! {
@@ -203,6 +232,7 @@ impl Daemon {
             );
         }
         reaper.abort();
+        monitor.abort();
         Ok(())
     }
 }
@@ -216,7 +246,7 @@ pub fn reload(state: &State) {
     };
     match Config::load(&path)
         .map_err(anyhow::Error::from)
-        .and_then(Runtime::build)
+        .and_then(|config| Runtime::build(config, &state.health))
     {
         Ok(runtime) => {
             if runtime.config.server.listen != current.config.server.listen {

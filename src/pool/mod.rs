@@ -55,6 +55,10 @@ pub struct Lease {
 }
 
 impl Lease {
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     pub fn release(self) {
         let Lease {
             mut conn,
@@ -102,6 +106,11 @@ impl Pool {
             pool: self.clone(),
             _permit: permit,
         })
+    }
+
+    /// Connections of this pool currently leased to clients.
+    pub fn in_use(&self) -> usize {
+        self.settings.size - self.permits.available_permits()
     }
 
     /// Most recently used first: warm connections stay warm, old ones age out.

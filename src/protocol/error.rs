@@ -27,6 +27,8 @@ pub enum ProxyError {
     UnknownStatement(String),
     #[error("prepared statement \"{0}\" already exists")]
     DuplicateStatement(String),
+    #[error("invalid value for {0}")]
+    InvalidParameter(String),
     #[error("{message}")]
     FromServer {
         sqlstate: String,
@@ -51,6 +53,7 @@ impl ProxyError {
             ProxyError::Unsupported(_) => "0A000",
             ProxyError::UnknownStatement(_) => "26000",
             ProxyError::DuplicateStatement(_) => "42P05",
+            ProxyError::InvalidParameter(_) => "22023",
             ProxyError::FromServer { sqlstate, .. } => sqlstate,
         }
     }
@@ -62,9 +65,22 @@ impl ProxyError {
             | ProxyError::ServerUnavailable(_)
             | ProxyError::Unsupported(_)
             | ProxyError::UnknownStatement(_)
-            | ProxyError::DuplicateStatement(_) => false,
+            | ProxyError::DuplicateStatement(_)
+            | ProxyError::InvalidParameter(_) => false,
             ProxyError::FromServer { fatal, .. } => *fatal,
             _ => true,
+        }
+    }
+
+    /// The backend is unreachable or going away (worth trying another one), as opposed to a
+    /// refusal that would repeat anywhere (bad password, missing database, pool timeout).
+    pub fn backend_down(&self) -> bool {
+        match self {
+            ProxyError::ServerUnavailable(_) | ProxyError::ServerLost => true,
+            ProxyError::FromServer { sqlstate, .. } => {
+                sqlstate.starts_with("57P") || sqlstate.starts_with("08")
+            }
+            _ => false,
         }
     }
 

@@ -5,8 +5,11 @@
 //! bytes are parsed here instead; a malformed body becomes an error, never a panic.
 
 use bytes::{BufMut, BytesMut};
+use pgwire::messages::data::NoData;
 use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus,
+};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
@@ -81,6 +84,14 @@ pub fn bind_complete(buf: &mut BytesMut) {
 
 pub fn close_complete(buf: &mut BytesMut) {
     encode(buf, &CloseComplete::new());
+}
+
+pub fn no_data(buf: &mut BytesMut) {
+    encode(buf, &NoData::new());
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    encode(buf, &CommandComplete::new(tag.to_owned()));
 }
 
 /// A frontend message built from parts (tag, then body written by `body`), with its length.
