@@ -28,9 +28,15 @@ use crate::pool::{Lease, Pool, PoolKey, ServerError};
 use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
+use crate::route::{Tried, Want};
+use crate::sql::{Analysis, Class, RouteHint, RouteSetting};
 use params::Settings;
 use prepared::Statement;
 use pump::{Exit, Link};
+
+/// A request is buffered whole before it is routed, up to this size; a larger one goes to
+/// the primary as it streams in.
+const REQUEST_BUFFER_LIMIT: usize = 1 << 20;
 
 /// Entry point for an accepted TCP connection.
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
@@ -78,7 +84,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
             }
             Err(_) => return tracing::info!(%peer, %user, "login timed out"),
         };
-    tracing::debug!(%peer, %user, database = %session.pool.key.database, "client connected");
+    tracing::debug!(%peer, %user, database = %session.database, "client connected");
     let outcome = session.run().await;
     session.finish(outcome).await;
 }
@@ -101,35 +107,53 @@ async fn login(
         return Err((writer, e));
     }
     let user = &rt.users[&request.user].config;
-    let backend = rt.primary().clone();
-    let key = PoolKey {
-        user: user.backend_user().to_owned(),
-        database: request.database.clone(),
-        backend: backend.name.clone(),
-        addr: (backend.host.clone(), backend.port),
+    let mut wanted = request.params;
+    let setting = match wanted.remove(ROUTE_PARAM) {
+        None => RouteSetting::Auto,
+        Some(value) => match parse_route_setting(&value) {
+            Some(setting) => setting,
+            None => return Err((writer, ProxyError::InvalidParameter(ROUTE_PARAM.into()))),
+        },
     };
-    let pool = state.pools.get(
-        key,
-        backend,
-        user.backend_password().map(str::to_owned),
-        &rt.pool,
-    );
     let mut session = Session {
+        state: state.clone(),
+        rt: rt.clone(),
         mode: rt.config.pool.mode,
         max_prepared: rt.config.pool.max_prepared_statements,
         reset_query: rt.config.pool.reset_query.clone(),
         shutdown: state.shutdown.clone(),
-        pool,
+        pools: vec![None; rt.router.backends.len()],
+        pool_user: user.backend_user().to_owned(),
+        pool_password: user.backend_password().map(str::to_owned),
+        database: request.database.clone(),
         cancel: state.cancels.register(),
-        wanted: request.params,
+        wanted,
         statements: HashMap::new(),
         unnamed_parse: None,
         server: None,
+        backend: 0,
+        route: RouteState {
+            setting,
+            min_lsn: 0,
+        },
+        retry: None,
         link: Link::default(),
         client_r: reader,
         client_w: writer,
     };
-    if let Err(e) = session.attach().await {
+    // The greeting needs a server. In transaction mode any will do, so read-only clients keep
+    // working through a primary outage; in session mode it is the client's server for good.
+    let first = match (session.mode, setting) {
+        (PoolMode::Session, RouteSetting::Replica) => Want::Read { min_lsn: 0 },
+        _ => Want::Primary,
+    };
+    let greet = match session.attach_for(first, 0).await {
+        Err(e) if e.backend_down() && session.mode == PoolMode::Transaction => {
+            session.attach_for(Want::Read { min_lsn: 0 }, 0).await
+        }
+        other => other,
+    };
+    if let Err(e) = greet {
         return Err((session.client_w, e));
     }
     let conn = &session.server.as_ref().expect("attached").conn;
@@ -151,25 +175,77 @@ async fn login(
     Ok(session)
 }
 
+/// The startup parameter and setting name that steer routing (`SET pgward.route = replica`).
+const ROUTE_PARAM: &str = "pgward.route";
+
+fn parse_route_setting(value: &str) -> Option<RouteSetting> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "primary" => Some(RouteSetting::Primary),
+        "replica" => Some(RouteSetting::Replica),
+        "auto" | "default" | "" => Some(RouteSetting::Auto),
+        _ => None,
+    }
+}
+
 pub(crate) struct Session {
+    state: Arc<State>,
+    /// The configuration this client connected with.
+    rt: Arc<Runtime>,
     mode: PoolMode,
     max_prepared: usize,
     reset_query: String,
     /// pgward's shutdown signal (a clone kept here: cloning takes a lock).
     shutdown: CancellationToken,
-    pool: Arc<Pool>,
+    /// This client's pools (its backend user and database), one per backend, made on first use.
+    pools: Vec<Option<Arc<Pool>>>,
+    pool_user: String,
+    pool_password: Option<String>,
+    database: String,
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
     wanted: Settings,
     /// The client's named prepared statements (transaction mode).
     statements: HashMap<String, Arc<Statement>>,
     /// The client's last unnamed Parse, re-sent if a later Bind lands on another server.
-    unnamed_parse: Option<(Frame, sqlscan::Effects)>,
+    unnamed_parse: Option<UnnamedParse>,
     server: Option<Lease>,
+    /// Index (in the router's backends) of the server attached.
+    backend: usize,
+    route: RouteState,
+    /// A read request as it was sent, kept until its server answers, so a server that dies
+    /// first costs the client nothing: the request runs again elsewhere.
+    retry: Option<Retry>,
     /// Protocol state of the current server attachment.
     link: Link,
     client_r: FrameReader,
     client_w: FrameWriter,
+}
+
+#[derive(Clone)]
+struct UnnamedParse {
+    frame: Frame,
+    effects: sqlscan::Effects,
+    reads: bool,
+}
+
+struct RouteState {
+    setting: RouteSetting,
+    /// WAL position of this client's last write; its reads need a server that has replayed it.
+    min_lsn: u64,
+}
+
+struct Retry {
+    frames: Vec<Frame>,
+    /// Statement names the request created, forgotten before it runs again.
+    new_names: Vec<String>,
+    tried: Tried,
+}
+
+/// One client request: a Query, or extended-protocol messages up to Sync or Flush.
+struct Request {
+    frames: Vec<Frame>,
+    /// False when it was cut off at REQUEST_BUFFER_LIMIT, or ended without Sync/Flush.
+    complete: bool,
 }
 
 impl Session {
@@ -189,26 +265,28 @@ impl Session {
                     tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
                     _ => {}
                 }
-                let mut request = vec![frame];
-                if self.prepare_locally(&mut request).await? {
+                let Some(request) = self.read_request(frame).await? else {
+                    return Ok(());
+                };
+                if self.answer_locally(&request)? {
                     continue;
                 }
-                if let Err(err) = self.attach().await {
-                    if err.is_fatal() {
-                        return Err(err);
-                    }
-                    self.fail_request(&request[request.len() - 1], &err).await?;
-                    continue;
+                let want = self.plan(&request);
+                if let Some(Exit::ClientGone) = self.dispatch(request.frames, want, 0).await? {
+                    return Ok(());
                 }
-                for frame in request {
-                    if let Some(Exit::ClientGone) = self.on_client_frame(frame)? {
-                        return Ok(());
-                    }
+                if self.server.is_none() {
+                    continue;
                 }
             }
             match self.pump().await? {
                 Exit::Release => self.release().await,
                 Exit::ClientGone => return Ok(()),
+                Exit::Retry => {
+                    if let Some(Exit::ClientGone) = self.retry_elsewhere().await? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -235,49 +313,339 @@ impl Session {
         }
     }
 
-    /// Answers a lone `Parse; Sync` (libpq's PQprepare) without a server when this pool has
-    /// already prepared the same statement; the server copy is made at its first Bind.
-    /// Besides saving a round trip, this keeps a client that prepares synchronously from
-    /// waiting for a server while other clients of its own thread hold them all (pgbench -j).
-    /// Returns false, with the frames read so far in `request`, when it does not apply.
-    async fn prepare_locally(&mut self, request: &mut Vec<Frame>) -> Result<bool, ProxyError> {
-        if self.mode != PoolMode::Transaction || request[0].tag() != tag::PARSE {
+    /// Reads the rest of the request `first` begins, so it can be routed as a whole.
+    /// None when the client leaves.
+    async fn read_request(&mut self, first: Frame) -> Result<Option<Request>, ProxyError> {
+        let mut request = Request {
+            complete: true,
+            frames: vec![first],
+        };
+        let mut size = 0;
+        loop {
+            let last = &request.frames[request.frames.len() - 1];
+            size += last.as_bytes().len();
+            match last.tag() {
+                tag::QUERY | tag::FUNCTION_CALL | tag::SYNC | tag::FLUSH => {
+                    return Ok(Some(request))
+                }
+                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE
+                    if size < REQUEST_BUFFER_LIMIT => {}
+                _ => {
+                    request.complete = false;
+                    return Ok(Some(request));
+                }
+            }
+            match self.client_r.read_frame().await {
+                Ok(frame) => request.frames.push(frame),
+                Err(FrameError::Eof | FrameError::Io(_)) => return Ok(None),
+                Err(e) => return Err(client_frame_error(e)),
+            }
+        }
+    }
+
+    /// Answers, without a server, the requests that need none: `SET pgward.route`, and a lone
+    /// `Parse; Sync` of a statement this client's pools already know.
+    fn answer_locally(&mut self, request: &Request) -> Result<bool, ProxyError> {
+        if self.mode != PoolMode::Transaction || !request.complete {
             return Ok(false);
         }
-        let parse = messages::read_parse(request[0].body())?;
+        Ok(self.set_route_locally(&request.frames)? || self.prepare_locally(&request.frames)?)
+    }
+
+    /// `SET pgward.route = ...` and `RESET pgward.route` set pgward's own routing preference,
+    /// which PostgreSQL never sees. Simple or extended protocol (JDBC sends every statement as
+    /// Parse/Bind/Describe/Execute/Sync).
+    fn set_route_locally(&mut self, frames: &[Frame]) -> Result<bool, ProxyError> {
+        let mut setting = None;
+        for frame in frames {
+            let sql = match frame.tag() {
+                tag::QUERY if frames.len() == 1 => messages::read_query(frame.body())?,
+                tag::PARSE => {
+                    let parse = messages::read_parse(frame.body())?;
+                    if !parse.name.is_empty() {
+                        return Ok(false);
+                    }
+                    parse.query
+                }
+                tag::BIND => {
+                    let mut r = messages::Reader::new(frame.body());
+                    if !r.cstr()?.is_empty() || !r.cstr()?.is_empty() {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                tag::DESCRIBE | tag::EXECUTE | tag::SYNC => continue,
+                _ => return Ok(false),
+            };
+            if !sqlscan::contains_ignore_case(sql.as_bytes(), ROUTE_PARAM.as_bytes()) {
+                return Ok(false);
+            }
+            match self.analyze(sql).route_setting {
+                Some(s) => setting = Some(s),
+                None => return Ok(false),
+            }
+        }
+        let Some(setting) = setting else {
+            return Ok(false);
+        };
+        self.route.setting = setting;
+        let out = self.client_w.buffer();
+        for frame in frames {
+            match frame.tag() {
+                tag::QUERY => {
+                    messages::command_complete(out, "SET");
+                    messages::ready_for_query(out, b'I');
+                }
+                tag::PARSE => messages::parse_complete(out),
+                tag::BIND => messages::bind_complete(out),
+                tag::DESCRIBE => messages::no_data(out),
+                tag::EXECUTE => messages::command_complete(out, "SET"),
+                _ => messages::ready_for_query(out, b'I'),
+            }
+        }
+        Ok(true)
+    }
+
+    /// A lone `Parse; Sync` (libpq's PQprepare) of a statement this client's pools already
+    /// know is answered here; the server copy is made at its first Bind. Besides saving a round
+    /// trip, this keeps a client that prepares synchronously from waiting for a server while
+    /// other clients of its own thread hold them all (pgbench -j).
+    fn prepare_locally(&mut self, frames: &[Frame]) -> Result<bool, ProxyError> {
+        if frames.len() != 2 || frames[0].tag() != tag::PARSE || frames[1].tag() != tag::SYNC {
+            return Ok(false);
+        }
+        let parse = messages::read_parse(frames[0].body())?;
         if parse.name.is_empty() || self.statements.contains_key(parse.name) {
             return Ok(false);
         }
-        let statement = Statement::new(
-            parse.query,
-            parse.param_types,
-            sqlscan::effects(parse.query),
-        );
-        if statement.effects.any() || !self.pool.knows(&statement) {
+        let statement = self.statement(parse.query, parse.param_types);
+        if statement.effects.any() || !self.pools.iter().flatten().any(|p| p.knows(&statement)) {
             return Ok(false);
         }
-        let name = parse.name.to_owned();
-        let next = match self.client_r.read_frame().await {
-            Ok(frame) => frame,
-            // The client left; the next read ends the session.
-            Err(FrameError::Eof | FrameError::Io(_)) => return Ok(true),
-            Err(e) => return Err(client_frame_error(e)),
-        };
-        if next.tag() != tag::SYNC {
-            request.push(next);
-            return Ok(false);
-        }
-        self.statements.insert(name, statement);
+        self.statements.insert(parse.name.to_owned(), statement);
         messages::parse_complete(self.client_w.buffer());
         messages::ready_for_query(self.client_w.buffer(), b'I');
         Ok(true)
     }
 
+    fn analyze(&self, sql: &str) -> Arc<Analysis> {
+        self.rt.analyzer.analyze(sql)
+    }
+
+    /// The routing class of `sql`; without replicas to route to there is nothing to decide,
+    /// and nothing is parsed.
+    fn class_of(&self, sql: &str) -> Class {
+        if self.rt.router.splits() {
+            self.analyze(sql).class
+        } else {
+            Class::Write
+        }
+    }
+
+    /// A prepared statement with what executing it may change and where it may run.
+    fn statement(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+        self.statement_with(query, param_types, sqlscan::effects(query))
+    }
+
+    /// As `statement`, with the `sqlscan::effects` of `query` the caller already has.
+    fn statement_with(
+        &self,
+        query: &str,
+        param_types: &[u8],
+        effects: sqlscan::Effects,
+    ) -> Arc<Statement> {
+        let reads = self.class_of(query) == Class::Read;
+        let route_setting =
+            if sqlscan::contains_ignore_case(query.as_bytes(), ROUTE_PARAM.as_bytes()) {
+                self.analyze(query).route_setting
+            } else {
+                None
+            };
+        Statement::new(query, param_types, effects, reads, route_setting)
+    }
+
+    /// Where a request should run. A read goes to a replica only when every statement in it
+    /// certainly reads (or a hint or `pgward.route` says so); all else runs on the primary.
+    fn plan(&self, request: &Request) -> Want {
+        let router = &self.rt.router;
+        if !router.splits() || self.route.setting == RouteSetting::Primary {
+            return Want::Primary;
+        }
+        let mut reads = request.complete;
+        let mut hint = None;
+        for frame in &request.frames {
+            let (frame_reads, frame_hint) = self.frame_reads(frame);
+            reads &= frame_reads;
+            hint = hint.or(frame_hint);
+        }
+        let read = match (hint, self.route.setting) {
+            (Some(RouteHint::Primary), _) => false,
+            (Some(RouteHint::Replica), _) | (None, RouteSetting::Replica) => true,
+            _ => reads,
+        };
+        if !read {
+            return Want::Primary;
+        }
+        let min_lsn = if router.settings().read_your_writes {
+            self.route.min_lsn
+        } else {
+            0
+        };
+        Want::Read { min_lsn }
+    }
+
+    /// Whether one message of a request only reads, and its routing hint.
+    fn frame_reads(&self, frame: &Frame) -> (bool, Option<RouteHint>) {
+        let sql = match frame.tag() {
+            tag::QUERY => messages::read_query(frame.body()).ok(),
+            tag::PARSE => messages::read_parse(frame.body()).ok().map(|p| p.query),
+            tag::BIND | tag::DESCRIBE => {
+                return (self.named_statement_reads(frame).unwrap_or(false), None);
+            }
+            tag::EXECUTE | tag::SYNC | tag::FLUSH | tag::CLOSE => return (true, None),
+            _ => return (false, None),
+        };
+        match sql {
+            Some(sql) => {
+                let a = self.analyze(sql);
+                let reads = matches!(a.class, Class::Read | Class::Begin { read_only: true });
+                (reads, a.hint)
+            }
+            None => (false, None),
+        }
+    }
+
+    /// Whether the statement a Bind or Describe names only reads. A name not known yet is
+    /// one this same request's Parse creates, and that Parse is judged on its own.
+    fn named_statement_reads(&self, frame: &Frame) -> Option<bool> {
+        let mut r = messages::Reader::new(frame.body());
+        let name = if frame.tag() == tag::BIND {
+            r.cstr().ok()?;
+            r.cstr().ok()?
+        } else {
+            if r.u8().ok()? != b'S' {
+                return Some(true);
+            }
+            r.cstr().ok()?
+        };
+        if name.is_empty() {
+            return Some(self.unnamed_parse.as_ref().is_none_or(|u| u.reads));
+        }
+        Some(self.statements.get(name).is_none_or(|s| s.reads))
+    }
+
+    /// Attaches a server for `want` and sends it the request. A read keeps its frames for a
+    /// retry until the server answers.
+    async fn dispatch(
+        &mut self,
+        frames: Vec<Frame>,
+        want: Want,
+        tried: Tried,
+    ) -> Result<Option<Exit>, ProxyError> {
+        let tried = match self.attach_for(want, tried).await {
+            Ok(tried) => tried,
+            Err(err) if !err.is_fatal() => {
+                self.fail_request(&frames, &err).await?;
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        crate::metrics::query_routed(self.rt.router.is_primary(self.backend));
+        if want != Want::Primary {
+            let new_names = frames
+                .iter()
+                .filter(|f| f.tag() == tag::PARSE)
+                .filter_map(|f| messages::read_parse(f.body()).ok())
+                .filter(|p| !p.name.is_empty() && !self.statements.contains_key(p.name))
+                .map(|p| p.name.to_owned())
+                .collect();
+            self.retry = Some(Retry {
+                frames: frames.clone(),
+                new_names,
+                tried,
+            });
+        }
+        for frame in frames {
+            if let Some(Exit::ClientGone) = self.on_client_frame(frame)? {
+                return Ok(Some(Exit::ClientGone));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The server of a read failed before answering: take it out of rotation and run the
+    /// read again on another one, as if nothing happened.
+    async fn retry_elsewhere(&mut self) -> Result<Option<Exit>, ProxyError> {
+        let retry = self.retry.take().expect("Exit::Retry comes with a retry");
+        let failed = self.backend;
+        tracing::info!(backend = %self.rt.router.backends[failed].target.name, "server failed before answering a read; retrying elsewhere");
+        self.cancel.slot.set(None);
+        self.server = None;
+        self.rt.router.ban(failed);
+        for name in &retry.new_names {
+            self.statements.remove(name);
+        }
+        let want = Want::Read {
+            min_lsn: self.plan_min_lsn(),
+        };
+        self.dispatch(retry.frames, want, retry.tried | (1 << failed))
+            .await
+    }
+
+    fn plan_min_lsn(&self) -> u64 {
+        if self.rt.router.settings().read_your_writes {
+            self.route.min_lsn
+        } else {
+            0
+        }
+    }
+
+    /// Attaches a server for `want`, moving on from backends that turn out to be down.
+    /// Returns the backends tried and failed.
+    async fn attach_for(&mut self, want: Want, mut tried: Tried) -> Result<Tried, ProxyError> {
+        loop {
+            let pools = &self.pools;
+            let idx = self
+                .rt
+                .router
+                .pick(want, tried, |i| pools[i].as_ref().map_or(0, |p| p.in_use()))?;
+            match self.attach(idx).await {
+                Ok(()) => return Ok(tried),
+                Err(e) if e.backend_down() && want != Want::Primary => {
+                    tracing::info!(backend = %self.rt.router.backends[idx].target.name, error = %e, "backend unavailable; trying another");
+                    self.rt.router.ban(idx);
+                    tried |= 1 << idx;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// This client's pool on backend `idx`.
+    fn pool(&mut self, idx: usize) -> Arc<Pool> {
+        if let Some(pool) = &self.pools[idx] {
+            return pool.clone();
+        }
+        let target = self.rt.router.backends[idx].target.clone();
+        let key = PoolKey {
+            user: self.pool_user.clone(),
+            database: self.database.clone(),
+            backend: target.name.clone(),
+            addr: (target.host.clone(), target.port),
+        };
+        let pool = self
+            .state
+            .pools
+            .get(key, target, self.pool_password.clone(), &self.rt.pool);
+        self.pools[idx] = Some(pool.clone());
+        pool
+    }
+
     /// Answers a request that could not get a server connection, keeping the protocol in step:
     /// an extended-protocol request is skipped up to its Sync, as a server would.
-    async fn fail_request(&mut self, first: &Frame, err: &ProxyError) -> Result<(), ProxyError> {
+    async fn fail_request(&mut self, frames: &[Frame], err: &ProxyError) -> Result<(), ProxyError> {
         messages::error_response(self.client_w.buffer(), err, false);
-        let mut tag = first.tag();
+        let mut tag = frames[frames.len() - 1].tag();
         while !matches!(tag, tag::SYNC | tag::QUERY | tag::FUNCTION_CALL) {
             match self.client_r.read_frame().await {
                 Ok(frame) => tag = frame.tag(),
@@ -290,11 +658,13 @@ impl Session {
         Ok(())
     }
 
-    /// Leases a server connection and brings its session settings in line with this client's.
-    async fn attach(&mut self) -> Result<(), ProxyError> {
+    /// Leases a connection to backend `idx` and brings its session settings in line with
+    /// this client's.
+    async fn attach(&mut self, idx: usize) -> Result<(), ProxyError> {
+        let pool = self.pool(idx);
         let mut retried = false;
         loop {
-            let mut lease = self.pool.checkout().await?;
+            let mut lease = pool.checkout().await?;
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 match lease.conn.internal_query(&sql).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
@@ -322,7 +692,16 @@ impl Session {
                 pid: conn.pid,
                 secret: conn.secret,
             }));
-            self.link = Link::new(self.mode == PoolMode::Session);
+            let router = &self.rt.router;
+            let on_replica = !router.is_primary(idx);
+            let session_mode = self.mode == PoolMode::Session;
+            let track_writes = !on_replica
+                && !session_mode
+                && router.splits()
+                && router.settings().read_your_writes;
+            self.link = Link::new(session_mode, on_replica, track_writes);
+            self.backend = idx;
+            self.retry = None;
             self.server = Some(lease);
             return Ok(());
         }
@@ -335,6 +714,27 @@ impl Session {
             return;
         };
         self.cancel.slot.set(None);
+        if self.link.wrote && self.rt.router.splits() && self.rt.router.settings().read_your_writes
+        {
+            // The client already has its answer; it waits on this only for its next request.
+            let _ = self.client_w.flush().await;
+            match lease.conn.internal_query(WRITE_LSN_SQL).await {
+                Ok(rows) => {
+                    let lsn = rows
+                        .first()
+                        .and_then(|r| r.first()?.as_deref())
+                        .and_then(crate::route::health::parse_lsn);
+                    // A later insert position is past every earlier commit: no max() needed,
+                    // and an unreadable position (u64::MAX: primary only) does not stick.
+                    self.route.min_lsn = lsn.unwrap_or(u64::MAX);
+                }
+                Err(e) => {
+                    // Without the position, only the primary is sure to have the write.
+                    self.route.min_lsn = u64::MAX;
+                    return tracing::warn!(error = %e, "could not read the WAL position after a write; closing server connection");
+                }
+            }
+        }
         if self.link.session_dirty {
             match lease
                 .conn
@@ -398,6 +798,11 @@ impl Session {
         // Otherwise the lease drops here: a connection mid-transaction is closed, not reused.
     }
 }
+
+/// Where the primary's WAL ends after a client's write: its later reads need a server that
+/// has replayed this far. The insert position, because a replica's replay position ends exactly
+/// at a record's end, as the insert position does when nothing else is being written.
+const WRITE_LSN_SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
 
 fn client_frame_error(e: FrameError) -> ProxyError {
     match e {

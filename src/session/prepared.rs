@@ -9,6 +9,7 @@ use bytes::BytesMut;
 
 use super::sqlscan::Effects;
 use crate::protocol::messages;
+use crate::sql::RouteSetting;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Statement {
@@ -20,11 +21,21 @@ pub struct Statement {
     /// What executing it may change in the server session; applied at every Bind, because
     /// a statement is often prepared in one transaction and executed in another.
     pub effects: Effects,
+    /// Certainly only reads (see `sql::Class::Read`): may run on a replica.
+    pub reads: bool,
+    /// The statement is `SET pgward.route = ...` (or RESET).
+    pub route_setting: Option<RouteSetting>,
 }
 
 impl Statement {
-    /// `effects` is the scan of `query` the caller already made (`sqlscan::effects`).
-    pub fn new(query: &str, param_types: &[u8], effects: Effects) -> Arc<Statement> {
+    /// `effects` and `reads` come from the analysis of `query` the caller already made.
+    pub fn new(
+        query: &str,
+        param_types: &[u8],
+        effects: Effects,
+        reads: bool,
+        route_setting: Option<RouteSetting>,
+    ) -> Arc<Statement> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         query.hash(&mut h);
         param_types.hash(&mut h);
@@ -35,6 +46,8 @@ impl Statement {
             hash,
             server_name: format!("pgward_{hash:016x}"),
             effects,
+            reads,
+            route_setting,
         })
     }
 

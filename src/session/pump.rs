@@ -14,10 +14,11 @@ use bytes::BufMut;
 
 use super::prepared::Statement;
 use super::sqlscan;
-use super::Session;
+use super::{Session, UnnamedParse};
 use crate::config::PoolMode;
 use crate::protocol::messages::{self, tag, Reader};
 use crate::protocol::{Frame, FrameError, ProxyError};
+use crate::sql::Class;
 
 /// Stop reading one side while more than this waits to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -26,6 +27,8 @@ pub(super) enum Exit {
     /// The transaction is over and nothing is outstanding: the lease may go back.
     Release,
     ClientGone,
+    /// The server failed before answering a read that can run elsewhere (`Session::retry`).
+    Retry,
 }
 
 /// A response the client is owed, in order.
@@ -72,13 +75,25 @@ pub(super) struct Link {
     unnamed_ready: bool,
     /// In COPY FROM STDIN: the server ignores Sync and Flush until CopyDone/CopyFail.
     copy_in: bool,
+    /// A replica in transaction mode serves one request at a time: the next one may be a
+    /// write, so it is routed afresh instead of being pipelined onto this server.
+    one_request: bool,
+    /// The current request is sent (one_request): read no more client messages until its
+    /// answer shows whether a transaction continues.
+    hold: bool,
+    /// Watch for writes (read-your-writes on the primary); `wrote` once one is sent.
+    track_writes: bool,
+    pub(super) wrote: bool,
 }
 
 impl Link {
-    pub(super) fn new(session_mode: bool) -> Link {
+    /// `track_writes`: note writes for read-your-writes (transaction mode on the primary).
+    pub(super) fn new(session_mode: bool, on_replica: bool, track_writes: bool) -> Link {
         Link {
             tx_status: b'I',
             unnamed_ready: session_mode,
+            one_request: on_replica && !session_mode,
+            track_writes,
             ..Link::default()
         }
     }
@@ -108,9 +123,16 @@ impl Session {
                         return Err(ProxyError::ServerLost);
                     }
                 };
+                if self.retry.is_some() {
+                    if is_fatal_error(&frame) {
+                        return Ok(Exit::Retry);
+                    }
+                    // The client is getting an answer from this server now.
+                    self.retry = None;
+                }
                 self.on_server_frame(frame);
             }
-            while self.server_mut().writer.pending() < HIGH_WATER {
+            while !self.link.hold && self.server_mut().writer.pending() < HIGH_WATER {
                 let Some(frame) = self
                     .client_r
                     .try_frame()
@@ -118,6 +140,8 @@ impl Session {
                 else {
                     break;
                 };
+                // The retry copy covers only the request as first sent.
+                self.retry = None;
                 if let Some(exit) = self.on_client_frame(frame)? {
                     return Ok(exit);
                 }
@@ -129,6 +153,7 @@ impl Session {
             // In session mode the pump runs for the client's whole life: on shutdown, an idle
             // client is closed here (in transaction mode that happens between transactions).
             let drain = self.mode == PoolMode::Session && self.link.is_idle();
+            let (hold, retry) = (self.link.hold, self.retry.is_some());
             let Session {
                 client_r,
                 client_w,
@@ -143,9 +168,12 @@ impl Session {
                 r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
-                r = client_r.fill(), if server.writer.pending() < HIGH_WATER => Event::ClientRead(r),
+                r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
             };
             match event {
+                Event::Wrote(Err(_)) | Event::ServerRead(Err(_)) if retry => {
+                    return Ok(Exit::Retry)
+                }
                 Event::Wrote(Err(e)) | Event::ServerRead(Err(FrameError::Io(e))) => {
                     tracing::warn!(error = %e, "server connection failed");
                     return Err(ProxyError::ServerLost);
@@ -181,14 +209,24 @@ impl Session {
         }
         match t {
             tag::QUERY => {
-                if let Err(e) = self.note_sql(messages::read_query(frame.body())?) {
+                let sql = messages::read_query(frame.body())?;
+                if let Err(e) = self.note_sql(sql) {
                     self.link.queue.push_back(Pending::Reply(Reply::Error(e)));
                     self.link.queue.push_back(Pending::Reply(Reply::Ready));
                 } else {
+                    if self.link.track_writes && !self.link.wrote {
+                        let reads = self.analyze(sql).class != Class::Write;
+                        self.note_write(reads);
+                    }
                     self.forward(&frame, Some(Pending::Query));
                 }
+                self.request_sent();
             }
-            tag::FUNCTION_CALL => self.forward(&frame, Some(Pending::Query)),
+            tag::FUNCTION_CALL => {
+                self.note_write(false);
+                self.forward(&frame, Some(Pending::Query));
+                self.request_sent();
+            }
             tag::PARSE => self.on_parse(frame)?,
             tag::BIND => self.on_bind(frame)?,
             tag::DESCRIBE => self.on_describe(frame)?,
@@ -210,6 +248,7 @@ impl Session {
                 self.link.in_batch = false;
                 self.link.discarding = false;
                 self.forward(&frame, Some(Pending::Sync));
+                self.request_sent();
             }
             tag::COPY_DATA => self.forward(&frame, None),
             tag::TERMINATE => return Ok(Some(Exit::ClientGone)),
@@ -221,6 +260,20 @@ impl Session {
         }
         self.reply_ready();
         Ok(None)
+    }
+
+    /// A request is complete on the server's side; on a replica, wait for its answer.
+    fn request_sent(&mut self) {
+        if self.link.one_request {
+            self.link.hold = true;
+        }
+    }
+
+    /// Records that the client sent something that is not a plain read (read-your-writes).
+    fn note_write(&mut self, reads: bool) {
+        if !reads && self.link.track_writes {
+            self.link.wrote = true;
+        }
     }
 
     fn forward(&mut self, frame: &Frame, pending: Option<Pending>) {
@@ -271,9 +324,16 @@ impl Session {
                 return Ok(());
             }
         };
+        let class = self.class_of(parse.query);
+        let reads = class == Class::Read;
+        self.note_write(class != Class::Write);
         if parse.name.is_empty() || !self.transaction_mode() {
             if parse.name.is_empty() && self.transaction_mode() {
-                self.unnamed_parse = Some((frame.clone(), effects));
+                self.unnamed_parse = Some(UnnamedParse {
+                    frame: frame.clone(),
+                    effects,
+                    reads,
+                });
                 self.link.unnamed_ready = true;
             }
             self.forward(
@@ -289,7 +349,7 @@ impl Session {
             self.refuse(ProxyError::DuplicateStatement(parse.name.to_owned()));
             return Ok(());
         }
-        let statement = Statement::new(parse.query, parse.param_types, effects);
+        let statement = self.statement_with(parse.query, parse.param_types, effects);
         self.statements
             .insert(parse.name.to_owned(), statement.clone());
         let conn = self.server_mut();
@@ -335,9 +395,15 @@ impl Session {
         if self.link.unnamed_ready {
             return;
         }
-        if let Some((parse, effects)) = self.unnamed_parse.clone() {
+        if let Some(UnnamedParse {
+            frame,
+            effects,
+            reads,
+        }) = self.unnamed_parse.clone()
+        {
+            self.note_write(reads);
             self.forward(
-                &parse,
+                &frame,
                 Some(Pending::Parse {
                     statement: None,
                     hidden: true,
@@ -364,6 +430,12 @@ impl Session {
                 return Ok(());
             };
             self.note_effects(statement.effects);
+            self.note_write(statement.reads);
+            // A prepared `SET pgward.route` (pgx, tokio-postgres): PostgreSQL keeps it as a
+            // placeholder setting; pgward routes by it from the next request on.
+            if let Some(setting) = statement.route_setting {
+                self.route.setting = setting;
+            }
             let rest = r.rest();
             messages::frontend(self.server_mut().writer.buffer(), tag::BIND, |b| {
                 b.put_slice(portal.as_bytes());
@@ -441,6 +513,10 @@ impl Session {
             b'Z' => {
                 self.link.copy_in = false;
                 self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                // A transaction goes on (BEGIN READ ONLY on a replica): keep the client here.
+                if self.link.tx_status != b'I' {
+                    self.link.hold = false;
+                }
                 // Pop through the Sync/Query this answers (anything before it was skipped).
                 while let Some(p) = self.link.queue.pop_front() {
                     if matches!(p, Pending::Sync | Pending::Query) {
@@ -479,7 +555,7 @@ impl Session {
                         statement: Some(s), ..
                     }) = self.link.queue.pop_front()
                     {
-                        self.pool.remember(&s);
+                        self.server.as_ref().expect("attached").pool().remember(&s);
                     }
                 }
             }
@@ -500,6 +576,8 @@ impl Session {
     /// Writes pgward's own replies that have reached the head of the queue.
     fn reply_ready(&mut self) {
         while let Some(Pending::Reply(_)) = self.link.queue.front() {
+            // The client has part of an answer: running the request again would repeat it.
+            self.retry = None;
             let Some(Pending::Reply(reply)) = self.link.queue.pop_front() else {
                 unreachable!()
             };
@@ -512,4 +590,19 @@ impl Session {
             }
         }
     }
+}
+
+/// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.
+fn is_fatal_error(frame: &Frame) -> bool {
+    if frame.tag() != b'E' {
+        return false;
+    }
+    let mut r = Reader::new(frame.body());
+    while let Ok(code) = r.u8() {
+        let Ok(value) = r.cstr() else { return false };
+        if code == b'V' || code == b'S' {
+            return matches!(value, "FATAL" | "PANIC");
+        }
+    }
+    false
 }

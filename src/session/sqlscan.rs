@@ -39,7 +39,7 @@ pub fn effects(sql: &str) -> Effects {
     fx
 }
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
