@@ -131,6 +131,9 @@ pub struct ProxyConfig {
     /// (cert path, key path, tls_mode)
     pub tls: Option<(PathBuf, PathBuf, String)>,
     pub users: Vec<ProxyUser>,
+    /// Raw `[[backends]]` TOML in place of the shared cluster's primary, for tests that run
+    /// clusters of their own.
+    pub backends: Option<String>,
     /// Raw TOML appended at the end, for settings no helper covers.
     pub extra: String,
 }
@@ -147,6 +150,7 @@ impl ProxyConfig {
             checkout_timeout: "5s".into(),
             tls: None,
             users: vec![ProxyUser::new(USER, PASSWORD).backend(USER, Some(PASSWORD))],
+            backends: None,
             extra: String::new(),
         }
     }
@@ -171,6 +175,16 @@ impl ProxyConfig {
 
     pub fn tls(mut self, cert: &Path, key: &Path, mode: &str) -> ProxyConfig {
         self.tls = Some((cert.into(), key.into(), mode.into()));
+        self
+    }
+
+    pub fn backends(mut self, backends: String) -> ProxyConfig {
+        self.backends = Some(backends);
+        self
+    }
+
+    pub fn extra(mut self, toml: &str) -> ProxyConfig {
+        self.extra.push_str(toml);
         self
     }
 
@@ -219,11 +233,16 @@ impl ProxyConfig {
             self.pool_size,
             q(&self.checkout_timeout)
         );
-        let _ = writeln!(
-            t,
-            "\n[[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"",
-            primary_port()
-        );
+        match &self.backends {
+            Some(backends) => t.push_str(backends),
+            None => {
+                let _ = writeln!(
+                    t,
+                    "\n[[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"",
+                    primary_port()
+                );
+            }
+        }
         t.push_str(&self.extra);
         t
     }
