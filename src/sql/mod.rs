@@ -14,6 +14,7 @@
 
 mod classify;
 mod hint;
+mod normalize;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -106,13 +107,16 @@ impl Analyzer {
         }
     }
 
-    /// The analysis of `sql`, from the cache when this exact text was seen before.
+    /// The analysis of `sql`, from the cache when a text differing from it only in constants
+    /// was seen before (see `normalize`).
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
         if sql.len() > MAX_CACHED_LEN {
             return Arc::new(analyze_guarded(sql, &self.functions));
         }
+        let key = normalize::normalize(sql);
+        let text = key.as_deref().unwrap_or(sql);
         self.cache
-            .get_with_by_ref(sql, || Arc::new(analyze_guarded(sql, &self.functions)))
+            .get_with_by_ref(text, || Arc::new(analyze_guarded(text, &self.functions)))
     }
 }
 
@@ -204,6 +208,24 @@ mod tests {
         let other = analyzer.analyze("SELECT * FROM t WHERE id = $1");
         assert!(!Arc::ptr_eq(&first, &other));
         assert_eq!(*first, *other);
+    }
+
+    #[test]
+    fn texts_differing_only_in_constants_share_an_entry() {
+        let analyzer = analyzer();
+        let first = analyzer.analyze("select * from t where id = 17 and name = 'a'");
+        let second = analyzer.analyze("select * from t where id = 4242 and name = 'bb'");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.class, Class::Read);
+        let hinted = analyzer.analyze("/* pgward:primary */ select * from t where id = 3");
+        assert_eq!(hinted.hint, Some(RouteHint::Primary));
+        let setting = analyzer.analyze("SET pgward.route = 'replica'");
+        assert_eq!(setting.route_setting, Some(RouteSetting::Replica));
+        assert_eq!(
+            analyzer.analyze("select nextval('s')").class,
+            Class::Write,
+            "function names are not constants"
+        );
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! The cache key of a SQL text: the text with its constants replaced (`aid = 4711` and
+//! `aid = 12` both become `aid = 0`), so clients that inline values (psql, pgbench -M simple,
+//! psycopg2, PHP) hit the analysis cache instead of parsing every query.
+//!
+//! The analysis is made from the normalized text itself, never from the original, so two
+//! texts with one key always get the analysis of that key. Which statement and which
+//! functions a text holds does not depend on its constants, so the verdict is the original's.
+//! Where this lexer could disagree with PostgreSQL about where a constant ends, it declines
+//! (None) and the caller analyses the text as it is:
+//! - a backslash anywhere: its meaning in '...' depends on standard_conforming_strings;
+//! - dollar quoting, which needs a tag-matching lexer;
+//! - an unterminated string, identifier or comment;
+//! - `pgward.route`, whose value is the point of the statement.
+//!
+//! Comments and quoted identifiers are copied as they are (a leading hint stays visible).
+
+/// The normalized text, or None when `sql` should be analysed as it is.
+pub(crate) fn normalize(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    if b.contains(&b'\\') || contains_ignore_case(b, b"pgward.route") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' => {
+                i = skip_quoted(b, i, b'\'')?;
+                out.extend_from_slice(b"''");
+            }
+            b'"' => {
+                let end = skip_quoted(b, i, b'"')?;
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = skip_block_comment(b, i)?;
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'$' if b.get(i + 1).is_some_and(|n| !n.is_ascii_digit()) => return None,
+            b'0'..=b'9' if !continues_word(b, i) => {
+                i = skip_number(b, i);
+                out.push(b'0');
+            }
+            b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) && !continues_word(b, i) => {
+                i = skip_number(b, i);
+                out.push(b'0');
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes were replaced, by ASCII, at ASCII boundaries.
+    String::from_utf8(out).ok()
+}
+
+/// Whether the byte at `i` belongs to the word before it (`t1`, `$1`, `x.2` is not a word).
+fn continues_word(b: &[u8], i: usize) -> bool {
+    i > 0
+        && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'$') || b[i - 1] >= 0x80)
+}
+
+/// The end of the '...' or "..." starting at `start` (a doubled quote is part of it).
+fn skip_quoted(b: &[u8], start: usize, quote: u8) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let p = b[i..].iter().position(|&x| x == quote)?;
+        i += p + 1;
+        if b.get(i) != Some(&quote) {
+            return Some(i);
+        }
+        i += 1;
+    }
+}
+
+/// The end of the (nesting) block comment starting at `start`.
+fn skip_block_comment(b: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < b.len() {
+        match (b[i], b[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The end of a numeric constant: digits, a fraction, an exponent (`1.5e-3`).
+fn skip_number(b: &[u8], start: usize) -> usize {
+    let mut i = start;
+    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+        i += 1;
+    }
+    if i < b.len() && matches!(b[i], b'e' | b'E') {
+        let mut j = i + 1;
+        if j < b.len() && matches!(b[j], b'+' | b'-') {
+            j += 1;
+        }
+        if j < b.len() && b[j].is_ascii_digit() {
+            i = j;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+    }
+    i
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn constants_become_placeholders() {
+        assert_eq!(
+            normalize("SELECT abalance FROM pgbench_accounts WHERE aid = 4711").as_deref(),
+            Some("SELECT abalance FROM pgbench_accounts WHERE aid = 0")
+        );
+        assert_eq!(
+            normalize("select * from t2 where a = 'it''s' and b > 1.5e-3 and c = $1").as_deref(),
+            Some("select * from t2 where a = '' and b > 0 and c = $1")
+        );
+        assert_eq!(
+            normalize("select x.y, .5, E'a', \"col'1\" from s1.t_9").as_deref(),
+            Some("select x.y, 0, E'', \"col'1\" from s1.t_9")
+        );
+    }
+
+    #[test]
+    fn comments_and_hints_stay() {
+        assert_eq!(
+            normalize("/* pgward:replica */ select 1 -- it's 2\n").as_deref(),
+            Some("/* pgward:replica */ select 0 -- it's 2\n")
+        );
+    }
+
+    #[test]
+    fn declines_what_it_cannot_lex_like_postgresql() {
+        assert_eq!(normalize("select 'a\\'; delete from t; --'"), None);
+        assert_eq!(normalize("select $$a'b$$"), None);
+        assert_eq!(normalize("select 'unterminated"), None);
+        assert_eq!(normalize("select 1 /* open"), None);
+        assert_eq!(normalize("SET pgward.route = 'replica'"), None);
+    }
+
+    #[test]
+    fn a_write_hidden_in_a_string_is_not_possible() {
+        // The whole string is one constant; the delete is outside it and stays visible.
+        assert_eq!(
+            normalize("select 'x'; delete from t where id = 3").as_deref(),
+            Some("select ''; delete from t where id = 0")
+        );
+    }
+}
