@@ -1,8 +1,12 @@
-//! pgbench comparison: `pgbench -S` throughput against PostgreSQL directly, through pgward and
-//! through PgBouncer, all in transaction mode, in one run on one throwaway cluster.
+//! pgbench comparisons on one throwaway cluster (a primary and two streaming replicas), in one run:
+//! 1. `pgbench -S` against PostgreSQL directly, through pgward and through PgBouncer, all in
+//!    transaction mode, in front of the primary;
+//! 2. `pgbench -S` with 32 clients through pgward in front of the primary only, then in front of
+//!    the primary and both replicas, with the transactions each server ran.
 //!
 //! Run with `cargo bench --bench pgbench`. `PGWARD_BENCH_SECONDS` sets the length of each
-//! measured run (default 10). PgBouncer is measured only when its binary is installed.
+//! measured run (default 10); `PGWARD_BENCH=poolers|replicas` runs one part only. PgBouncer is
+//! measured only when its binary is installed.
 //!
 //! A run that fails (non-zero exit or failed transactions) is shown in the table as FAILED with
 //! its reason, never hidden.
@@ -28,6 +32,8 @@ const DATABASE: &str = "appdb";
 const POOL_SIZE: usize = 16;
 const SCALE: u32 = 10;
 const CLIENT_COUNTS: [u32; 2] = [16, 64];
+/// Clients of the replica comparison.
+const REPLICA_CLIENTS: u32 = 32;
 const THREADS: u32 = 2;
 const MODES: [&str; 3] = ["simple", "extended", "prepared"];
 /// Room for the direct runs (64 clients) plus both proxy pools and the harness.
@@ -64,8 +70,9 @@ fn main() -> Result<()> {
         version_line(&pgbench).unwrap_or_else(|| "unknown".into())
     );
 
+    let part = std::env::var("PGWARD_BENCH").unwrap_or_default();
     let mut options = ClusterOptions {
-        replicas: 0,
+        replicas: 2,
         ..ClusterOptions::default()
     };
     options
@@ -77,9 +84,24 @@ fn main() -> Result<()> {
 
     initialize(&pgbench, pg_port)?;
 
+    if part != "replicas" {
+        poolers(&pgbench, pg_port, seconds, warmup, scratch.path());
+    }
+    if part != "poolers" && !interrupted() {
+        replicas(&pgbench, &cluster, seconds, scratch.path());
+    }
+    if interrupted() {
+        eprintln!("interrupted; results are incomplete");
+    }
+    drop(cluster);
+    Ok(())
+}
+
+/// Part 1: direct, pgward and PgBouncer in front of the primary.
+fn poolers(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Path) {
     // Each target is either a port to benchmark or the reason it cannot be measured.
-    let pgward = start_pgward(scratch.path(), pg_port);
-    let pgbouncer = start_pgbouncer(scratch.path(), pg_port);
+    let pgward = start_pgward(scratch, &[("primary", pg_port, "primary")]);
+    let pgbouncer = start_pgbouncer(scratch, pg_port);
     let targets: [(&str, Endpoint); 3] = [
         ("direct", Ok(pg_port)),
         ("pgward", endpoint(&pgward)),
@@ -92,14 +114,7 @@ fn main() -> Result<()> {
                 "warmup {name}: {warmup} s, simple, {} clients",
                 CLIENT_COUNTS[0]
             );
-            let outcome = run_pgbench(
-                &pgbench,
-                *port,
-                "simple",
-                CLIENT_COUNTS[0],
-                warmup,
-                scratch.path(),
-            );
+            let outcome = run_pgbench(pgbench, *port, "simple", CLIENT_COUNTS[0], warmup, scratch);
             eprintln!("warmup {name}: {outcome}");
         }
     }
@@ -113,9 +128,7 @@ fn main() -> Result<()> {
                     break 'matrix;
                 }
                 let outcome = match endpoint {
-                    Ok(port) => {
-                        run_pgbench(&pgbench, *port, mode, clients, seconds, scratch.path())
-                    }
+                    Ok(port) => run_pgbench(pgbench, *port, mode, clients, seconds, scratch),
                     Err(skip) => skip.clone(),
                 };
                 eprintln!("{mode:>8} {clients:>3} clients {name:>9}: {outcome}");
@@ -135,15 +148,82 @@ fn main() -> Result<()> {
     if let Err(Outcome::Skipped(reason)) = &pgbouncer {
         println!("\nPgBouncer: {reason}");
     }
-    if interrupted() {
-        eprintln!("interrupted; results are incomplete");
-    }
+}
 
-    // Proxies first, then PostgreSQL (Cluster stops on drop), then the scratch dir.
-    drop(pgward);
-    drop(pgbouncer);
-    drop(cluster);
-    Ok(())
+/// Part 2: pgward in front of the primary only, then of the primary and both replicas, with
+/// the transactions each server committed (pg_stat_database) during the measured run.
+fn replicas(pgbench: &Path, cluster: &Cluster, seconds: u64, scratch: &Path) {
+    let servers = [
+        ("primary", cluster.primary.port, "primary"),
+        ("r1", cluster.replicas[0].port, "replica"),
+        ("r2", cluster.replicas[1].port, "replica"),
+    ];
+    let commits = |port: u16| -> Option<u64> {
+        cluster
+            .psql(
+                port,
+                DATABASE,
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut rows = Vec::new();
+    for (label, backends) in [
+        ("primary only", &servers[..1]),
+        ("primary + 2 replicas", &servers[..]),
+    ] {
+        if interrupted() {
+            break;
+        }
+        let outcome = match start_pgward(scratch, backends) {
+            Ok(proxy) => {
+                // Warm up every pool before counting.
+                run_pgbench(pgbench, proxy.port, "simple", REPLICA_CLIENTS, 2, scratch);
+                // Statistics reach pg_stat_database within a second of a transaction.
+                sleep(Duration::from_millis(1500));
+                let before: Vec<_> = servers.iter().map(|s| commits(s.1)).collect();
+                let outcome = run_pgbench(
+                    pgbench,
+                    proxy.port,
+                    "simple",
+                    REPLICA_CLIENTS,
+                    seconds,
+                    scratch,
+                );
+                sleep(Duration::from_millis(1500));
+                let after: Vec<_> = servers.iter().map(|s| commits(s.1)).collect();
+                let spread: Vec<String> = before
+                    .iter()
+                    .zip(&after)
+                    .map(|(b, a)| match (b, a) {
+                        (Some(b), Some(a)) => (a - b).to_string(),
+                        _ => "?".into(),
+                    })
+                    .collect();
+                (outcome, spread)
+            }
+            Err(failed) => (failed, vec!["-".into(); 3]),
+        };
+        eprintln!("replicas {label}: {}", outcome.0);
+        rows.push((label, outcome));
+    }
+    println!(
+        "\n## pgbench -S -M simple, {REPLICA_CLIENTS} clients, {seconds} s, through pgward (pool size {POOL_SIZE} per server)\n"
+    );
+    println!("| backends | tps | vs primary only | primary xacts | r1 xacts | r2 xacts |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let base = rows.first().map(|r| r.1 .0.clone());
+    for (label, (outcome, spread)) in &rows {
+        println!(
+            "| {label} | {} | {} | {} |",
+            cell(outcome),
+            base.as_ref().map_or("n/a".into(), |b| ratio(outcome, b)),
+            spread.join(" | ")
+        );
+    }
 }
 
 /// Length of each measured run, from `PGWARD_BENCH_SECONDS` (default 10).
@@ -455,12 +535,15 @@ fn log_tail(log: &Path) -> String {
     shorten(last.unwrap_or("(empty log)"), 200)
 }
 
-/// Starts pgward in transaction mode in front of the primary.
-fn start_pgward(scratch: &Path, pg_port: u16) -> std::result::Result<Proxy, Outcome> {
+/// Starts pgward in transaction mode in front of `backends` (name, port, role).
+fn start_pgward(
+    scratch: &Path,
+    backends: &[(&str, u16, &str)],
+) -> std::result::Result<Proxy, Outcome> {
     let failed = |what: &str, e: &dyn fmt::Display| Outcome::Failed(format!("pgward {what}: {e}"));
     let port = free_port().map_err(|e| failed("port", &e))?;
     let config = scratch.join("pgward.toml");
-    fs::write(&config, pgward_config(port, pg_port)).map_err(|e| failed("config", &e))?;
+    fs::write(&config, pgward_config(port, backends)).map_err(|e| failed("config", &e))?;
     let log = scratch.join("pgward.log");
     let log_file = fs::File::create(&log).map_err(|e| failed("log", &e))?;
     let stderr = log_file.try_clone().map_err(|e| failed("log", &e))?;
@@ -489,8 +572,8 @@ fn start_pgward(scratch: &Path, pg_port: u16) -> std::result::Result<Proxy, Outc
 }
 
 /// pgward's config file, per the contract in DESIGN.md.
-fn pgward_config(port: u16, pg_port: u16) -> String {
-    format!(
+fn pgward_config(port: u16, backends: &[(&str, u16, &str)]) -> String {
+    let mut config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
 
@@ -504,14 +587,14 @@ password = "{PASSWORD}"
 [pool]
 mode = "transaction"
 size = {POOL_SIZE}
-
-[[backends]]
-name = "primary"
-host = "127.0.0.1"
-port = {pg_port}
-role = "primary"
 "#
-    )
+    );
+    for (name, port, role) in backends {
+        config.push_str(&format!(
+            "\n[[backends]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"{role}\"\n"
+        ));
+    }
+    config
 }
 
 /// Starts PgBouncer in transaction mode in front of the primary, if it is installed.

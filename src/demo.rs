@@ -84,6 +84,8 @@ role = "replica"
         addr.ip(),
         addr.port()
     );
+    println!("Reads go to the replica, writes to the primary; see where with:");
+    println!("  SELECT inet_server_port();   /* pgward:primary */ SELECT inet_server_port();");
     println!("Press Ctrl-C to stop and remove everything.");
     let server = tokio::spawn(daemon.run(Signals::Ignore));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
