@@ -1,5 +1,6 @@
 //! pgward: a PostgreSQL proxy. See README.md for the pipeline and the module map.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

@@ -151,6 +151,8 @@ pub struct Daemon {
     pub state: Arc<State>,
     pub listen_addr: std::net::SocketAddr,
     listener: TcpListener,
+    /// `server.admin_listen`, when set.
+    admin: Option<TcpListener>,
 }
 
 impl Daemon {
@@ -162,6 +164,14 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let listen_addr = listener.local_addr()?;
+        let admin = match runtime.config.server.admin_listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
+            ),
+        };
         let state = Arc::new(State {
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
             runtime: ArcSwap::from_pointee(runtime),
@@ -176,6 +186,7 @@ impl Daemon {
             state,
             listen_addr,
             listener,
+            admin,
         })
     }
 
@@ -185,7 +196,12 @@ impl Daemon {
             state,
             listen_addr,
             listener,
+            admin,
         } = self;
+        if let Some(admin) = admin {
+            tracing::info!(addr = ?admin.local_addr().ok(), "admin endpoint listening");
+            tokio::spawn(crate::admin::serve(admin, state.clone()));
+        }
         tracing::info!(%listen_addr, "pgward listening");
         if signals == Signals::Handle {
             tokio::spawn(handle_signals(state.clone()));
