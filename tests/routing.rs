@@ -195,6 +195,17 @@ async fn reads_spread_over_replicas_and_everything_else_runs_on_the_primary() {
         client.simple_query("BEGIN").await.unwrap();
         assert_eq!(port_of(&client, WHERE).await, s.primary);
         client.simple_query("COMMIT").await.unwrap();
+        // Hot standbys refuse serializable transactions: those stay on the primary.
+        client
+            .simple_query("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY")
+            .await
+            .unwrap();
+        assert_eq!(port_of(&client, WHERE).await, s.primary);
+        client.simple_query("COMMIT").await.unwrap();
+        let mut serializable = pgward.client_config(common::USER, common::PASSWORD);
+        serializable.options("-c default_transaction_isolation=serializable");
+        let serializable = common::connect_with(&serializable).await.unwrap();
+        assert_eq!(ports(&serializable, WHERE, 3).await, BTreeMap::from([(s.primary, 3)]));
 
         // SET pgward.route pins reads, for this client only, until reset.
         client.simple_query("SET pgward.route = primary").await.unwrap();
@@ -329,9 +340,12 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
         "CREATE TABLE filler (id int, pad text); GRANT ALL ON filler TO app;",
     );
     s.wait_replicas_caught_up();
-    let pgward = s.pgward("max_replica_lag = \"256kB\"");
+    let config = s.config("max_replica_lag = \"256kB\"").admin();
+    let admin = config.admin_port.expect("admin port");
+    let pgward = config.start();
     let client = pgward.connect().await;
     assert_eq!(ports(&client, WHERE, 10).await.len(), 2);
+    assert_eq!(lag_metric(admin, "r1"), Some(0));
 
     s.psql(s.r1, "SELECT pg_wal_replay_pause()");
     s.psql(
@@ -364,6 +378,16 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `pgward_replica_lag_bytes` of `backend`, from the admin endpoint.
+fn lag_metric(admin: u16, backend: &str) -> Option<u64> {
+    let (status, metrics) = common::http_get(admin, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let prefix = format!("pgward_replica_lag_bytes{{backend=\"{backend}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
 /// pgbench's summary line value, e.g. `number of failed transactions: 0 (0.000%)` -> 0.
@@ -439,7 +463,10 @@ fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_primary_writes_fail_fast_reads_go_on_and_it_recovers() {
     let s = servers();
-    let pgward = s.pgward("");
+    let config = s.config("").admin();
+    let admin_port = config.admin_port.expect("admin port");
+    let pgward = config.start();
+    assert_eq!(common::http_get(admin_port, "/readyz").0, 200);
     let client = pgward.connect().await;
     assert_eq!(
         port_of(

@@ -97,6 +97,9 @@ impl BackendStatus {
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(backend = %self.name, %error, "backend check failed; banned");
         }
+        // Its role is unknown until it answers again: a dead `auto` primary must not keep
+        // the writes after a replica is promoted.
+        self.recovery.store(0, Ordering::Relaxed);
         self.banned_until
             .fetch_max(now_ms() + ban.as_millis() as u64, Ordering::Relaxed);
         metrics::backend_up(&self.name, false);
@@ -133,6 +136,10 @@ impl BackendStatus {
         BackendStatus::new(name)
     }
 
+    pub fn record_failure_for_test(&self, error: &str) {
+        self.record_failure(error, Duration::from_secs(60));
+    }
+
     pub fn set_for_test(&self, up: bool, in_recovery: bool, lsn: u64, lag: u64) {
         self.up.store(up, Ordering::Relaxed);
         self.recovery
@@ -150,6 +157,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Takes backends that a reload removed out of rotation: clients that connected before
+    /// the reload still route with the old backend list.
+    fn retire_all_but(&self, current: &[&str]) {
+        for (name, status) in self.statuses.lock().expect("registry lock").iter() {
+            if !current.contains(&name.as_str()) && status.up.swap(false, Ordering::Relaxed) {
+                status.recovery.store(0, Ordering::Relaxed);
+                tracing::info!(backend = %name, "backend removed from the configuration");
+            }
+        }
+    }
+
     pub fn status(&self, name: &str) -> Arc<BackendStatus> {
         self.statuses
             .lock()
@@ -167,6 +185,13 @@ pub async fn monitor(state: Arc<State>) {
     loop {
         let rt = state.runtime.load_full();
         let interval = rt.config.routing.check_interval;
+        let names: Vec<&str> = rt
+            .router
+            .backends
+            .iter()
+            .map(|b| b.target.name.as_str())
+            .collect();
+        state.health.retire_all_but(&names);
         check_all(&rt, &mut conns).await;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -122,11 +122,19 @@ impl Router {
         Ok(self.choose(&candidates, load))
     }
 
+    /// The primary: one that passed its last check if there is one, else the configured
+    /// primary even when down (a connection attempt fails fast with 08006, and the first
+    /// write after it returns succeeds without waiting for a check).
     fn primary(&self, tried: Tried) -> Result<usize, ProxyError> {
-        self.backends
-            .iter()
-            .enumerate()
-            .find(|(i, b)| tried & (1 << i) == 0 && b.is_primary())
+        let candidates = || {
+            self.backends
+                .iter()
+                .enumerate()
+                .filter(|(i, b)| tried & (1 << i) == 0 && b.is_primary())
+        };
+        candidates()
+            .find(|(_, b)| b.status.usable())
+            .or_else(|| candidates().next())
             .map(|(i, _)| i)
             .ok_or_else(|| ProxyError::ServerUnavailable("no primary backend is available".into()))
     }
@@ -167,6 +175,13 @@ impl Router {
     /// Takes a backend out of rotation after a client saw it fail.
     pub fn ban(&self, idx: usize) {
         self.backends[idx].status.ban(self.settings.ban_time);
+    }
+
+    /// A primary passed its last check (for /readyz).
+    pub fn primary_usable(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.is_primary() && b.status.usable())
     }
 
     pub fn is_primary(&self, idx: usize) -> bool {
@@ -262,6 +277,24 @@ mod tests {
             "falls back to the primary"
         );
         assert_eq!(r.pick(READ, 1 << 0, |_| 0).ok(), None, "nothing left");
+    }
+
+    #[test]
+    fn auto_roles_follow_a_promotion() {
+        let r = router(Strategy::RoundRobin, [1, 1]);
+        let mut backends = r.backends;
+        for b in &mut backends {
+            b.role = BackendRole::Auto;
+        }
+        let r = Router::new(backends, RoutingConfig::default());
+        assert_eq!(r.pick(Want::Primary, 0, |_| 0).unwrap(), 0);
+        // The old primary stops answering; r1 is promoted.
+        r.backends[0]
+            .status
+            .record_failure_for_test("connection refused");
+        r.backends[1].status.set_for_test(true, false, 2000, 0);
+        assert_eq!(r.pick(Want::Primary, 0, |_| 0).unwrap(), 1);
+        assert_eq!(r.pick(READ, 0, |_| 0).unwrap(), 2);
     }
 
     #[test]

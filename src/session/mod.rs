@@ -226,12 +226,18 @@ struct UnnamedParse {
     frame: Frame,
     effects: sqlscan::Effects,
     reads: bool,
+    route_setting: Option<RouteSetting>,
 }
 
 struct RouteState {
     setting: RouteSetting,
     /// WAL position of this client's last write; its reads need a server that has replayed it.
     min_lsn: u64,
+}
+
+enum AttachError {
+    Backend(ProxyError),
+    Client(ProxyError),
 }
 
 struct Retry {
@@ -244,7 +250,8 @@ struct Retry {
 /// One client request: a Query, or extended-protocol messages up to Sync or Flush.
 struct Request {
     frames: Vec<Frame>,
-    /// False when it was cut off at REQUEST_BUFFER_LIMIT, or ended without Sync/Flush.
+    /// The whole request up to its Sync (or a Query): false when it was cut off at
+    /// REQUEST_BUFFER_LIMIT, ended at a Flush, or ended without either.
     complete: bool,
 }
 
@@ -282,8 +289,8 @@ impl Session {
             match self.pump().await? {
                 Exit::Release => self.release().await,
                 Exit::ClientGone => return Ok(()),
-                Exit::Retry => {
-                    if let Some(Exit::ClientGone) = self.retry_elsewhere().await? {
+                Exit::Retry { ban } => {
+                    if let Some(Exit::ClientGone) = self.retry_elsewhere(ban).await? {
                         return Ok(());
                     }
                 }
@@ -352,58 +359,33 @@ impl Session {
         Ok(self.set_route_locally(&request.frames)? || self.prepare_locally(&request.frames)?)
     }
 
-    /// `SET pgward.route = ...` and `RESET pgward.route` set pgward's own routing preference,
-    /// which PostgreSQL never sees. Simple or extended protocol (JDBC sends every statement as
-    /// Parse/Bind/Describe/Execute/Sync).
+    /// `SET pgward.route = ...` and `RESET pgward.route` as a simple query set pgward's own
+    /// routing preference and are answered here. (Sent as a prepared statement, they reach
+    /// PostgreSQL, which keeps them as a placeholder setting, and pgward notes them at Bind.)
     fn set_route_locally(&mut self, frames: &[Frame]) -> Result<bool, ProxyError> {
-        let mut setting = None;
-        for frame in frames {
-            let sql = match frame.tag() {
-                tag::QUERY if frames.len() == 1 => messages::read_query(frame.body())?,
-                tag::PARSE => {
-                    let parse = messages::read_parse(frame.body())?;
-                    if !parse.name.is_empty() {
-                        return Ok(false);
-                    }
-                    parse.query
-                }
-                tag::BIND => {
-                    let mut r = messages::Reader::new(frame.body());
-                    if !r.cstr()?.is_empty() || !r.cstr()?.is_empty() {
-                        return Ok(false);
-                    }
-                    continue;
-                }
-                tag::DESCRIBE | tag::EXECUTE | tag::SYNC => continue,
-                _ => return Ok(false),
-            };
-            if !sqlscan::contains_ignore_case(sql.as_bytes(), ROUTE_PARAM.as_bytes()) {
-                return Ok(false);
-            }
-            match self.analyze(sql).route_setting {
-                Some(s) => setting = Some(s),
-                None => return Ok(false),
-            }
+        let [query] = frames else {
+            return Ok(false);
+        };
+        if query.tag() != tag::QUERY {
+            return Ok(false);
         }
-        let Some(setting) = setting else {
+        let sql = messages::read_query(query.body())?;
+        let Some(setting) = self.route_setting_of(sql) else {
             return Ok(false);
         };
         self.route.setting = setting;
-        let out = self.client_w.buffer();
-        for frame in frames {
-            match frame.tag() {
-                tag::QUERY => {
-                    messages::command_complete(out, "SET");
-                    messages::ready_for_query(out, b'I');
-                }
-                tag::PARSE => messages::parse_complete(out),
-                tag::BIND => messages::bind_complete(out),
-                tag::DESCRIBE => messages::no_data(out),
-                tag::EXECUTE => messages::command_complete(out, "SET"),
-                _ => messages::ready_for_query(out, b'I'),
-            }
-        }
+        messages::command_complete(self.client_w.buffer(), "SET");
+        messages::ready_for_query(self.client_w.buffer(), b'I');
         Ok(true)
+    }
+
+    /// The routing preference `sql` sets, if it is `SET/RESET pgward.route`.
+    fn route_setting_of(&self, sql: &str) -> Option<RouteSetting> {
+        if sqlscan::contains_ignore_case(sql.as_bytes(), ROUTE_PARAM.as_bytes()) {
+            self.analyze(sql).route_setting
+        } else {
+            None
+        }
     }
 
     /// A lone `Parse; Sync` (libpq's PQprepare) of a statement this client's pools already
@@ -455,12 +437,7 @@ impl Session {
         effects: sqlscan::Effects,
     ) -> Arc<Statement> {
         let reads = self.class_of(query) == Class::Read;
-        let route_setting =
-            if sqlscan::contains_ignore_case(query.as_bytes(), ROUTE_PARAM.as_bytes()) {
-                self.analyze(query).route_setting
-            } else {
-                None
-            };
+        let route_setting = self.route_setting_of(query);
         Statement::new(query, param_types, effects, reads, route_setting)
     }
 
@@ -477,6 +454,14 @@ impl Session {
             let (frame_reads, frame_hint) = self.frame_reads(frame);
             reads &= frame_reads;
             hint = hint.or(frame_hint);
+        }
+        // Hot standbys refuse serializable transactions.
+        if self
+            .wanted
+            .get("default_transaction_isolation")
+            .is_some_and(|v| v.eq_ignore_ascii_case("serializable"))
+        {
+            reads = false;
         }
         let read = match (hint, self.route.setting) {
             (Some(RouteHint::Primary), _) => false,
@@ -508,7 +493,14 @@ impl Session {
         match sql {
             Some(sql) => {
                 let a = self.analyze(sql);
-                let reads = matches!(a.class, Class::Read | Class::Begin { read_only: true });
+                let reads = match a.class {
+                    Class::Read => true,
+                    // Hot standbys refuse serializable transactions.
+                    Class::Begin { read_only: true } => {
+                        !sqlscan::contains_ignore_case(sql.as_bytes(), b"serializable")
+                    }
+                    _ => false,
+                };
                 (reads, a.hint)
             }
             None => (false, None),
@@ -573,15 +565,17 @@ impl Session {
         Ok(None)
     }
 
-    /// The server of a read failed before answering: take it out of rotation and run the
-    /// read again on another one, as if nothing happened.
-    async fn retry_elsewhere(&mut self) -> Result<Option<Exit>, ProxyError> {
+    /// The server of a read failed before answering: run the read again on another one, as if
+    /// nothing happened (taking the server out of rotation if it is gone).
+    async fn retry_elsewhere(&mut self, ban: bool) -> Result<Option<Exit>, ProxyError> {
         let retry = self.retry.take().expect("Exit::Retry comes with a retry");
         let failed = self.backend;
         tracing::info!(backend = %self.rt.router.backends[failed].target.name, "server failed before answering a read; retrying elsewhere");
         self.cancel.slot.set(None);
         self.server = None;
-        self.rt.router.ban(failed);
+        if ban {
+            self.rt.router.ban(failed);
+        }
         for name in &retry.new_names {
             self.statements.remove(name);
         }
@@ -611,12 +605,14 @@ impl Session {
                 .pick(want, tried, |i| pools[i].as_ref().map_or(0, |p| p.in_use()))?;
             match self.attach(idx).await {
                 Ok(()) => return Ok(tried),
-                Err(e) if e.backend_down() && want != Want::Primary => {
+                // A read can go elsewhere: past a replica that is down, refuses logins (too
+                // many clients, pg_hba) or lacks the database (not caught up yet).
+                Err(AttachError::Backend(e)) if want != Want::Primary => {
                     tracing::info!(backend = %self.rt.router.backends[idx].target.name, error = %e, "backend unavailable; trying another");
                     self.rt.router.ban(idx);
                     tried |= 1 << idx;
                 }
-                Err(e) => return Err(e),
+                Err(AttachError::Backend(e) | AttachError::Client(e)) => return Err(e),
             }
         }
     }
@@ -646,6 +642,12 @@ impl Session {
     async fn fail_request(&mut self, frames: &[Frame], err: &ProxyError) -> Result<(), ProxyError> {
         messages::error_response(self.client_w.buffer(), err, false);
         let mut tag = frames[frames.len() - 1].tag();
+        if !matches!(tag, tag::SYNC | tag::QUERY | tag::FUNCTION_CALL) {
+            // The client may be waiting for the answer to its Flush before it sends more.
+            if self.client_w.flush().await.is_err() {
+                return Ok(());
+            }
+        }
         while !matches!(tag, tag::SYNC | tag::QUERY | tag::FUNCTION_CALL) {
             match self.client_r.read_frame().await {
                 Ok(frame) => tag = frame.tag(),
@@ -659,23 +661,28 @@ impl Session {
     }
 
     /// Leases a connection to backend `idx` and brings its session settings in line with
-    /// this client's.
-    async fn attach(&mut self, idx: usize) -> Result<(), ProxyError> {
+    /// this client's. An error says whether the backend is to blame (it could not be reached
+    /// or refused the login) or the client (its settings were refused, the pool was busy).
+    async fn attach(&mut self, idx: usize) -> Result<(), AttachError> {
         let pool = self.pool(idx);
         let mut retried = false;
         loop {
-            let mut lease = pool.checkout().await?;
+            let mut lease = match pool.checkout().await {
+                Ok(lease) => lease,
+                Err(e @ ProxyError::PoolTimeout(_)) => return Err(AttachError::Client(e)),
+                Err(e) => return Err(AttachError::Backend(e)),
+            };
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 match lease.conn.internal_query(&sql).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
                     Err(ServerError::Postgres {
                         sqlstate, message, ..
                     }) => {
-                        return Err(ProxyError::FromServer {
+                        return Err(AttachError::Client(ProxyError::FromServer {
                             sqlstate,
                             message,
                             fatal: true,
-                        })
+                        }))
                     }
                     // A connection that died while idle: try once more with a fresh one.
                     Err(e) if !retried => {
@@ -683,7 +690,7 @@ impl Session {
                         retried = true;
                         continue;
                     }
-                    Err(e) => return Err(e.to_client()),
+                    Err(e) => return Err(AttachError::Backend(e.to_client())),
                 }
             }
             let conn = &lease.conn;

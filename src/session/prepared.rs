@@ -11,7 +11,7 @@ use super::sqlscan::Effects;
 use crate::protocol::messages;
 use crate::sql::RouteSetting;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Statement {
     pub query: String,
     /// Encoded parameter type list of the client's Parse (count + OIDs).
@@ -26,6 +26,16 @@ pub struct Statement {
     /// The statement is `SET pgward.route = ...` (or RESET).
     pub route_setting: Option<RouteSetting>,
 }
+
+/// Two statements are the same when PostgreSQL would prepare the same thing; what pgward
+/// derives from them (effects, routing) depends on the config and does not count.
+impl PartialEq for Statement {
+    fn eq(&self, other: &Statement) -> bool {
+        self.query == other.query && self.param_types == other.param_types
+    }
+}
+
+impl Eq for Statement {}
 
 impl Statement {
     /// `effects` and `reads` come from the analysis of `query` the caller already made.

@@ -27,8 +27,11 @@ pub(super) enum Exit {
     /// The transaction is over and nothing is outstanding: the lease may go back.
     Release,
     ClientGone,
-    /// The server failed before answering a read that can run elsewhere (`Session::retry`).
-    Retry,
+    /// The server failed before answering a read that can run elsewhere (`Session::retry`);
+    /// `ban` when the server itself is gone (the connection broke), not just this session.
+    Retry {
+        ban: bool,
+    },
 }
 
 /// A response the client is owed, in order.
@@ -124,8 +127,10 @@ impl Session {
                     }
                 };
                 if self.retry.is_some() {
+                    // A FATAL error ends this session (shutdown, or a DBA's
+                    // pg_terminate_backend); whether the server is down is the monitor's call.
                     if is_fatal_error(&frame) {
-                        return Ok(Exit::Retry);
+                        return Ok(Exit::Retry { ban: false });
                     }
                     // The client is getting an answer from this server now.
                     self.retry = None;
@@ -172,7 +177,7 @@ impl Session {
             };
             match event {
                 Event::Wrote(Err(_)) | Event::ServerRead(Err(_)) if retry => {
-                    return Ok(Exit::Retry)
+                    return Ok(Exit::Retry { ban: true })
                 }
                 Event::Wrote(Err(e)) | Event::ServerRead(Err(FrameError::Io(e))) => {
                     tracing::warn!(error = %e, "server connection failed");
@@ -210,17 +215,27 @@ impl Session {
         match t {
             tag::QUERY => {
                 let sql = messages::read_query(frame.body())?;
-                if let Err(e) = self.note_sql(sql) {
-                    self.link.queue.push_back(Pending::Reply(Reply::Error(e)));
-                    self.link.queue.push_back(Pending::Reply(Reply::Ready));
-                } else {
-                    if self.link.track_writes && !self.link.wrote {
-                        let reads = self.analyze(sql).class != Class::Write;
-                        self.note_write(reads);
+                match self.note_sql(sql) {
+                    Err(e) => {
+                        self.link.queue.push_back(Pending::Reply(Reply::Error(e)));
+                        self.link.queue.push_back(Pending::Reply(Reply::Ready));
                     }
-                    self.forward(&frame, Some(Pending::Query));
+                    Ok(fx) => {
+                        if self.link.track_writes && !self.link.wrote {
+                            let reads = self.analyze(sql).class != Class::Write;
+                            self.note_write(reads);
+                        }
+                        // Inside a transaction PostgreSQL keeps it as a placeholder setting;
+                        // pgward routes by it from the next transaction on.
+                        if fx.session {
+                            if let Some(setting) = self.route_setting_of(sql) {
+                                self.route.setting = setting;
+                            }
+                        }
+                        self.forward(&frame, Some(Pending::Query));
+                        self.request_sent();
+                    }
                 }
-                self.request_sent();
             }
             tag::FUNCTION_CALL => {
                 self.note_write(false);
@@ -333,6 +348,7 @@ impl Session {
                     frame: frame.clone(),
                     effects,
                     reads,
+                    route_setting: self.route_setting_of(parse.query),
                 });
                 self.link.unnamed_ready = true;
             }
@@ -399,6 +415,7 @@ impl Session {
             frame,
             effects,
             reads,
+            ..
         }) = self.unnamed_parse.clone()
         {
             self.note_write(reads);
@@ -423,6 +440,9 @@ impl Session {
             self.forward(&frame, Some(Pending::Bind));
         } else if name.is_empty() {
             self.ensure_unnamed();
+            if let Some(setting) = self.unnamed_parse.as_ref().and_then(|u| u.route_setting) {
+                self.route.setting = setting;
+            }
             self.forward(&frame, Some(Pending::Bind));
         } else {
             let Some(statement) = self.server_statement(name) else {

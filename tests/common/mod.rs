@@ -131,6 +131,8 @@ pub struct ProxyConfig {
     /// (cert path, key path, tls_mode)
     pub tls: Option<(PathBuf, PathBuf, String)>,
     pub users: Vec<ProxyUser>,
+    /// Port of the admin HTTP endpoint (`server.admin_listen`), when wanted.
+    pub admin_port: Option<u16>,
     /// Raw `[[backends]]` TOML in place of the shared cluster's primary, for tests that run
     /// clusters of their own.
     pub backends: Option<String>,
@@ -150,6 +152,7 @@ impl ProxyConfig {
             checkout_timeout: "5s".into(),
             tls: None,
             users: vec![ProxyUser::new(USER, PASSWORD).backend(USER, Some(PASSWORD))],
+            admin_port: None,
             backends: None,
             extra: String::new(),
         }
@@ -178,6 +181,12 @@ impl ProxyConfig {
         self
     }
 
+    /// Serves the admin endpoint on a free port (`admin_port`).
+    pub fn admin(mut self) -> ProxyConfig {
+        self.admin_port = Some(free_port());
+        self
+    }
+
     pub fn backends(mut self, backends: String) -> ProxyConfig {
         self.backends = Some(backends);
         self
@@ -202,6 +211,9 @@ impl ProxyConfig {
             "[server]\nlisten = {}",
             q(&format!("127.0.0.1:{}", self.listen_port))
         );
+        if let Some(port) = self.admin_port {
+            let _ = writeln!(t, "admin_listen = {}", q(&format!("127.0.0.1:{port}")));
+        }
         if let Some((cert, key, mode)) = &self.tls {
             let _ = writeln!(
                 t,
@@ -444,6 +456,28 @@ pub async fn connect_with(
         }
     });
     Ok(client)
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connecting to the admin endpoint on {port}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("sending the request");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response)
+        .expect("reading the response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Fails the test instead of hanging it when the proxy stops answering.
