@@ -32,7 +32,7 @@ pub(crate) fn leading_hint(sql: &str) -> Option<RouteHint> {
 /// Splits the text that follows a `/*` into the comment body and the text after the
 /// closing `*/`. PostgreSQL block comments nest, so nesting is honoured. Returns None
 /// for an unterminated comment (there is then no token after it either).
-fn split_block_comment(after_open: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_block_comment(after_open: &str) -> Option<(&str, &str)> {
     let bytes = after_open.as_bytes();
     let mut depth = 1usize;
     let mut i = 0;

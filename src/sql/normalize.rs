@@ -43,7 +43,7 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
                 i = end;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                let end = skip_block_comment(b, i)?;
+                let end = skip_block_comment(sql, i)?;
                 out.extend_from_slice(&b[i..end]);
                 i = end;
             }
@@ -86,26 +86,9 @@ fn skip_quoted(b: &[u8], start: usize, quote: u8) -> Option<usize> {
 }
 
 /// The end of the (nesting) block comment starting at `start`.
-fn skip_block_comment(b: &[u8], start: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut i = start;
-    while i + 1 < b.len() {
-        match (b[i], b[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    None
+fn skip_block_comment(sql: &str, start: usize) -> Option<usize> {
+    let (_, tail) = super::hint::split_block_comment(sql.get(start + 2..)?)?;
+    Some(sql.len() - tail.len())
 }
 
 /// The end of a numeric constant: digits, a fraction, an exponent (`1.5e-3`).
