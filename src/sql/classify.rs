@@ -14,7 +14,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::{Class, RouteSetting};
 
@@ -186,26 +186,20 @@ fn classify_explain(
     }
 }
 
-/// `EXPLAIN (ANALYZE)`, `(ANALYZE true)`, `(ANALYZE on)`...: anything but an explicit
-/// false value counts as ANALYZE.
+/// `EXPLAIN (ANALYZE)`, `(ANALYZE true)`, `(ANALYZE 1)`...: anything but an explicit
+/// false / off / no counts as ANALYZE. Numbers and strings count as ANALYZE whatever
+/// their value, because the cache key replaces constants (`1` becomes `0`).
 fn option_enables_analyze(option: &UtilityOption) -> bool {
     if !option.name.value.eq_ignore_ascii_case("analyze") {
         return false;
     }
-    let word = match &option.arg {
-        None => return true,
-        Some(Expr::Value(value)) => match &value.value {
-            Value::Boolean(enabled) => return *enabled,
-            Value::Number(number, _) => number.as_str(),
-            Value::SingleQuotedString(text) => text.as_str(),
-            _ => return true,
-        },
-        Some(Expr::Identifier(ident)) => ident.value.as_str(),
-        Some(_) => return true,
-    };
-    !["false", "off", "no", "0"]
-        .iter()
-        .any(|off| word.eq_ignore_ascii_case(off))
+    match &option.arg {
+        Some(Expr::Value(value)) => value.value != Value::Boolean(false),
+        Some(Expr::Identifier(ident)) => !["false", "off", "no"]
+            .iter()
+            .any(|off| ident.value.eq_ignore_ascii_case(off)),
+        _ => true,
+    }
 }
 
 /// READ ONLY only when explicitly asked for and not contradicted by READ WRITE.
@@ -287,6 +281,23 @@ fn selects_into(body: &SetExpr) -> bool {
         }
     }
     false
+}
+
+/// The deepest nesting of brackets ( `(`, `[`, `{` ) in a token stream.
+pub(crate) fn bracket_depth(tokens: &[TokenWithSpan]) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0;
+    for token in tokens {
+        match token.token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// `SET [SESSION] pgward.route {= | TO} value`. SET LOCAL is not recognised: the
@@ -565,12 +576,15 @@ mod tests {
             "explain delete from t",
             "explain select * from t for update",
             "explain (analyze false) delete from t",
+            "explain (analyze off) delete from t",
         ]);
         assert_writes(&[
             "explain analyze delete from t",
             "explain analyze select nextval('s')",
             "explain (analyze, verbose) insert into t values (1)",
             "explain (analyze on) update t set a = 1",
+            "explain (analyze 1) delete from t",
+            "explain (analyze 0) delete from t",
         ]);
     }
 

@@ -5,24 +5,22 @@
 //! statement is one cache lookup. The analysis is deliberately conservative: only
 //! what certainly only reads is [`Class::Read`]; see `classify.rs` for the rules.
 //!
-//! Stack safety: sqlparser limits nesting depth while parsing, but a long chain of
-//! binary operators or UNIONs (`1+1+1+...`) still builds a tree as deep as the text
-//! is long, and walking or dropping that tree recurses once per level. Rather than
-//! let a client overflow a worker thread's stack (which aborts the process), any
-//! text that could need more than a small stack budget is analysed on a short-lived
-//! helper thread whose stack is sized from the text length.
+//! Robustness: parsing runs on analysis worker threads with large stacks (see
+//! [`Analyzer`]), and text nested deeper than sqlparser handles in bounded time is
+//! not parsed (see `analyze_text`). Both fall back to Write, never to a crash.
 
 mod classify;
 mod hint;
 mod normalize;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 
 use moka::sync::Cache;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Tokenizer;
 
 use classify::WriteFunctions;
 
@@ -76,34 +74,73 @@ pub enum RouteSetting {
 /// huge strings (bulk INSERTs) cannot fill the cache's memory.
 const MAX_CACHED_LEN: usize = 64 * 1024;
 
-/// Upper bound of the stack one byte of SQL can need while its syntax tree is
-/// walked and dropped (one tree level per operator, at least two bytes each).
-/// Measured at about 1.5 KiB in debug builds and 50 bytes in release builds.
+/// Texts whose brackets nest deeper than this are not parsed (see [`analyze_text`]).
+/// The worst construct measured costs about 0.2 s of CPU at this depth, error case.
+const MAX_BRACKET_DEPTH: usize = 10;
+
+/// Stack for parsing at sqlparser's recursion limit (50 levels). Debug builds need
+/// about 4 MiB for the worst shapes measured (nested subqueries, CASE, casts).
+const PARSE_BASE_STACK: usize = 16 * 1024 * 1024;
+
+/// Extra stack per byte of SQL: walking and dropping a left-deep chain recurses
+/// once per operator, at least two bytes each. Measured at about 1.5 KiB in debug
+/// builds and 50 bytes in release builds.
 const STACK_PER_BYTE: usize = if cfg!(debug_assertions) { 4096 } else { 256 };
 
-/// Stack the caller is assumed to have to spare; texts needing less run inline.
-const INLINE_STACK_BUDGET: usize = 256 * 1024;
+/// Stack of each long-lived analysis worker (address space; pages are committed
+/// only as used). Texts that need more get a thread of their own.
+const WORKER_STACK: usize = 64 * 1024 * 1024;
 
-/// Fixed part of a helper thread's stack (parser, visitor and classifier frames).
-const HELPER_BASE_STACK: usize = 2 * 1024 * 1024;
-
-/// Texts that would need a larger helper stack than this are not parsed (Write).
+/// Texts that would need more stack than this are not parsed (Write).
 const MAX_HELPER_STACK: usize = 1024 * 1024 * 1024;
 
+/// At most this many analysis workers, however many cores.
+const MAX_WORKERS: usize = 8;
+
 /// Analyses SQL with a cache keyed by the exact SQL text. Built once from config;
-/// cheap to share (clones share the cache).
+/// cheap to share (clones share the cache and the workers).
+///
+/// Parsing never runs on the caller's stack: sqlparser's frames are large (about
+/// 70 KiB per nesting level in debug builds, so 30 nested subqueries overflow a
+/// 2 MiB tokio worker) and a long chain of binary operators or UNIONs builds a tree
+/// as deep as the text is long, which is walked and dropped recursively. A stack
+/// overflow aborts the whole proxy, so each uncached text is analysed on a worker
+/// thread with a large stack (or, for very long texts, a thread sized for it) while
+/// the caller blocks, as it would for an inline parse.
 #[derive(Clone)]
 pub struct Analyzer {
     cache: Cache<String, Arc<Analysis>>,
     functions: Arc<WriteFunctions>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// One text for a worker to analyse, with where to send the answer.
+struct Job {
+    sql: String,
+    reply: mpsc::SyncSender<Analysis>,
 }
 
 impl Analyzer {
     /// `extra_write_functions`: lower-case function names that write or lock, from config, added to the built-in list.
     pub fn new(extra_write_functions: &[String], cache_entries: u64) -> Self {
+        let functions = Arc::new(WriteFunctions::new(extra_write_functions));
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let workers = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+        for index in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            let functions = Arc::clone(&functions);
+            // A worker that cannot be started is not fatal: with none at all,
+            // `analyze` starts a thread per text instead.
+            let _ = thread::Builder::new()
+                .name(format!("pgward-sql-{index}"))
+                .stack_size(WORKER_STACK)
+                .spawn(move || run_worker(&receiver, &functions));
+        }
         Self {
             cache: Cache::new(cache_entries),
-            functions: Arc::new(WriteFunctions::new(extra_write_functions)),
+            functions,
+            jobs,
         }
     }
 
@@ -111,12 +148,49 @@ impl Analyzer {
     /// was seen before (see `normalize`).
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
         if sql.len() > MAX_CACHED_LEN {
-            return Arc::new(analyze_guarded(sql, &self.functions));
+            return Arc::new(self.analyze_uncached(sql));
         }
         let key = normalize::normalize(sql);
         let text = key.as_deref().unwrap_or(sql);
         self.cache
-            .get_with_by_ref(text, || Arc::new(analyze_guarded(text, &self.functions)))
+            .get_with_by_ref(text, || Arc::new(self.analyze_uncached(text)))
+    }
+
+    /// Runs [`analyze_text`] where the stack is large enough for `sql`. A text that
+    /// cannot be analysed safely is Write and unparsed.
+    fn analyze_uncached(&self, sql: &str) -> Analysis {
+        let stack = sql
+            .len()
+            .saturating_mul(STACK_PER_BYTE)
+            .saturating_add(PARSE_BASE_STACK);
+        if stack <= WORKER_STACK {
+            if let Some(analysis) = self.run_on_worker(sql) {
+                return analysis;
+            }
+        }
+        if stack > MAX_HELPER_STACK {
+            return unparsed(sql);
+        }
+        thread::scope(|scope| {
+            thread::Builder::new()
+                .name("pgward-sql-large".into())
+                .stack_size(stack)
+                .spawn_scoped(scope, || analyze_caught(sql, &self.functions))
+                .ok()
+                .and_then(|helper| helper.join().ok())
+        })
+        .unwrap_or_else(|| unparsed(sql))
+    }
+
+    /// None when no worker is running.
+    fn run_on_worker(&self, sql: &str) -> Option<Analysis> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job {
+            sql: sql.to_owned(),
+            reply,
+        };
+        self.jobs.send(job).ok()?;
+        answer.recv().ok()
     }
 }
 
@@ -128,64 +202,76 @@ impl std::fmt::Debug for Analyzer {
     }
 }
 
-/// [`analyze_text`] with enough stack for any input and no panic escaping: a text
-/// that cannot be analysed safely is Write and unparsed.
-fn analyze_guarded(sql: &str, functions: &WriteFunctions) -> Analysis {
-    let unparsed = || Analysis {
+/// Serves jobs until every [`Analyzer`] clone (and so every sender) is dropped.
+fn run_worker(receiver: &Mutex<mpsc::Receiver<Job>>, functions: &WriteFunctions) {
+    loop {
+        let job = {
+            let receiver = receiver.lock().unwrap_or_else(PoisonError::into_inner);
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        // The caller may have gone away; nothing to do then.
+        let _ = job.reply.send(analyze_caught(&job.sql, functions));
+    }
+}
+
+/// [`analyze_text`], with a panic (a sqlparser bug) turned into Write and unparsed.
+fn analyze_caught(sql: &str, functions: &WriteFunctions) -> Analysis {
+    panic::catch_unwind(AssertUnwindSafe(|| analyze_text(sql, functions)))
+        .unwrap_or_else(|_| unparsed(sql))
+}
+
+fn unparsed(sql: &str) -> Analysis {
+    Analysis {
         class: Class::Write,
         hint: hint::leading_hint(sql),
         route_setting: None,
         parsed: false,
-    };
-    let needed = sql.len().saturating_mul(STACK_PER_BYTE);
-    if needed <= INLINE_STACK_BUDGET {
-        return panic::catch_unwind(AssertUnwindSafe(|| analyze_text(sql, functions)))
-            .unwrap_or_else(|_| unparsed());
     }
-    let stack = needed.saturating_add(HELPER_BASE_STACK);
-    if stack > MAX_HELPER_STACK {
-        return unparsed();
-    }
-    thread::scope(|scope| {
-        thread::Builder::new()
-            .name("pgward-sql".into())
-            .stack_size(stack)
-            .spawn_scoped(scope, || analyze_text(sql, functions))
-            .ok()
-            .and_then(|helper| helper.join().ok())
-    })
-    .unwrap_or_else(unparsed)
 }
 
-/// Parses and classifies `sql` without caching.
+/// Parses and classifies `sql` on the current thread, without caching.
 fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
     let hint = hint::leading_hint(sql);
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(statements) => {
-            let classes: Vec<Class> = statements
-                .iter()
-                .map(|statement| classify::classify_statement(statement, functions))
-                .collect();
-            let route_setting = match statements.as_slice() {
-                [single] => classify::route_setting(single),
-                _ => None,
-            };
-            Analysis {
-                class: classify::combine(&classes),
-                hint,
-                route_setting,
-                parsed: true,
-            }
-        }
-        Err(_) => {
-            let (class, route_setting) = classify::lexical_fallback(sql);
-            Analysis {
-                class,
-                hint,
-                route_setting,
-                parsed: false,
-            }
-        }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
+        return unparsed(sql);
+    };
+    // sqlparser 0.59 backtracks exponentially on some nested constructs (CAST,
+    // SUBSTRING, function calls) when something deep inside fails to parse: 12
+    // nested CASTs around a syntax error take over a second. Deeper bracket
+    // nesting than any ordinary query uses is therefore not parsed at all.
+    let parsed = if classify::bracket_depth(&tokens) > MAX_BRACKET_DEPTH {
+        None
+    } else {
+        Parser::new(&PostgreSqlDialect {})
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+            .ok()
+    };
+    let Some(statements) = parsed else {
+        let (class, route_setting) = classify::lexical_fallback(sql);
+        return Analysis {
+            class,
+            hint,
+            route_setting,
+            parsed: false,
+        };
+    };
+    let classes: Vec<Class> = statements
+        .iter()
+        .map(|statement| classify::classify_statement(statement, functions))
+        .collect();
+    let route_setting = match statements.as_slice() {
+        [single] => classify::route_setting(single),
+        _ => None,
+    };
+    Analysis {
+        class: classify::combine(&classes),
+        hint,
+        route_setting,
+        parsed: true,
     }
 }
 
@@ -246,31 +332,90 @@ mod tests {
         assert_eq!(analyzer.analyze("delete from t").class, Class::Write);
     }
 
-    /// A left-deep operator chain is as deep as it is long; on a small stack
-    /// (tokio's workers have 2 MiB) it must not overflow.
+    /// Texts that overflow a small stack or make sqlparser backtrack exponentially
+    /// when parsed inline: each must come back, quickly, on a caller with a stack
+    /// far smaller than a tokio worker's 2 MiB.
     #[test]
-    fn deep_operator_chains_do_not_overflow_a_small_stack() {
+    fn pathological_texts_neither_crash_nor_hang() {
         let analyzer = analyzer();
-        let plus = format!("select {}1", "1+".repeat(50_000));
-        let unions = "select 1 union all ".repeat(5_000) + "select nextval('s')";
-        let ors = format!("select * from t where {}false", "a = 1 or ".repeat(20_000));
+        let nest = |open: &str, inner: &str, close: &str, n: usize| {
+            format!("select {}{inner}{}", open.repeat(n), close.repeat(n))
+        };
+        let cases = vec![
+            // Left-deep chains: as deep as they are long (short, and beyond a worker's stack).
+            (format!("select {}1", "1+".repeat(2_000)), Class::Read, true),
+            (
+                format!("select {}1", "1+".repeat(50_000)),
+                Class::Read,
+                true,
+            ),
+            (
+                "select 1 union all ".repeat(5_000) + "select nextval('s')",
+                Class::Write,
+                true,
+            ),
+            (
+                format!("select * from t where {}false", "a = 1 or ".repeat(20_000)),
+                Class::Read,
+                true,
+            ),
+            // Recursion near sqlparser's limit: ~70 KiB of stack per level in debug builds.
+            (
+                format!("select {}true", "not ".repeat(45)),
+                Class::Read,
+                true,
+            ),
+            (nest("(select ", "1", ")", 10), Class::Read, true),
+            // Deeper brackets are not parsed: nested CASTs around an error backtrack
+            // exponentially, nested calls past the recursion limit hang.
+            (nest("(select ", "1", ")", 11), Class::Write, false),
+            (nest("cast(", "1 +", " as int)", 12), Class::Write, false),
+            (nest("f(", "1", ")", 30), Class::Write, false),
+            (nest("array[", "1", "]", 48), Class::Write, false),
+            (nest("(", "1", ")", 100_000), Class::Write, false),
+        ];
+        let started = std::time::Instant::now();
         let results = thread::Builder::new()
-            .stack_size(512 * 1024)
+            .stack_size(256 * 1024)
             .spawn(move || {
-                (
-                    analyzer.analyze(&plus),
-                    analyzer.analyze(&unions),
-                    analyzer.analyze(&ors),
-                )
+                cases
+                    .into_iter()
+                    .map(|(sql, class, parsed)| {
+                        let label: String = sql.chars().take(40).collect();
+                        (label, analyzer.analyze(&sql), class, parsed)
+                    })
+                    .collect::<Vec<_>>()
             })
             .expect("spawn test thread")
             .join()
             .expect("analysis must not crash the calling thread");
-        assert_eq!(results.0.class, Class::Read);
-        assert!(results.0.parsed);
-        assert_eq!(results.1.class, Class::Write);
-        assert!(results.1.parsed);
-        assert_eq!(results.2.class, Class::Read);
+        for (label, analysis, class, parsed) in results {
+            assert_eq!(analysis.class, class, "{label}");
+            assert_eq!(analysis.parsed, parsed, "{label}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn workers_survive_and_serve_concurrent_callers() {
+        let analyzer = analyzer();
+        let callers: Vec<_> = (0..4)
+            .map(|caller| {
+                let analyzer = analyzer.clone();
+                thread::spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            analyzer
+                                .analyze(&format!("select c{caller}_{i} from t"))
+                                .class
+                        })
+                        .all(|class| class == Class::Read)
+                })
+            })
+            .collect();
+        for caller in callers {
+            assert!(caller.join().expect("caller thread"));
+        }
     }
 
     #[test]
