@@ -1,9 +1,10 @@
 //! SQL analysis for routing: which statements may run on a streaming replica.
 //!
 //! Each SQL string is parsed once with sqlparser (PostgreSQL dialect) and the
-//! resulting [`Analysis`] is cached by the exact text, so the hot path of a repeated
-//! statement is one cache lookup. The analysis is deliberately conservative: only
-//! what certainly only reads is [`Class::Read`]; see `classify.rs` for the rules.
+//! resulting [`Analysis`] is cached by the text with its constants replaced (see
+//! `normalize`), so the hot path of a repeated statement is one cache lookup. The
+//! analysis is deliberately conservative: only what certainly only reads is
+//! [`Class::Read`]; see `classify.rs` for the rules.
 //!
 //! Robustness: parsing runs on analysis worker threads with large stacks (see
 //! [`Analyzer`]), and text nested deeper than sqlparser handles in bounded time is
@@ -79,7 +80,7 @@ const MAX_CACHED_LEN: usize = 64 * 1024;
 const MAX_BRACKET_DEPTH: usize = 10;
 
 /// Stack for parsing at sqlparser's recursion limit (50 levels). Debug builds need
-/// about 4 MiB for the worst shapes measured (nested subqueries, CASE, casts).
+/// up to 8 MiB for the worst shapes measured (nested subqueries, CASE, casts).
 const PARSE_BASE_STACK: usize = 16 * 1024 * 1024;
 
 /// Extra stack per byte of SQL: walking and dropping a left-deep chain recurses
@@ -97,8 +98,8 @@ const MAX_HELPER_STACK: usize = 1024 * 1024 * 1024;
 /// At most this many analysis workers, however many cores.
 const MAX_WORKERS: usize = 8;
 
-/// Analyses SQL with a cache keyed by the exact SQL text. Built once from config;
-/// cheap to share (clones share the cache and the workers).
+/// Analyses SQL with a cache keyed by the SQL text (constants replaced). Built once
+/// from config; cheap to share (clones share the cache and the workers).
 ///
 /// Parsing never runs on the caller's stack: sqlparser's frames are large (about
 /// 70 KiB per nesting level in debug builds, so 30 nested subqueries overflow a
