@@ -36,6 +36,8 @@ pub struct BackendStatus {
     lag: AtomicU64,
     /// Milliseconds since `epoch()` until which the backend gets no new traffic.
     banned_until: AtomicU64,
+    /// The last check failed (so a failure is logged once, including the very first check).
+    failing: AtomicBool,
 }
 
 fn epoch() -> Instant {
@@ -56,6 +58,7 @@ impl BackendStatus {
             lsn: AtomicU64::new(0),
             lag: AtomicU64::new(UNKNOWN),
             banned_until: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -94,8 +97,9 @@ impl BackendStatus {
     }
 
     fn record_failure(&self, error: &str, ban: Duration) {
-        if self.up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(backend = %self.name, %error, "backend check failed; banned");
+        self.up.store(false, Ordering::Relaxed);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(backend = %self.name, %error, "backend check failed; no traffic until a check passes (see routing.check_user)");
         }
         // Its role is unknown until it answers again: a dead `auto` primary must not keep
         // the writes after a replica is promoted.
@@ -106,6 +110,7 @@ impl BackendStatus {
     }
 
     fn record_success(&self, in_recovery: bool, lsn: Option<u64>) {
+        self.failing.store(false, Ordering::Relaxed);
         self.recovery
             .store(if in_recovery { 2 } else { 1 }, Ordering::Relaxed);
         self.lsn.store(lsn.unwrap_or(0), Ordering::Relaxed);
