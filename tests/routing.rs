@@ -309,13 +309,27 @@ async fn a_client_always_reads_its_own_writes_while_others_use_replicas() {
         })
     };
     deadline(Duration::from_secs(120), async {
+        // Half with literal SQL (simple protocol), half with prepared statements (extended).
+        let insert = writer
+            .prepare("INSERT INTO rw VALUES ($1, 'prepared')")
+            .await
+            .unwrap();
+        let count = writer
+            .prepare("SELECT count(*) FROM rw WHERE id = $1")
+            .await
+            .unwrap();
         for i in 0..1000 {
-            writer
-                .simple_query(&format!("INSERT INTO rw VALUES ({i}, 'row {i}')"))
-                .await
-                .unwrap();
-            let seen =
-                simple_value(&writer, &format!("SELECT count(*) FROM rw WHERE id = {i}")).await;
+            let seen = if i % 2 == 0 {
+                writer
+                    .simple_query(&format!("INSERT INTO rw VALUES ({i}, 'row {i}')"))
+                    .await
+                    .unwrap();
+                simple_value(&writer, &format!("SELECT count(*) FROM rw WHERE id = {i}")).await
+            } else {
+                writer.execute(&insert, &[&i]).await.unwrap();
+                let row = writer.query_one(&count, &[&i]).await.unwrap();
+                row.get::<_, i64>(0).to_string()
+            };
             assert_eq!(
                 seen, "1",
                 "iteration {i}: the client's own insert is not visible"
@@ -458,6 +472,59 @@ fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+#[test]
+fn pgbench_runs_in_every_query_mode_with_reads_on_the_replicas() {
+    let s = servers();
+    let pgward = s.config("").checkout_timeout("30s").start();
+    run_program(
+        pg_client("pgbench", &pgward).args(["-i", "-s", "1", "-q"]),
+        Duration::from_secs(180),
+    )
+    .expect_success("pgbench -i");
+    let replica_commits = || {
+        [s.r1, s.r2].map(|port| {
+            s.psql(
+                port,
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .parse::<u64>()
+            .expect("a number")
+        })
+    };
+    for (mode, script) in [
+        ("simple", "-S"),
+        ("extended", "-S"),
+        ("prepared", "-S"),
+        ("prepared", "-N"),
+    ] {
+        let before = replica_commits();
+        let run = run_program(
+            pg_client("pgbench", &pgward)
+                .args(["-n", script, "-M", mode, "-c", "8", "-j", "2", "-T", "3"]),
+            Duration::from_secs(60),
+        );
+        let context = format!(
+            "pgbench {script} -M {mode} ({}):\n{}\n{}",
+            run.status, run.stdout, run.stderr
+        );
+        assert!(run.status.success(), "{context}");
+        assert_eq!(
+            reported(&run.stdout, "number of failed transactions:"),
+            Some(0),
+            "{context}"
+        );
+        if script == "-S" {
+            // Statistics reach pg_stat_database within a second.
+            std::thread::sleep(Duration::from_millis(1200));
+            let after = replica_commits();
+            assert!(
+                after[0] > before[0] + 100 && after[1] > before[1] + 100,
+                "{context}\nreplica commits {before:?} -> {after:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
