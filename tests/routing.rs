@@ -474,6 +474,39 @@ fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
     });
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reroutes_new_clients_and_retires_removed_replicas() {
+    let s = servers();
+    let config = s.config("");
+    let pgward = config.start();
+    let old = pgward.connect().await;
+    assert_eq!(
+        ports(&old, WHERE, 4).await.len(),
+        2,
+        "both replicas serve reads"
+    );
+
+    // Drop r1 from the config: new clients use r2 only, and so do clients that connected
+    // before, since a removed backend leaves rotation for everyone.
+    let reloaded = config
+        .clone()
+        .backends(format!(
+            "\n[[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\n[[backends]]\nname = \"r2\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
+            s.primary, s.r2
+        ));
+    pgward.reload(&reloaded.toml());
+    let new = pgward.connect().await;
+    assert_eq!(ports(&new, WHERE, 10).await, BTreeMap::from([(s.r2, 10)]));
+    let until = Instant::now() + Duration::from_secs(10);
+    while ports(&old, WHERE, 4).await != BTreeMap::from([(s.r2, 4)]) {
+        assert!(
+            Instant::now() < until,
+            "a removed replica keeps serving an old client"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn pgbench_runs_in_every_query_mode_with_reads_on_the_replicas() {
     let s = servers();

@@ -363,6 +363,23 @@ impl Pgward {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Replaces the config file and sends SIGHUP; waits until pgward logs the reload.
+    pub fn reload(&self, config_toml: &str) {
+        let before = self.log().matches("configuration reloaded").count();
+        fs::write(self.dir.path().join("pgward.toml"), config_toml).expect("writing the config");
+        // SAFETY: plain kill(2) to our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("configuration reloaded").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "pgward did not reload; log:\n{}",
+                self.log_tail(40)
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn sigterm(&self) {
         // SAFETY: plain kill(2) to our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
