@@ -5,8 +5,7 @@
 //! bytes are parsed here instead; a malformed body becomes an error, never a panic.
 
 use bytes::{BufMut, BytesMut};
-use pgwire::messages::data::NoData;
-use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
+use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
 use pgwire::messages::response::{
     CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus,
 };
@@ -78,16 +77,8 @@ pub fn parse_complete(buf: &mut BytesMut) {
     encode(buf, &ParseComplete::new());
 }
 
-pub fn bind_complete(buf: &mut BytesMut) {
-    encode(buf, &BindComplete::new());
-}
-
 pub fn close_complete(buf: &mut BytesMut) {
     encode(buf, &CloseComplete::new());
-}
-
-pub fn no_data(buf: &mut BytesMut) {
-    encode(buf, &NoData::new());
 }
 
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
