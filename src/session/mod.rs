@@ -332,8 +332,12 @@ impl Session {
             let last = &request.frames[request.frames.len() - 1];
             size += last.as_bytes().len();
             match last.tag() {
-                tag::QUERY | tag::FUNCTION_CALL | tag::SYNC | tag::FLUSH => {
-                    return Ok(Some(request))
+                tag::QUERY | tag::FUNCTION_CALL | tag::SYNC => return Ok(Some(request)),
+                // The batch goes on after the client has read what it flushed: what follows
+                // is unknown, so the request is not judged a read.
+                tag::FLUSH => {
+                    request.complete = false;
+                    return Ok(Some(request));
                 }
                 tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE
                     if size < REQUEST_BUFFER_LIMIT => {}
