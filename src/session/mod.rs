@@ -475,12 +475,9 @@ impl Session {
         if !read {
             return Want::Primary;
         }
-        let min_lsn = if router.settings().read_your_writes {
-            self.route.min_lsn
-        } else {
-            0
-        };
-        Want::Read { min_lsn }
+        Want::Read {
+            min_lsn: self.plan_min_lsn(),
+        }
     }
 
     /// Whether one message of a request only reads, and its routing hint.
@@ -590,6 +587,7 @@ impl Session {
             .await
     }
 
+    /// The WAL position a read of this client needs (0 when read-your-writes is off).
     fn plan_min_lsn(&self) -> u64 {
         if self.rt.router.settings().read_your_writes {
             self.route.min_lsn

@@ -3,6 +3,8 @@
 //! re-reads the session state from the server afterwards, so a false positive costs one extra
 //! query and nothing else; the authoritative values always come from the server.
 
+pub use crate::sql::contains_ignore_case;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Effects {
     /// May change run-time parameters (SET, RESET, DISCARD, set_config()).
@@ -37,11 +39,6 @@ pub fn effects(sql: &str) -> Effects {
         }
     }
     fx
-}
-
-pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The first keyword of each statement, skipping comments, string literals, quoted

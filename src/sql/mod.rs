@@ -71,6 +71,12 @@ pub enum RouteSetting {
     Auto,
 }
 
+/// Whether `needle` (ASCII) occurs in `hay`, ignoring ASCII case.
+pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Texts longer than this are analysed every time instead of cached, so one-off
 /// huge strings (bulk INSERTs) cannot fill the cache's memory.
 const MAX_CACHED_LEN: usize = 64 * 1024;

@@ -17,7 +17,7 @@
 /// The normalized text, or None when `sql` should be analysed as it is.
 pub(crate) fn normalize(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
-    if b.contains(&b'\\') || contains_ignore_case(b, b"pgward.route") {
+    if b.contains(&b'\\') || super::contains_ignore_case(b, b"pgward.route") {
         return None;
     }
     let mut out = Vec::with_capacity(b.len());
@@ -110,11 +110,6 @@ fn skip_number(b: &[u8], start: usize) -> usize {
         }
     }
     i
-}
-
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
