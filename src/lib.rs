@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod route;
 pub mod session;
 pub mod sql;
+pub mod state;

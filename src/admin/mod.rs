@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::daemon::State;
+use crate::state::State;
 
 /// Serves until pgward shuts down. Each connection is its own task; a slow scraper holds
 /// nothing but its own connection.

@@ -1,7 +1,5 @@
 //! The daemon: listener, per-client tasks, the shared state they use, reload and shutdown.
 
-pub mod cancel;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,134 +8,15 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{BackendTls, Config, UserConfig};
-use crate::pool::{BackendTarget, PoolSettings, Pools};
-use crate::protocol::scram::ScramSecret;
-use crate::protocol::tls;
-use crate::route::{health, Backend, Router};
-use crate::sql::Analyzer;
-use cancel::CancelRegistry;
-
-/// Distinct SQL texts whose analysis is kept.
-const ANALYSIS_CACHE_ENTRIES: u64 = 10_000;
-
-/// Everything derived from one config file; swapped whole on reload. A client keeps the
-/// runtime it connected with for its whole session.
-pub struct Runtime {
-    pub config: Arc<Config>,
-    pub users: HashMap<String, UserEntry>,
-    pub tls: Option<TlsAcceptor>,
-    /// Backends in config order with their live status; picks the server for each request.
-    pub router: Router,
-    /// Statement analysis, cached by SQL text.
-    pub analyzer: Analyzer,
-    pub pool: PoolSettings,
-}
-
-pub struct UserEntry {
-    pub config: UserConfig,
-    /// Derived once here, so a login does not pay for PBKDF2.
-    pub scram: Option<ScramSecret>,
-}
-
-impl Runtime {
-    /// `health` holds backend statuses across reloads.
-    pub fn build(config: Config, health: &health::Registry) -> anyhow::Result<Runtime> {
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
-            _ => None,
-        };
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                let scram = u.password.as_deref().map(|p| {
-                    ScramSecret::parse_verifier(p).unwrap_or_else(|| ScramSecret::from_password(p))
-                });
-                (
-                    u.name.clone(),
-                    UserEntry {
-                        config: u.clone(),
-                        scram,
-                    },
-                )
-            })
-            .collect();
-        let backends: Vec<Backend> = config
-            .backends
-            .iter()
-            .map(|b| {
-                let tls_config = match b.tls {
-                    BackendTls::Disable => None,
-                    BackendTls::VerifyFull => Some(tls::client_config(true, b.tls_ca.as_deref())?),
-                    BackendTls::Prefer | BackendTls::Require => {
-                        Some(tls::client_config(false, None)?)
-                    }
-                };
-                Ok(Backend {
-                    target: Arc::new(BackendTarget {
-                        name: b.name.clone(),
-                        host: b.host.clone(),
-                        port: b.port,
-                        tls: b.tls,
-                        tls_config,
-                    }),
-                    role: b.role,
-                    weight: b.weight,
-                    status: health.status(&b.name),
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let analyzer = Analyzer::new(&config.routing.write_functions, ANALYSIS_CACHE_ENTRIES);
-        let router = Router::new(backends, config.routing.clone());
-        let pool = PoolSettings {
-            size: config.pool.size,
-            checkout_timeout: config.pool.checkout_timeout,
-            connect_timeout: config.pool.connect_timeout,
-            idle_timeout: config.pool.idle_timeout,
-        };
-        Ok(Runtime {
-            config: Arc::new(config),
-            users,
-            tls,
-            router,
-            analyzer,
-            pool,
-        })
-    }
-
-    /// User and password for health checks: `routing.check_user`, else the first user's
-    /// backend credentials.
-    pub fn check_credentials(&self) -> (String, Option<String>) {
-        let routing = &self.config.routing;
-        let first = self.config.users.first();
-        let user = routing
-            .check_user
-            .clone()
-            .or_else(|| first.map(|u| u.backend_user().to_owned()))
-            .unwrap_or_else(|| "postgres".into());
-        let password = routing
-            .check_password
-            .clone()
-            .or_else(|| first.and_then(|u| u.backend_password().map(str::to_owned)));
-        (user, password)
-    }
-}
-
-pub struct State {
-    pub runtime: ArcSwap<Runtime>,
-    pub pools: Pools,
-    pub cancels: Arc<CancelRegistry>,
-    /// Cancelled on SIGTERM: stop accepting, let clients finish their transaction, close.
-    pub shutdown: CancellationToken,
-    pub client_slots: Arc<Semaphore>,
-    /// Live backend statuses, kept across reloads.
-    pub health: health::Registry,
-}
+use crate::config::Config;
+use crate::pool::Pools;
+use crate::route::health;
+use crate::state::cancel::CancelRegistry;
+pub use crate::state::{Runtime, State};
 
 /// How `run` treats process signals; the demo handles Ctrl-C itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +60,7 @@ impl Daemon {
             health,
         });
         // One round of checks before the first client, so routing starts from facts.
-        health::check_all(&state.runtime.load(), &mut Default::default()).await;
+        check_all(&state.runtime.load(), &mut Default::default()).await;
         Ok(Daemon {
             state,
             listen_addr,
@@ -216,7 +95,7 @@ impl Daemon {
                 }
             })
         };
-        let monitor = tokio::spawn(health::monitor(state.clone()));
+        let monitor = tokio::spawn(monitor(state.clone()));
         let tracker = TaskTracker::new();
         loop {
             tokio::select! {
@@ -273,6 +152,39 @@ pub fn reload(state: &State) {
         }
         Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
     }
+}
+
+/// Checks every backend of the running config, forever. Connections are kept between rounds
+/// and re-made after a failure; a backend removed by a reload has its connection dropped.
+async fn monitor(state: Arc<State>) {
+    let mut conns = HashMap::new();
+    loop {
+        let rt = state.runtime.load_full();
+        let interval = rt.config.routing.check_interval;
+        let names: Vec<&str> = rt
+            .router
+            .backends
+            .iter()
+            .map(|b| b.target.name.as_str())
+            .collect();
+        state.health.retire_all_but(&names);
+        check_all(&rt, &mut conns).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One round of health checks with the running config's check login.
+async fn check_all(rt: &Runtime, conns: &mut HashMap<String, crate::pool::ServerConn>) {
+    let (user, password) = rt.check_credentials();
+    let login = health::CheckLogin {
+        user: &user,
+        password: password.as_deref(),
+        database: &rt.config.routing.check_database,
+    };
+    health::check_all(&rt.router, &rt.config.routing, login, conns).await;
 }
 
 async fn handle_signals(state: Arc<State>) {

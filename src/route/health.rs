@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::BackendRole;
-use crate::daemon::State;
+use crate::config::{BackendRole, RoutingConfig};
 use crate::metrics;
 use crate::pool::{BackendTarget, ServerConn, ServerError};
+use crate::route::Router;
 
 const CHECK_SQL: &str =
     "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_catalog.pg_is_in_recovery() \
@@ -164,7 +164,7 @@ pub struct Registry {
 impl Registry {
     /// Takes backends that a reload removed out of rotation: clients that connected before
     /// the reload still route with the old backend list.
-    fn retire_all_but(&self, current: &[&str]) {
+    pub fn retire_all_but(&self, current: &[&str]) {
         for (name, status) in self.statuses.lock().expect("registry lock").iter() {
             if !current.contains(&name.as_str()) && status.up.swap(false, Ordering::Relaxed) {
                 status.recovery.store(0, Ordering::Relaxed);
@@ -183,42 +183,31 @@ impl Registry {
     }
 }
 
-/// Checks every backend of the running config, forever. Connections are kept between rounds
-/// and re-made after a failure; a backend removed by a reload has its connection dropped.
-pub async fn monitor(state: Arc<State>) {
-    let mut conns: HashMap<String, ServerConn> = HashMap::new();
-    loop {
-        let rt = state.runtime.load_full();
-        let interval = rt.config.routing.check_interval;
-        let names: Vec<&str> = rt
-            .router
-            .backends
-            .iter()
-            .map(|b| b.target.name.as_str())
-            .collect();
-        state.health.retire_all_but(&names);
-        check_all(&rt, &mut conns).await;
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = state.shutdown.cancelled() => return,
-        }
-    }
+/// The login the checks use.
+#[derive(Clone, Copy)]
+pub struct CheckLogin<'a> {
+    pub user: &'a str,
+    pub password: Option<&'a str>,
+    pub database: &'a str,
 }
 
 /// One round of checks, all backends at once, then the lag of each replica against the
 /// primary found in this same round.
-pub async fn check_all(rt: &crate::daemon::Runtime, conns: &mut HashMap<String, ServerConn>) {
-    let routing = &rt.config.routing;
-    let (user, password) = rt.check_credentials();
-    conns.retain(|name, _| rt.router.backends.iter().any(|b| &b.target.name == name));
+pub async fn check_all(
+    router: &Router,
+    routing: &RoutingConfig,
+    login: CheckLogin<'_>,
+    conns: &mut HashMap<String, ServerConn>,
+) {
+    conns.retain(|name, _| router.backends.iter().any(|b| &b.target.name == name));
     let mut checks = tokio::task::JoinSet::new();
-    for (idx, b) in rt.router.backends.iter().enumerate() {
+    for (idx, b) in router.backends.iter().enumerate() {
         let conn = conns.remove(&b.target.name);
         let target = b.target.clone();
         let (user, password, database) = (
-            user.clone(),
-            password.clone(),
-            routing.check_database.clone(),
+            login.user.to_owned(),
+            login.password.map(str::to_owned),
+            login.database.to_owned(),
         );
         let timeout = routing.check_timeout;
         checks.spawn(async move {
@@ -235,7 +224,7 @@ pub async fn check_all(rt: &crate::daemon::Runtime, conns: &mut HashMap<String, 
     }
     let mut primary_lsn = None;
     for (idx, result) in results {
-        let backend = &rt.router.backends[idx];
+        let backend = &router.backends[idx];
         match result {
             Ok((conn, in_recovery, lsn)) => {
                 conns.insert(backend.target.name.clone(), conn);
@@ -253,7 +242,7 @@ pub async fn check_all(rt: &crate::daemon::Runtime, conns: &mut HashMap<String, 
     let Some(primary_lsn) = primary_lsn else {
         return;
     };
-    for b in &rt.router.backends {
+    for b in &router.backends {
         if b.status.in_recovery() == Some(true) && b.status.usable() {
             let replayed = b.status.lsn();
             let lag = if replayed == 0 {

@@ -6,10 +6,10 @@ use pgwire::messages::startup::Authentication;
 use rand::RngCore;
 
 use crate::config::AuthMethod;
-use crate::daemon::Runtime;
 use crate::protocol::messages::{self, tag, Reader};
 use crate::protocol::scram::{self, ScramExchange, ScramSecret};
 use crate::protocol::{FrameReader, FrameWriter, ProxyError};
+use crate::state::Runtime;
 
 pub async fn authenticate(
     reader: &mut FrameReader,

@@ -22,14 +22,14 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PoolMode;
-use crate::daemon::cancel::{CancelHandle, CancelTarget};
-use crate::daemon::{Runtime, State};
 use crate::pool::{Lease, Pool, PoolKey, ServerError};
 use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
 use crate::route::{Tried, Want};
 use crate::sql::{Analysis, Class, RouteHint, RouteSetting};
+use crate::state::cancel::{CancelHandle, CancelTarget};
+use crate::state::{Runtime, State};
 use params::Settings;
 use prepared::Statement;
 use pump::{Exit, Link};
