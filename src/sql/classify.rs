@@ -83,7 +83,7 @@ impl WriteFunctions {
 
     /// Whether a call to `name` may write. Only the last identifier counts, so a
     /// schema-qualified `pg_catalog.nextval` matches `nextval`.
-    fn is_write(&self, name: &ObjectName) -> bool {
+    pub(crate) fn is_write(&self, name: &ObjectName) -> bool {
         let Some(last) = name.0.last() else {
             return true;
         };

@@ -10,9 +10,11 @@
 //! [`Analyzer`]), and text nested deeper than sqlparser handles in bounded time is
 //! not parsed (see `analyze_text`). Both fall back to Write, never to a crash.
 
+pub mod analysis;
 mod classify;
 mod hint;
 mod normalize;
+mod walk;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -23,6 +25,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Tokenizer;
 
+pub use analysis::{Action, ColumnRef, Kind, Output, RelName, StatementInfo};
 use classify::WriteFunctions;
 
 /// What the router needs to know about one SQL string (which may hold several statements).
@@ -37,6 +40,25 @@ pub struct Analysis {
     /// or Begin/TxnControl when the tokens plainly start a transaction statement
     /// sqlparser does not know, such as ABORT or BEGIN ... DEFERRABLE).
     pub parsed: bool,
+    /// One description per statement of the text (empty when it did not parse).
+    pub statements: Vec<StatementInfo>,
+    /// Identifies this analysis among all made by the process, so later stages can cache
+    /// their own verdicts by it (a re-analysed text gets a new id).
+    pub id: u64,
+}
+
+impl Analysis {
+    /// Whether every statement parsed and was understood.
+    pub fn understood(&self) -> bool {
+        self.parsed && self.statements.iter().all(|s| s.understood)
+    }
+}
+
+/// Source of [`Analysis::id`].
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Where a SQL string may run.
@@ -236,6 +258,8 @@ fn unparsed(sql: &str) -> Analysis {
         hint: hint::leading_hint(sql),
         route_setting: None,
         parsed: false,
+        statements: Vec::new(),
+        id: next_id(),
     }
 }
 
@@ -264,6 +288,8 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
             hint,
             route_setting,
             parsed: false,
+            statements: Vec::new(),
+            id: next_id(),
         };
     };
     let classes: Vec<Class> = statements
@@ -279,6 +305,11 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
         hint,
         route_setting,
         parsed: true,
+        statements: statements
+            .iter()
+            .map(|statement| walk::describe(statement, functions))
+            .collect(),
+        id: next_id(),
     }
 }
 
@@ -300,7 +331,8 @@ mod tests {
         // A different text (even by case) is a different entry.
         let other = analyzer.analyze("SELECT * FROM t WHERE id = $1");
         assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!(*first, *other);
+        assert_eq!(first.class, other.class);
+        assert_eq!(first.statements, other.statements);
     }
 
     #[test]
