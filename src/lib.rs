@@ -1,11 +1,13 @@
 //! pgward: a PostgreSQL proxy. See README.md for the pipeline and the module map.
 
 pub mod admin;
+pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod metrics;
+pub mod policy;
 pub mod pool;
 pub mod protocol;
 pub mod route;

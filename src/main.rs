@@ -90,6 +90,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    if config.policy.enabled {
+        runtime()?.block_on(pgward::policy::check(&config.policy))?;
+    }
     Runtime::build(config, &Default::default())?;
     println!("{}: ok", path.display());
     Ok(())

@@ -61,9 +61,12 @@ impl Servers {
         let entry = |name: &str, port: u16, role: &str, weight: u32| {
             format!("\n[[backends]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"{role}\"\nweight = {weight}\n")
         };
-        entry("primary", self.primary, roles[0], 1)
-            + &entry("r1", self.r1, roles[1], weights[0])
-            + &entry("r2", self.r2, roles[2], weights[1])
+        [
+            entry("primary", self.primary, roles[0], 1),
+            entry("r1", self.r1, roles[1], weights[0]),
+            entry("r2", self.r2, roles[2], weights[1]),
+        ]
+        .concat()
     }
 
     /// pgward in transaction mode in front of all three, with `routing` settings.

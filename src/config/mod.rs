@@ -47,7 +47,7 @@ pub struct Config {
     #[serde(default)]
     pub cache: toml::Table,
     #[serde(default)]
-    pub policy: toml::Table,
+    pub policy: PolicyConfig,
     #[serde(default)]
     pub encryption: toml::Table,
     /// Where the file was read from; relative paths inside it resolve against its folder.
@@ -296,6 +296,41 @@ impl Default for RoutingConfig {
     }
 }
 
+/// `[policy]`: casbin access rules checked for every statement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub enabled: bool,
+    /// casbin model file (request `sub, db, tbl, col, act`).
+    pub model: PathBuf,
+    /// casbin policy file (`p` and `g` lines).
+    pub policy: PathBuf,
+    /// What happens to a statement that cannot be analysed: deny (42501) or allow (primary).
+    pub on_unparsed: OnUnparsed,
+    /// How often the catalog (schemas, tables, columns) pgward resolves names with is re-read.
+    #[serde(with = "units::duration")]
+    pub catalog_refresh: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model: "policies/model.conf".into(),
+            policy: "policies/policy.csv".into(),
+            on_unparsed: OnUnparsed::Deny,
+            catalog_refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnparsed {
+    Deny,
+    Allow,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -367,13 +402,18 @@ impl Config {
         else {
             return;
         };
-        let fix = |p: &mut Option<PathBuf>| {
-            if let Some(path) = p {
-                if path.is_relative() && !path.exists() && dir.join(&*path).exists() {
-                    *path = dir.join(&*path);
-                }
+        let fix_path = |path: &mut PathBuf| {
+            if path.is_relative() && !path.exists() && dir.join(&*path).exists() {
+                *path = dir.join(&*path);
             }
         };
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                fix_path(path);
+            }
+        };
+        fix_path(&mut self.policy.model);
+        fix_path(&mut self.policy.policy);
         fix(&mut self.server.tls_cert);
         fix(&mut self.server.tls_key);
         for b in &mut self.backends {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::policy::Policy;
 use crate::pool::Pools;
 use crate::route::health;
 use crate::state::cancel::CancelRegistry;
@@ -51,6 +52,7 @@ impl Daemon {
                     .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
             ),
         };
+        let policy = load_policy(&runtime.config).await?;
         let state = Arc::new(State {
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
             runtime: ArcSwap::from_pointee(runtime),
@@ -58,6 +60,8 @@ impl Daemon {
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: CancellationToken::new(),
             health,
+            policy: ArcSwapOption::new(policy),
+            catalogs: Default::default(),
         });
         // One round of checks before the first client, so routing starts from facts.
         check_all(&state.runtime.load(), &mut Default::default()).await;
@@ -132,25 +136,41 @@ impl Daemon {
     }
 }
 
-/// Re-reads the config file; a bad file keeps the running config.
-pub fn reload(state: &State) {
+/// The access policy of `config`, loaded and checked; None when `[policy]` is off.
+pub async fn load_policy(config: &Config) -> anyhow::Result<Option<Arc<Policy>>> {
+    if !config.policy.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Policy::load(&config.policy).await?)))
+}
+
+/// Re-reads the config file and the policy files; anything bad keeps the running
+/// configuration and policy whole.
+pub async fn reload(state: &State) {
     let current = state.runtime.load();
     let Some(path) = current.config.source.clone() else {
         tracing::warn!("reload requested but the config was not read from a file");
         return;
     };
-    match Config::load(&path)
-        .map_err(anyhow::Error::from)
-        .and_then(|config| Runtime::build(config, &state.health))
-    {
-        Ok(runtime) => {
+    let loaded = match Config::load(&path) {
+        Ok(config) => match load_policy(&config).await {
+            Ok(policy) => Runtime::build(config, &state.health).map(|rt| (rt, policy)),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.into()),
+    };
+    match loaded {
+        Ok((runtime, policy)) => {
             if runtime.config.server.listen != current.config.server.listen {
                 tracing::warn!("server.listen changed: takes effect after a restart");
             }
             state.runtime.store(Arc::new(runtime));
+            state.policy.store(policy);
             tracing::info!(path = %path.display(), "configuration reloaded");
         }
-        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; keeping the running configuration and policy")
+        }
     }
 }
 
@@ -199,7 +219,7 @@ async fn handle_signals(state: Arc<State>) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&state),
+            _ = hup.recv() => reload(&state).await,
             _ = term.recv() => {
                 tracing::info!("SIGTERM: no new clients; draining");
                 state.shutdown.cancel();

@@ -11,6 +11,8 @@ struct Metrics {
     /// Label values resolved once: the hot path only increments an atomic.
     queries_primary: IntCounter,
     queries_replica: IntCounter,
+    queries_denied: IntCounter,
+    policy_denials: IntCounter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -41,10 +43,16 @@ fn metrics() -> &'static Metrics {
             &["route"],
         )
         .expect("metric definition");
+        let policy_denials = IntCounter::new(
+            "pgward_policy_denials_total",
+            "Statements the access policy refused (including unanalysable ones under on_unparsed = deny)",
+        )
+        .expect("metric definition");
         for m in [
             Box::new(backend_up.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(replica_lag.clone()),
             Box::new(queries.clone()),
+            Box::new(policy_denials.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -52,6 +60,8 @@ fn metrics() -> &'static Metrics {
             registry,
             queries_primary: queries.with_label_values(&["primary"]),
             queries_replica: queries.with_label_values(&["replica"]),
+            queries_denied: queries.with_label_values(&["denied"]),
+            policy_denials,
             backend_up,
             replica_lag,
         }
@@ -80,6 +90,13 @@ pub fn query_routed(to_primary: bool) {
     } else {
         m.queries_replica.inc()
     }
+}
+
+/// Counts a request the access policy refused.
+pub fn policy_denied() {
+    let m = metrics();
+    m.policy_denials.inc();
+    m.queries_denied.inc();
 }
 
 /// The Prometheus text exposition of every metric.

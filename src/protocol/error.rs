@@ -29,6 +29,13 @@ pub enum ProxyError {
     DuplicateStatement(String),
     #[error("invalid value for {0}")]
     InvalidParameter(String),
+    /// A statement the access policy refuses; the text is the whole client message.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A statement after a refused one inside a transaction block, as PostgreSQL answers
+    /// statements in a failed transaction.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    TransactionAborted,
     #[error("{message}")]
     FromServer {
         sqlstate: String,
@@ -54,6 +61,8 @@ impl ProxyError {
             ProxyError::UnknownStatement(_) => "26000",
             ProxyError::DuplicateStatement(_) => "42P05",
             ProxyError::InvalidParameter(_) => "22023",
+            ProxyError::PermissionDenied(_) => "42501",
+            ProxyError::TransactionAborted => "25P02",
             ProxyError::FromServer { sqlstate, .. } => sqlstate,
         }
     }
@@ -66,7 +75,9 @@ impl ProxyError {
             | ProxyError::Unsupported(_)
             | ProxyError::UnknownStatement(_)
             | ProxyError::DuplicateStatement(_)
-            | ProxyError::InvalidParameter(_) => false,
+            | ProxyError::InvalidParameter(_)
+            | ProxyError::PermissionDenied(_)
+            | ProxyError::TransactionAborted => false,
             ProxyError::FromServer { fatal, .. } => *fatal,
             _ => true,
         }
@@ -93,6 +104,8 @@ impl ProxyError {
                 "pgward: could not connect to the database server".into()
             }
             ProxyError::Protocol(_) => format!("pgward: {self}"),
+            ProxyError::PermissionDenied(message) => message.clone(),
+            ProxyError::TransactionAborted => self.to_string(),
             other => format!("pgward: {other}"),
         }
     }

@@ -8,12 +8,14 @@ pub mod cancel;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Catalogs;
 use crate::config::{BackendTls, Config, UserConfig};
+use crate::policy::Policy;
 use crate::pool::{BackendTarget, PoolSettings, Pools};
 use crate::protocol::scram::ScramSecret;
 use crate::protocol::tls;
@@ -136,4 +138,9 @@ pub struct State {
     pub client_slots: Arc<Semaphore>,
     /// Live backend statuses, kept across reloads.
     pub health: health::Registry,
+    /// The access policy in force (None when `[policy]` is off); swapped whole on reload,
+    /// and every client follows the new one from its next statement.
+    pub policy: ArcSwapOption<Policy>,
+    /// Relations and columns of each database, for resolving names.
+    pub catalogs: Catalogs,
 }
