@@ -29,8 +29,7 @@ const RELATIONS_SQL: &str = "SELECT n.nspname, c.relname, a.attname \
        AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' \
      ORDER BY n.nspname, c.relname, a.attnum";
 
-const SEARCH_PATH_SQL: &str =
-    "SELECT pg_catalog.current_setting('search_path'), pg_catalog.current_user";
+const SEARCH_PATH_SQL: &str = "SELECT pg_catalog.current_setting('search_path'), current_user";
 
 /// A lookup that misses waits for a fresh snapshot only when the current one is at least
 /// this old (or stale after DDL), so a name that does not exist cannot cause a reload storm.
@@ -202,39 +201,28 @@ impl Catalogs {
 }
 
 impl Entry {
-    /// The current snapshot, loading the first one if there is none. A snapshot older than
-    /// `refresh` is replaced in the background.
-    pub async fn snapshot(
-        self: &Arc<Self>,
-        source: impl FnOnce() -> Option<Source>,
-        refresh: Duration,
-    ) -> Result<Arc<Snapshot>, ServerError> {
-        if let Some(current) = self.current.load_full() {
-            if current.age() >= refresh || self.stale.load(Ordering::Relaxed) {
-                if let Some(source) = source() {
-                    self.refresh_in_background(source);
-                }
-            }
-            return Ok(current);
-        }
-        let source = source().ok_or(ServerError::Timeout)?;
-        self.reload(&source, None).await
+    /// The current snapshot, if any, and whether it is due for a refresh (older than
+    /// `refresh`, or stale after DDL). Costs no lock.
+    pub fn current(&self, refresh: Duration) -> (Option<Arc<Snapshot>>, bool) {
+        let current = self.current.load_full();
+        let due = current
+            .as_ref()
+            .is_none_or(|s| s.age() >= refresh || self.stale.load(Ordering::Relaxed));
+        (current, due)
     }
 
-    /// A fresh snapshot after a lookup missed `name`, when the current one may be out of
+    /// The first snapshot, loaded now (one loader at a time; the others wait for it).
+    pub async fn first(&self, source: &Source) -> Result<Arc<Snapshot>, ServerError> {
+        self.reload(source, None).await
+    }
+
+    /// A fresh snapshot after a lookup missed a relation, when the current one may be out of
     /// date; otherwise the current one.
-    pub async fn after_miss(
-        self: &Arc<Self>,
-        current: Arc<Snapshot>,
-        source: impl FnOnce() -> Option<Source>,
-    ) -> Arc<Snapshot> {
+    pub async fn after_miss(&self, current: Arc<Snapshot>, source: &Source) -> Arc<Snapshot> {
         if !self.stale.load(Ordering::Relaxed) && current.age() < MISS_RELOAD_AFTER {
             return current;
         }
-        let Some(source) = source() else {
-            return current;
-        };
-        match self.reload(&source, Some(current.generation)).await {
+        match self.reload(source, Some(current.generation)).await {
             Ok(fresh) => fresh,
             Err(e) => {
                 tracing::warn!(error = %e, database = %source.database, "catalog reload failed; keeping the previous one");
@@ -243,7 +231,8 @@ impl Entry {
         }
     }
 
-    fn refresh_in_background(self: &Arc<Self>, source: Source) {
+    /// Replaces the snapshot in the background; readers keep the current one meanwhile.
+    pub fn refresh_in_background(self: &Arc<Self>, source: Source) {
         let Ok(guard) = self.loading.try_lock() else {
             return; // a load is already running
         };

@@ -16,7 +16,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::{Class, RouteSetting};
+use super::{Class, Kind, RouteSetting};
 
 /// Built-in functions that write, lock, or only work on the primary.
 const WRITE_FUNCTIONS: &[&str] = &[
@@ -370,9 +370,10 @@ fn is_route_setting_name<'a>(parts: impl Iterator<Item = Option<(&'a str, bool)>
 
 /// What can still be said about text sqlparser could not parse, from its tokens:
 /// transaction control that sqlparser 0.5x does not know (ABORT, PREPARE TRANSACTION,
-/// BEGIN ... DEFERRABLE) and `RESET pgward.route`. Everything else is Write.
-pub(crate) fn lexical_fallback(sql: &str) -> (Class, Option<RouteSetting>) {
-    const UNKNOWN: (Class, Option<RouteSetting>) = (Class::Write, None);
+/// BEGIN ... DEFERRABLE) and RESET (with `RESET pgward.route`). Everything else is Write.
+/// The kind is given for these statements, which touch no table.
+pub(crate) fn lexical_fallback(sql: &str) -> (Class, Option<RouteSetting>, Option<Kind>) {
+    const UNKNOWN: (Class, Option<RouteSetting>, Option<Kind>) = (Class::Write, None, None);
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return UNKNOWN;
     };
@@ -407,15 +408,23 @@ pub(crate) fn lexical_fallback(sql: &str) -> (Class, Option<RouteSetting>) {
         (Keyword::BEGIN, _) | (Keyword::START, Keyword::TRANSACTION) => {
             let read_only = has_keyword_pair(Keyword::READ, Keyword::ONLY)
                 && !has_keyword_pair(Keyword::READ, Keyword::WRITE);
-            (Class::Begin { read_only }, None)
+            (Class::Begin { read_only }, None, Some(Kind::Transaction))
         }
         // COMMIT/ROLLBACK PREPARED finish a two-phase transaction that lives on the
         // primary and cannot run inside a transaction block: Write, not TxnControl.
-        (Keyword::COMMIT | Keyword::ROLLBACK, _) if second_is_prepared => UNKNOWN,
+        (Keyword::COMMIT | Keyword::ROLLBACK, _) if second_is_prepared => {
+            (Class::Write, None, Some(Kind::Transaction))
+        }
         (Keyword::COMMIT | Keyword::ROLLBACK | Keyword::END | Keyword::ABORT, _)
         | (Keyword::SAVEPOINT | Keyword::RELEASE, _)
-        | (Keyword::PREPARE, Keyword::TRANSACTION) => (Class::TxnControl, None),
-        (Keyword::RESET, _) => (Class::Write, reset_route_setting(&statement[1..])),
+        | (Keyword::PREPARE, Keyword::TRANSACTION) => {
+            (Class::TxnControl, None, Some(Kind::Transaction))
+        }
+        (Keyword::RESET, _) => (
+            Class::Write,
+            reset_route_setting(&statement[1..]),
+            Some(Kind::Set),
+        ),
         _ => UNKNOWN,
     }
 }

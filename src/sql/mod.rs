@@ -48,9 +48,10 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    /// Whether every statement parsed and was understood.
+    /// Whether every statement was understood: parsed and described, or one of the few
+    /// statements sqlparser cannot parse that touch no table (RESET, ABORT, ...).
     pub fn understood(&self) -> bool {
-        self.parsed && self.statements.iter().all(|s| s.understood)
+        (self.parsed || !self.statements.is_empty()) && self.statements.iter().all(|s| s.understood)
     }
 }
 
@@ -282,13 +283,13 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
             .ok()
     };
     let Some(statements) = parsed else {
-        let (class, route_setting) = classify::lexical_fallback(sql);
+        let (class, route_setting, kind) = classify::lexical_fallback(sql);
         return Analysis {
             class,
             hint,
             route_setting,
             parsed: false,
-            statements: Vec::new(),
+            statements: kind.map(StatementInfo::new).into_iter().collect(),
             id: next_id(),
         };
     };
@@ -300,15 +301,22 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
         [single] => classify::route_setting(single),
         _ => None,
     };
+    let described: Vec<StatementInfo> = statements
+        .iter()
+        .map(|statement| walk::describe(statement, functions))
+        .collect();
+    // What the analysis does not fully understand runs on the primary.
+    let class = if described.iter().all(|s| s.understood) {
+        classify::combine(&classes)
+    } else {
+        Class::Write
+    };
     Analysis {
-        class: classify::combine(&classes),
+        class,
         hint,
         route_setting,
         parsed: true,
-        statements: statements
-            .iter()
-            .map(|statement| walk::describe(statement, functions))
-            .collect(),
+        statements: described,
         id: next_id(),
     }
 }
