@@ -2,10 +2,12 @@
 //! 1. `pgbench -S` against PostgreSQL directly, through pgward and through PgBouncer, all in
 //!    transaction mode, in front of the primary;
 //! 2. `pgbench -S` with 32 clients through pgward in front of the primary only, then in front of
-//!    the primary and both replicas, with the transactions each server ran.
+//!    the primary and both replicas, with the transactions each server ran;
+//! 3. `pgbench -S` (simple, extended, prepared; 16 clients) through pgward with the access
+//!    policy off and on (a policy of a few dozen lines), runs alternating.
 //!
 //! Run with `cargo bench --bench pgbench`. `PGWARD_BENCH_SECONDS` sets the length of each
-//! measured run (default 10); `PGWARD_BENCH=poolers|replicas` runs one part only. PgBouncer is
+//! measured run (default 10); `PGWARD_BENCH=poolers|replicas|policy` runs one part only. PgBouncer is
 //! measured only when its binary is installed.
 //!
 //! A run that fails (non-zero exit or failed transactions) is shown in the table as FAILED with
@@ -84,11 +86,15 @@ fn main() -> Result<()> {
 
     initialize(&pgbench, pg_port)?;
 
-    if part != "replicas" {
+    let wanted = |name: &str| part.is_empty() || part == name;
+    if wanted("poolers") {
         poolers(&pgbench, pg_port, seconds, warmup, scratch.path());
     }
-    if part != "poolers" && !interrupted() {
+    if wanted("replicas") && !interrupted() {
         replicas(&pgbench, &cluster, seconds, scratch.path());
+    }
+    if wanted("policy") && !interrupted() {
+        policy(&pgbench, pg_port, seconds, warmup, scratch.path());
     }
     if interrupted() {
         eprintln!("interrupted; results are incomplete");
@@ -100,7 +106,7 @@ fn main() -> Result<()> {
 /// Part 1: direct, pgward and PgBouncer in front of the primary.
 fn poolers(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Path) {
     // Each target is either a port to benchmark or the reason it cannot be measured.
-    let pgward = start_pgward(scratch, &[("primary", pg_port, "primary")]);
+    let pgward = start_pgward(scratch, &[("primary", pg_port, "primary")], "");
     let pgbouncer = start_pgbouncer(scratch, pg_port);
     let targets: [(&str, Endpoint); 3] = [
         ("direct", Ok(pg_port)),
@@ -178,7 +184,7 @@ fn replicas(pgbench: &Path, cluster: &Cluster, seconds: u64, scratch: &Path) {
         if interrupted() {
             break;
         }
-        let outcome = match start_pgward(scratch, backends) {
+        let outcome = match start_pgward(scratch, backends, "") {
             Ok(proxy) => {
                 // Warm up every pool before counting.
                 run_pgbench(pgbench, proxy.port, "simple", REPLICA_CLIENTS, 2, scratch);
@@ -222,6 +228,119 @@ fn replicas(pgbench: &Path, cluster: &Cluster, seconds: u64, scratch: &Path) {
             cell(outcome),
             base.as_ref().map_or("n/a".into(), |b| ratio(outcome, b)),
             spread.join(" | ")
+        );
+    }
+}
+
+/// A policy of the size and shape a real deployment has: roles over a dozen schemas, column
+/// denies, and the rules pgbench's user needs somewhere in the middle.
+fn bench_policy() -> String {
+    let mut lines = vec![
+        "p, reader, *, pg_catalog.*, *, select, allow".to_owned(),
+        "p, reader, *, information_schema.*, *, select, allow".to_owned(),
+    ];
+    for schema in [
+        "sales",
+        "billing",
+        "hr",
+        "audit",
+        "inventory",
+        "crm",
+        "web",
+        "ops",
+    ] {
+        lines.push(format!(
+            "p, {schema}_reader, *, {schema}.*, *, select, allow"
+        ));
+        lines.push(format!(
+            "p, {schema}_writer, *, {schema}.*, *, insert, allow"
+        ));
+        lines.push(format!(
+            "p, {schema}_writer, *, {schema}.*, *, update, allow"
+        ));
+        lines.push(format!("g, {schema}_writer, {schema}_reader"));
+    }
+    lines.extend(
+        [
+            "p, reader, appdb, public.pgbench_*, *, select, allow",
+            "p, writer, appdb, public.pgbench_*, *, insert, allow",
+            "p, writer, appdb, public.pgbench_*, *, update, allow",
+            "g, writer, reader",
+            "p, no_pii, *, public.customers, ssn, *, deny",
+            "p, no_pii, *, hr.*, salary, *, deny",
+            "p, no_pii, *, public.pgbench_accounts, filler, *, deny",
+            "p, dba, *, *, *, *, allow",
+            "g, app, writer",
+            "g, app, no_pii",
+            "g, app, sales_reader",
+            "g, app, crm_writer",
+        ]
+        .map(str::to_owned),
+    );
+    lines.join("\n") + "\n"
+}
+
+/// Part 3: the cost of the access policy, pgward with it off and on, runs alternating.
+fn policy(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Path) {
+    let files = scratch.join("policy");
+    let written = fs::create_dir_all(&files)
+        .and_then(|()| {
+            fs::write(
+                files.join("model.conf"),
+                include_str!("../policies/model.conf"),
+            )
+        })
+        .and_then(|()| fs::write(files.join("policy.csv"), bench_policy()));
+    if let Err(e) = written {
+        eprintln!("policy bench: cannot write the policy files: {e}");
+        return;
+    }
+    let lines = bench_policy().lines().count();
+    let on = format!(
+        "\n[policy]\nenabled = true\nmodel = {:?}\npolicy = {:?}\n",
+        files.join("model.conf"),
+        files.join("policy.csv")
+    );
+    let backends = [("primary", pg_port, "primary")];
+    let mut rows = Vec::new();
+    for mode in MODES {
+        let mut outcomes = Vec::new();
+        for extra in ["", on.as_str()] {
+            if interrupted() {
+                return;
+            }
+            let outcome = match start_pgward(scratch, &backends, extra) {
+                Ok(proxy) => {
+                    run_pgbench(pgbench, proxy.port, mode, CLIENT_COUNTS[0], warmup, scratch);
+                    run_pgbench(
+                        pgbench,
+                        proxy.port,
+                        mode,
+                        CLIENT_COUNTS[0],
+                        seconds,
+                        scratch,
+                    )
+                }
+                Err(failed) => failed,
+            };
+            let label = if extra.is_empty() { "off" } else { "on" };
+            eprintln!("policy {label} {mode}: {outcome}");
+            outcomes.push(outcome);
+        }
+        rows.push((mode, outcomes));
+    }
+    println!(
+        "\n## pgbench -S, {} clients, {seconds} s per run, through pgward: access policy off and on ({lines} policy lines)\n",
+        CLIENT_COUNTS[0]
+    );
+    println!("| mode | policy off tps | policy on tps | on/off |");
+    println!("|---|---:|---:|---:|");
+    for (mode, outcomes) in &rows {
+        println!(
+            "| {mode} | {} | {} | {} |",
+            cell(&outcomes[0]),
+            cell(&outcomes[1]),
+            ratio(&outcomes[1], &outcomes[0])
         );
     }
 }
@@ -536,14 +655,16 @@ fn log_tail(log: &Path) -> String {
 }
 
 /// Starts pgward in transaction mode in front of `backends` (name, port, role).
+/// `extra` is TOML appended to the config.
 fn start_pgward(
     scratch: &Path,
     backends: &[(&str, u16, &str)],
+    extra: &str,
 ) -> std::result::Result<Proxy, Outcome> {
     let failed = |what: &str, e: &dyn fmt::Display| Outcome::Failed(format!("pgward {what}: {e}"));
     let port = free_port().map_err(|e| failed("port", &e))?;
     let config = scratch.join("pgward.toml");
-    fs::write(&config, pgward_config(port, backends)).map_err(|e| failed("config", &e))?;
+    fs::write(&config, pgward_config(port, backends) + extra).map_err(|e| failed("config", &e))?;
     let log = scratch.join("pgward.log");
     let log_file = fs::File::create(&log).map_err(|e| failed("log", &e))?;
     let stderr = log_file.try_clone().map_err(|e| failed("log", &e))?;

@@ -16,6 +16,17 @@ ALTER TABLE customers OWNER TO app;
 ALTER TABLE orders OWNER TO app;
 ";
 
+/// The demo's access policy: `app` may do anything; `analyst` may read, but never a
+/// customer's ssn.
+const DEMO_POLICY: &str = "\
+p, app, appdb, *, *, *, allow
+p, analyst, appdb, public.*, *, select, allow
+p, analyst, appdb, pg_catalog.*, *, select, allow
+p, analyst, appdb, information_schema.*, *, select, allow
+p, pii_blocked, *, public.customers, ssn, *, deny
+g, analyst, pii_blocked
+";
+
 pub async fn run(listen: &str) -> anyhow::Result<()> {
     println!("pgward demo: starting a PostgreSQL primary and one streaming replica...");
     let cluster = tokio::task::spawn_blocking(|| {
@@ -35,6 +46,14 @@ pub async fn run(listen: &str) -> anyhow::Result<()> {
 async fn serve(cluster: &Cluster, listen: &str) -> anyhow::Result<()> {
     cluster.psql(cluster.primary.port, "appdb", SAMPLE_SCHEMA)?;
     let replica = &cluster.replicas[0];
+    let files = tempfile::Builder::new().prefix("pgward-demo-").tempdir()?;
+    let (model, policy) = (
+        files.path().join("model.conf"),
+        files.path().join("policy.csv"),
+    );
+    std::fs::write(&model, include_str!("../policies/model.conf"))?;
+    std::fs::write(&policy, DEMO_POLICY)?;
+    let quote = |p: &std::path::Path| toml::Value::String(p.to_string_lossy().into()).to_string();
     let text = format!(
         r#"
 [server]
@@ -46,6 +65,17 @@ method = "scram-sha-256"
 [[users]]
 name = "app"
 password = "app-secret"
+
+[[users]]
+name = "analyst"
+password = "analyst-secret"
+backend_user = "app"
+backend_password = "app-secret"
+
+[policy]
+enabled = true
+model = {model}
+policy = {policy}
 
 [pool]
 mode = "transaction"
@@ -65,6 +95,8 @@ role = "replica"
 "#,
         primary = cluster.primary.port,
         replica = replica.port,
+        model = quote(&model),
+        policy = quote(&policy),
     );
     let path = std::env::temp_dir().join(format!("pgward-demo-{}.toml", std::process::id()));
     std::fs::write(&path, &text)?;
@@ -86,6 +118,15 @@ role = "replica"
     );
     println!("Reads go to the replica, writes to the primary; see where with:");
     println!("  SELECT inet_server_port();   /* pgward:primary */ SELECT inet_server_port();");
+    println!(
+        "The access policy (policies in {}) lets analyst read but not the ssn column:",
+        files.path().display()
+    );
+    println!(
+        "  psql \"postgres://analyst:analyst-secret@{}:{}/appdb\" -c 'SELECT ssn FROM customers'",
+        addr.ip(),
+        addr.port()
+    );
     println!("Press Ctrl-C to stop and remove everything.");
     let server = tokio::spawn(daemon.run(Signals::Ignore));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

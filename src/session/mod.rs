@@ -6,6 +6,7 @@
 //! `pump`). In transaction mode the lease ends when the server reports an idle transaction
 //! state with nothing outstanding; in session mode it lasts as long as the client.
 
+mod admit;
 pub mod auth;
 pub mod params;
 pub mod prepared;
@@ -123,6 +124,10 @@ async fn login(
         reset_query: rt.config.pool.reset_query.clone(),
         shutdown: state.shutdown.clone(),
         pools: vec![None; rt.router.backends.len()],
+        user: request.user.clone(),
+        analyses: HashMap::new(),
+        settings_unknown: false,
+        catalog: None,
         pool_user: user.backend_user().to_owned(),
         pool_password: user.backend_password().map(str::to_owned),
         database: request.database.clone(),
@@ -198,6 +203,16 @@ pub(crate) struct Session {
     shutdown: CancellationToken,
     /// This client's pools (its backend user and database), one per backend, made on first use.
     pools: Vec<Option<Arc<Pool>>>,
+    /// The client's user name (the policy's subject).
+    user: String,
+    /// Analyses of the client's prepared statements by name ("" for the unnamed one), kept
+    /// while a policy is on, so a Bind is checked with the search_path of its execution.
+    analyses: HashMap<String, Arc<Analysis>>,
+    /// Session mode: the client ran something that may have changed its settings, which
+    /// pgward does not read back there, so its search_path is not known for sure.
+    settings_unknown: bool,
+    /// The catalog of this client's database and login, once the policy needed it.
+    catalog: Option<Arc<crate::catalog::Entry>>,
     pool_user: String,
     pool_password: Option<String>,
     database: String,
@@ -275,6 +290,11 @@ impl Session {
                 let Some(request) = self.read_request(frame).await? else {
                     return Ok(());
                 };
+                // The pipeline, in order: policy, then where the request runs.
+                if let Err(err) = self.admit(&request.frames).await {
+                    self.fail_request(&request.frames, &err).await?;
+                    continue;
+                }
                 if self.answer_locally(&request)? {
                     continue;
                 }
@@ -409,6 +429,7 @@ impl Session {
             return Ok(false);
         }
         self.statements.insert(parse.name.to_owned(), statement);
+        self.note_prepared(parse.name, parse.query);
         messages::parse_complete(self.client_w.buffer());
         messages::ready_for_query(self.client_w.buffer(), b'I');
         Ok(true)

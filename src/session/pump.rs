@@ -35,7 +35,7 @@ pub(super) enum Exit {
 }
 
 /// A response the client is owed, in order.
-enum Pending {
+pub(super) enum Pending {
     /// `statement` is set when the Parse creates a pgward-named statement; `hidden` when pgward
     /// sent it on its own (its ParseComplete must not reach the client).
     Parse {
@@ -51,9 +51,14 @@ enum Pending {
     Query,
     /// A reply pgward writes itself when its turn comes.
     Reply(Reply),
+    /// pgward's failing Parse after a refusal (see `admit`): its error is not the client's.
+    Hidden,
+    /// A Sync pgward sent after that Parse: its ReadyForQuery is not the client's either,
+    /// but its transaction status is.
+    HiddenSync,
 }
 
-enum Reply {
+pub(super) enum Reply {
     ParseComplete,
     CloseComplete,
     Error(ProxyError),
@@ -64,13 +69,13 @@ enum Reply {
 /// Protocol state of one attachment of a client to a server connection.
 #[derive(Default)]
 pub(super) struct Link {
-    queue: VecDeque<Pending>,
+    pub(super) queue: VecDeque<Pending>,
     /// Extended-protocol messages were sent since the last Sync.
-    in_batch: bool,
+    pub(super) in_batch: bool,
     /// After a pgward-made error, skip client messages until Sync, as a server does.
     discarding: bool,
     /// Transaction status from the last ReadyForQuery.
-    tx_status: u8,
+    pub(super) tx_status: u8,
     /// The client ran something that may change session settings / drop statements.
     pub(super) session_dirty: bool,
     pub(super) statements_dirty: bool,
@@ -147,6 +152,12 @@ impl Session {
                 };
                 // The retry copy covers only the request as first sent.
                 self.retry = None;
+                if runs_sql(frame.tag()) {
+                    if let Err(err) = self.admit(std::slice::from_ref(&frame)).await {
+                        self.refuse_attached(&frame, err);
+                        continue;
+                    }
+                }
                 if let Some(exit) = self.on_client_frame(frame)? {
                     return Ok(exit);
                 }
@@ -197,7 +208,7 @@ impl Session {
         }
     }
 
-    fn server_mut(&mut self) -> &mut crate::pool::ServerConn {
+    pub(super) fn server_mut(&mut self) -> &mut crate::pool::ServerConn {
         &mut self.server.as_mut().expect("attached").conn
     }
 
@@ -216,10 +227,7 @@ impl Session {
             tag::QUERY => {
                 let sql = messages::read_query(frame.body())?;
                 match self.note_sql(sql) {
-                    Err(e) => {
-                        self.link.queue.push_back(Pending::Reply(Reply::Error(e)));
-                        self.link.queue.push_back(Pending::Reply(Reply::Ready));
-                    }
+                    Err(e) => self.push_error_reply(e, true),
                     Ok(fx) => {
                         if self.link.track_writes && !self.link.wrote {
                             let reads = self.analyze(sql).class != Class::Write;
@@ -301,6 +309,10 @@ impl Session {
     /// Records what a statement may change; refuses LISTEN where notifications would be lost.
     fn note_sql(&mut self, sql: &str) -> Result<sqlscan::Effects, ProxyError> {
         if self.mode == PoolMode::Session {
+            // Nothing is read back in session mode: after a SET the search_path is unknown.
+            if self.state.policy.load().is_some() && sqlscan::effects(sql).session {
+                self.settings_unknown = true;
+            }
             return Ok(sqlscan::Effects::default());
         }
         let fx = sqlscan::effects(sql);
@@ -318,8 +330,16 @@ impl Session {
         self.link.statements_dirty |= fx.statements;
     }
 
+    /// Answers a simple Query with an error of pgward's own (and its ReadyForQuery).
+    pub(super) fn push_error_reply(&mut self, err: ProxyError, ready: bool) {
+        self.link.queue.push_back(Pending::Reply(Reply::Error(err)));
+        if ready {
+            self.link.queue.push_back(Pending::Reply(Reply::Ready));
+        }
+    }
+
     /// Answers a message with an error of pgward's own and skips to the next Sync.
-    fn refuse(&mut self, err: ProxyError) {
+    pub(super) fn refuse(&mut self, err: ProxyError) {
         self.link.queue.push_back(Pending::Reply(Reply::Error(err)));
         self.link.discarding = true;
         self.link.in_batch = true;
@@ -339,6 +359,7 @@ impl Session {
                 return Ok(());
             }
         };
+        self.note_prepared(parse.name, parse.query);
         let class = self.class_of(parse.query);
         let reads = class == Class::Read;
         self.note_write(class != Class::Write);
@@ -501,6 +522,9 @@ impl Session {
         let kind = r.u8()?;
         let name = r.cstr()?;
         self.link.in_batch = true;
+        if kind == b'S' {
+            self.analyses.remove(name);
+        }
         if kind == b'S' && !name.is_empty() && self.transaction_mode() {
             self.statements.remove(name);
             self.link
@@ -530,6 +554,13 @@ impl Session {
                 }
                 self.client_w.queue(frame.as_bytes());
             }
+            b'Z' if matches!(self.link.queue.front(), Some(Pending::HiddenSync)) => {
+                self.link.queue.pop_front();
+                self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
+            }
+            b'E' if matches!(self.link.queue.front(), Some(Pending::Hidden)) => {
+                self.link.queue.pop_front();
+            }
             b'Z' => {
                 self.link.copy_in = false;
                 self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
@@ -551,7 +582,7 @@ impl Session {
                 self.client_w.queue(frame.as_bytes());
                 // In the extended protocol the server now skips everything up to Sync.
                 while let Some(p) = self.link.queue.front() {
-                    if matches!(p, Pending::Sync | Pending::Query) {
+                    if matches!(p, Pending::Sync | Pending::Query | Pending::HiddenSync) {
                         break;
                     }
                     let p = self.link.queue.pop_front().expect("front exists");
@@ -594,7 +625,7 @@ impl Session {
     }
 
     /// Writes pgward's own replies that have reached the head of the queue.
-    fn reply_ready(&mut self) {
+    pub(super) fn reply_ready(&mut self) {
         while let Some(Pending::Reply(_)) = self.link.queue.front() {
             // The client has part of an answer: running the request again would repeat it.
             self.retry = None;
@@ -610,6 +641,14 @@ impl Session {
             }
         }
     }
+}
+
+/// Messages that run SQL, and so pass the policy stage first.
+pub(super) fn runs_sql(tag: u8) -> bool {
+    matches!(
+        tag,
+        tag::QUERY | tag::PARSE | tag::BIND | tag::FUNCTION_CALL
+    )
 }
 
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.

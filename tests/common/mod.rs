@@ -365,12 +365,17 @@ impl Pgward {
 
     /// Replaces the config file and sends SIGHUP; waits until pgward logs the reload.
     pub fn reload(&self, config_toml: &str) {
-        let before = self.log().matches("configuration reloaded").count();
         fs::write(self.dir.path().join("pgward.toml"), config_toml).expect("writing the config");
+        self.sighup_until("configuration reloaded");
+    }
+
+    /// Sends SIGHUP and waits until pgward logs `outcome` once more than before.
+    pub fn sighup_until(&self, outcome: &str) {
+        let before = self.log().matches(outcome).count();
         // SAFETY: plain kill(2) to our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().matches("configuration reloaded").count() == before {
+        while self.log().matches(outcome).count() == before {
             assert!(
                 Instant::now() < deadline,
                 "pgward did not reload; log:\n{}",

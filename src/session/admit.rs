@@ -1,0 +1,199 @@
+//! The policy stage of the pipeline: before any message that runs SQL reaches a server, its
+//! statements are checked against the access policy with the client's user, database and
+//! search_path. A refused request runs nothing.
+//!
+//! Refusals keep PostgreSQL's semantics. Outside a transaction and before anything of the
+//! batch was sent, pgward answers by itself. Otherwise (inside a transaction block, or
+//! mid-batch) it also sends the server a statement that fails to parse, so the server's
+//! transaction fails exactly as after an error of its own: the client gets 25P02 until
+//! ROLLBACK, and an implicit transaction is rolled back.
+
+use std::sync::Arc;
+
+use crate::catalog::{parse_search_path, Snapshot, Source};
+use crate::policy::{Subject, Verdict, UNANALYSABLE};
+use crate::protocol::messages::{self, tag, Reader};
+use crate::protocol::{Frame, ProxyError};
+use crate::route::Want;
+use crate::sql::{Analysis, Kind};
+
+use super::pump::Pending;
+use super::{sqlscan, Session};
+
+/// Sent to the server to fail its transaction after a refusal: a syntax error at Parse,
+/// under a statement name no client uses (a failed Parse creates nothing).
+const FAILING_PARSE_NAME: &str = "pgward_refused";
+const FAILING_PARSE_SQL: &str = "pgward: permission denied";
+
+impl Session {
+    /// Whether the statements these messages run may run. Err is the error to refuse them
+    /// with (never fatal to the connection).
+    pub(super) async fn admit(&mut self, frames: &[Frame]) -> Result<(), ProxyError> {
+        let Some(policy) = self.state.policy.load_full() else {
+            return Ok(());
+        };
+        let mut analyses: Vec<Arc<Analysis>> = Vec::with_capacity(frames.len());
+        let mut statements = 0;
+        let mut changes_settings = false;
+        for frame in frames {
+            let sql = match frame.tag() {
+                tag::QUERY => messages::read_query(frame.body())?,
+                tag::PARSE => messages::read_parse(frame.body())?.query,
+                tag::BIND => {
+                    // A name this request's own Parse creates is checked at that Parse.
+                    if let Some(analysis) = self.bound_analysis(frame)? {
+                        statements += analysis.statements.len().max(1);
+                        analyses.push(analysis);
+                    }
+                    continue;
+                }
+                // A fast-path function call by OID: nothing to analyse.
+                tag::FUNCTION_CALL => {
+                    return match policy.on_unparsed {
+                        crate::config::OnUnparsed::Allow => Ok(()),
+                        crate::config::OnUnparsed::Deny => {
+                            Err(self.refused(UNANALYSABLE.into(), "call", "a function by OID"))
+                        }
+                    };
+                }
+                _ => continue,
+            };
+            changes_settings |= sqlscan::effects(sql).session;
+            let analysis = self.analyze(sql);
+            statements += analysis.statements.len().max(1);
+            analyses.push(analysis);
+        }
+        if analyses.is_empty() {
+            return Ok(());
+        }
+        let entry = self
+            .catalog
+            .get_or_insert_with(|| self.state.catalogs.entry(&self.database, &self.pool_user))
+            .clone();
+        let mut snapshot = match entry.current(self.rt.config.policy.catalog_refresh) {
+            (Some(snapshot), false) => snapshot,
+            (Some(snapshot), true) => {
+                if let Some(source) = self.catalog_source() {
+                    entry.refresh_in_background(source);
+                }
+                snapshot
+            }
+            (None, _) => {
+                let source = self.catalog_source().ok_or_else(|| {
+                    ProxyError::ServerUnavailable("no backend to read the catalog from".into())
+                })?;
+                entry.first(&source).await.map_err(|e| {
+                    tracing::warn!(error = %e, database = %self.database, "cannot read the catalog for the access policy");
+                    ProxyError::ServerUnavailable(e.to_string())
+                })?
+            }
+        };
+        // A SET earlier in this transaction (or this same request) may have moved the
+        // search_path: unqualified names then count for every schema that has them.
+        let path_certain = !(self.settings_unknown
+            || (self.server.is_some() && self.link.session_dirty)
+            || (changes_settings && statements > 1));
+        for analysis in &analyses {
+            let path = self.search_path(&snapshot);
+            let subject = Subject {
+                user: &self.user,
+                database: &self.database,
+                search_path: &path,
+                path_certain,
+            };
+            let verdict = match policy.decide(&subject, analysis, &snapshot, false) {
+                Some(verdict) => verdict,
+                None => {
+                    if let Some(source) = self.catalog_source() {
+                        snapshot = entry.after_miss(snapshot, &source).await;
+                    }
+                    let path = self.search_path(&snapshot);
+                    let subject = Subject {
+                        search_path: &path,
+                        ..subject
+                    };
+                    policy
+                        .decide(&subject, analysis, &snapshot, true)
+                        .expect("a final answer")
+                }
+            };
+            if let Verdict::Deny(denial) = verdict {
+                return Err(self.refused(denial.message.clone(), denial.action, &denial.object));
+            }
+            if !analysis.understood() || analysis.statements.iter().any(|s| s.kind == Kind::Ddl) {
+                self.state.catalogs.invalidate(&self.database);
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs and counts a refusal; the log names the action and object, never values.
+    fn refused(&self, message: String, action: &str, object: &str) -> ProxyError {
+        tracing::warn!(user = %self.user, database = %self.database, action, object, "policy denied a statement");
+        crate::metrics::policy_denied();
+        ProxyError::PermissionDenied(message)
+    }
+
+    /// The analysis of the statement a Bind names, when this client prepared it earlier.
+    fn bound_analysis(&self, frame: &Frame) -> Result<Option<Arc<Analysis>>, ProxyError> {
+        let mut r = Reader::new(frame.body());
+        r.cstr()?;
+        let name = r.cstr()?;
+        Ok(self.analyses.get(name).cloned())
+    }
+
+    /// The client's search_path: its own setting, else the login's default.
+    fn search_path(&self, snapshot: &Snapshot) -> Vec<String> {
+        match self.wanted.get("search_path") {
+            Some(value) => parse_search_path(value, &self.pool_user),
+            None => snapshot.default_search_path.clone(),
+        }
+    }
+
+    /// Where to read the catalog: the primary, else any usable backend.
+    fn catalog_source(&self) -> Option<Source> {
+        let router = &self.rt.router;
+        let idx = router
+            .pick(Want::Primary, 0, |_| 0)
+            .or_else(|_| router.pick(Want::Read { min_lsn: 0 }, 0, |_| 0))
+            .ok()?;
+        Some(Source {
+            target: router.backends[idx].target.clone(),
+            user: self.pool_user.clone(),
+            password: self.pool_password.clone(),
+            database: self.database.clone(),
+        })
+    }
+
+    /// Remembers the analysis of a statement the client prepares (for checks at Bind).
+    pub(super) fn note_prepared(&mut self, name: &str, sql: &str) {
+        if self.state.policy.load().is_some() {
+            let analysis = self.analyze(sql);
+            self.analyses.insert(name.to_owned(), analysis);
+        }
+    }
+
+    /// Refuses a message that arrived while a server is attached (see the module doc).
+    pub(super) fn refuse_attached(&mut self, frame: &Frame, err: ProxyError) {
+        let fail_server = self.link.tx_status != b'I' || self.link.in_batch;
+        if fail_server {
+            self.send_failing_parse();
+        }
+        if frame.tag() == tag::QUERY {
+            if fail_server {
+                messages::frontend(self.server_mut().writer.buffer(), tag::SYNC, |_| {});
+                self.link.queue.push_back(Pending::HiddenSync);
+            }
+            self.push_error_reply(err, true);
+        } else {
+            self.refuse(err);
+        }
+        self.reply_ready();
+    }
+
+    fn send_failing_parse(&mut self) {
+        let server = self.server_mut().writer.buffer();
+        messages::write_parse(server, FAILING_PARSE_NAME, FAILING_PARSE_SQL, &[0, 0]);
+        self.link.queue.push_back(Pending::Hidden);
+    }
+}
