@@ -1,0 +1,524 @@
+//! Data-modifying statements: INSERT, UPDATE, DELETE, MERGE and COPY, with the value
+//! targets their assignments and inserted rows imply.
+
+use sqlparser::ast::{
+    Assignment, AssignmentTarget, ConflictTarget, CopySource, CopyTarget, Delete, Expr, FromTable,
+    Ident, Insert, MergeAction, MergeClause, MergeInsertKind, ObjectName, OnConflictAction,
+    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    UpdateTableFromKind,
+};
+
+use crate::sql::analysis::{Action, ColumnRef, Kind, Output, RelName};
+
+use super::expr::{strip_value, value_source};
+use super::{fold, fold_parts, Body, Item, Scope, Source, Walker};
+
+impl Walker<'_> {
+    /// The insert into table `index` of `columns` (all of them when the list is empty):
+    /// records the uses and returns the folded names.
+    fn inserted_columns(&mut self, index: usize, columns: &[Ident]) -> Vec<String> {
+        self.info.access(index, Action::Insert);
+        let columns: Vec<String> = columns.iter().map(fold).collect();
+        if columns.is_empty() {
+            self.info
+                .use_column(ColumnRef::All { table: index }, Action::Insert);
+        }
+        for column in &columns {
+            self.info.use_column(
+                ColumnRef::Of {
+                    table: index,
+                    name: column.clone(),
+                },
+                Action::Insert,
+            );
+        }
+        columns
+    }
+
+    // ----- DML -----
+
+    pub(super) fn walk_dml(&mut self, statement: &Statement) -> (Kind, Body) {
+        match statement {
+            Statement::Insert(insert) => (Kind::Insert, self.walk_insert(insert)),
+            Statement::Update {
+                table,
+                assignments,
+                from,
+                selection,
+                returning,
+                or,
+                limit,
+            } => {
+                if or.is_some() || limit.is_some() {
+                    self.not_understood();
+                }
+                let body = self.walk_update(
+                    table,
+                    assignments,
+                    from.as_ref(),
+                    selection.as_ref(),
+                    returning.as_deref(),
+                );
+                (Kind::Update, body)
+            }
+            Statement::Delete(delete) => (Kind::Delete, self.walk_delete(delete)),
+            Statement::Merge {
+                table,
+                source,
+                on,
+                clauses,
+                output,
+                ..
+            } => {
+                if output.is_some() {
+                    self.not_understood();
+                }
+                self.walk_merge(table, source, on, clauses);
+                (Kind::Merge, Body::default())
+            }
+            _ => {
+                self.not_understood();
+                (Kind::Admin, Body::default())
+            }
+        }
+    }
+
+    /// The target of UPDATE / DELETE / MERGE: a plain table.
+    fn target(&mut self, factor: &TableFactor) -> Option<(usize, Item)> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            with_hints,
+            version,
+            partitions,
+            json_path,
+            sample,
+            index_hints,
+            ..
+        } = factor
+        else {
+            return None;
+        };
+        if !with_hints.is_empty()
+            || version.is_some()
+            || !partitions.is_empty()
+            || json_path.is_some()
+            || sample.is_some()
+            || !index_hints.is_empty()
+        {
+            self.not_understood();
+        }
+        let (name, alias) = self.strip_only(name, alias.as_ref());
+        if alias.is_some_and(|alias| !alias.columns.is_empty()) {
+            self.not_understood();
+        }
+        let rel = self.rel_name(&name);
+        let index = self.info.table(rel.clone());
+        let alias = alias.map(|alias| fold(&alias.name));
+        Some((index, Item::table(index, &rel, alias, false)))
+    }
+
+    fn walk_insert(&mut self, insert: &Insert) -> Body {
+        if insert.or.is_some()
+            || insert.ignore
+            || insert.overwrite
+            || insert.partitioned.is_some()
+            || !insert.after_columns.is_empty()
+            || insert.replace_into
+            || insert.priority.is_some()
+            || insert.insert_alias.is_some()
+            || insert.settings.is_some()
+            || insert.format_clause.is_some()
+        {
+            self.not_understood();
+        }
+        let name = match &insert.table {
+            TableObject::TableName(name) => name,
+            TableObject::TableFunction(function) => {
+                self.not_understood();
+                self.walk_function(function);
+                return Body::default();
+            }
+        };
+        let rel = self.rel_name(name);
+        let index = self.info.table(rel.clone());
+        let columns = self.inserted_columns(index, &insert.columns);
+        if let Some(source) = &insert.source {
+            self.walk_query(source);
+            self.insert_values(index, &columns, source);
+        }
+        let item = Item::table(index, &rel, insert.table_alias.as_ref().map(fold), false);
+        if !insert.assignments.is_empty() {
+            // MySQL's INSERT ... SET
+            self.not_understood();
+            self.scopes.push(Scope {
+                items: vec![item.clone()],
+                hidden: false,
+            });
+            self.assignments(index, &insert.assignments, Action::Insert);
+            self.scopes.pop();
+        }
+        match &insert.on {
+            Some(OnInsert::OnConflict(on_conflict)) => {
+                self.scopes.push(Scope {
+                    items: vec![
+                        item.clone(),
+                        Item::other(Some("excluded".into()), Source::Excluded),
+                    ],
+                    hidden: false,
+                });
+                if let Some(ConflictTarget::Columns(columns)) = &on_conflict.conflict_target {
+                    for column in columns {
+                        self.info.use_column(
+                            ColumnRef::Of {
+                                table: index,
+                                name: fold(column),
+                            },
+                            Action::Select,
+                        );
+                    }
+                }
+                if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
+                    self.info.access(index, Action::Update);
+                    self.assignments(index, &update.assignments, Action::Update);
+                    if let Some(selection) = &update.selection {
+                        self.walk_expr(selection);
+                    }
+                }
+                self.scopes.pop();
+            }
+            Some(OnInsert::DuplicateKeyUpdate(assignments)) => {
+                self.not_understood();
+                self.scopes.push(Scope {
+                    items: vec![item.clone()],
+                    hidden: false,
+                });
+                self.info.access(index, Action::Update);
+                self.assignments(index, assignments, Action::Update);
+                self.scopes.pop();
+            }
+            Some(_) => self.not_understood(),
+            None => {}
+        }
+        self.scopes.push(Scope {
+            items: vec![item],
+            hidden: false,
+        });
+        let body = self.returning(insert.returning.as_deref());
+        self.scopes.pop();
+        body
+    }
+
+    /// Values of INSERT's VALUES rows (or of a SELECT list) land in the listed columns.
+    fn insert_values(&mut self, table: usize, columns: &[String], source: &Query) {
+        if columns.is_empty() {
+            return;
+        }
+        let rows: Vec<Vec<&Expr>> = match source.body.as_ref() {
+            SetExpr::Values(values) => values.rows.iter().map(|row| row.iter().collect()).collect(),
+            SetExpr::Select(select) => vec![select
+                .projection
+                .iter()
+                .map_while(|item| match item {
+                    SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                        Some(expr)
+                    }
+                    _ => None,
+                })
+                .collect()],
+            _ => Vec::new(),
+        };
+        for row in rows {
+            for (expr, column) in row.into_iter().zip(columns) {
+                if let Some(value) = value_source(expr) {
+                    self.add_value(
+                        value,
+                        ColumnRef::Of {
+                            table,
+                            name: column.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn walk_update(
+        &mut self,
+        table: &TableWithJoins,
+        assignments: &[Assignment],
+        from: Option<&UpdateTableFromKind>,
+        selection: Option<&Expr>,
+        returning: Option<&[SelectItem]>,
+    ) -> Body {
+        self.scopes.push(Scope::default());
+        let index = match self.target(&table.relation) {
+            Some((index, item)) => {
+                self.info.access(index, Action::Update);
+                self.push_item(item);
+                Some(index)
+            }
+            None => {
+                self.not_understood();
+                self.add_factor(&table.relation);
+                None
+            }
+        };
+        if !table.joins.is_empty() {
+            // MySQL's multi-table UPDATE: the joined tables are at least read.
+            self.not_understood();
+            for join in &table.joins {
+                self.add_factor(&join.relation);
+            }
+        }
+        if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
+            from
+        {
+            for from in from {
+                self.walk_table_with_joins(from);
+            }
+        }
+        match index {
+            Some(index) => self.assignments(index, assignments, Action::Update),
+            None => {
+                for assignment in assignments {
+                    self.walk_expr(&assignment.value);
+                }
+            }
+        }
+        if let Some(selection) = selection {
+            self.walk_expr(selection);
+        }
+        let body = self.returning(returning);
+        self.scopes.pop();
+        body
+    }
+
+    fn walk_delete(&mut self, delete: &Delete) -> Body {
+        if !delete.tables.is_empty() || !delete.order_by.is_empty() || delete.limit.is_some() {
+            // MySQL's multi-table DELETE and DELETE ... ORDER BY / LIMIT
+            self.not_understood();
+            for name in &delete.tables {
+                self.object(name, Action::Delete);
+            }
+        }
+        self.scopes.push(Scope::default());
+        let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+        if from.len() != 1 {
+            self.not_understood();
+        }
+        for target in from {
+            match self.target(&target.relation) {
+                Some((index, item)) => {
+                    self.info.access(index, Action::Delete);
+                    self.push_item(item);
+                }
+                None => {
+                    self.not_understood();
+                    self.add_factor(&target.relation);
+                }
+            }
+            if !target.joins.is_empty() {
+                self.not_understood();
+                for join in &target.joins {
+                    self.add_factor(&join.relation);
+                }
+            }
+        }
+        for using in delete.using.iter().flatten() {
+            self.walk_table_with_joins(using);
+        }
+        if let Some(selection) = &delete.selection {
+            self.walk_expr(selection);
+        }
+        self.walk_order_by_exprs(&delete.order_by);
+        if let Some(limit) = &delete.limit {
+            self.walk_expr(limit);
+        }
+        let body = self.returning(delete.returning.as_deref());
+        self.scopes.pop();
+        body
+    }
+
+    fn walk_merge(
+        &mut self,
+        table: &TableFactor,
+        source: &TableFactor,
+        on: &Expr,
+        clauses: &[MergeClause],
+    ) {
+        self.scopes.push(Scope::default());
+        let target = self.target(table);
+        let index = match target {
+            Some((index, item)) => {
+                self.push_item(item);
+                Some(index)
+            }
+            None => {
+                self.not_understood();
+                self.add_factor(table);
+                None
+            }
+        };
+        self.add_factor(source);
+        self.walk_expr(on);
+        for clause in clauses {
+            if let Some(predicate) = &clause.predicate {
+                self.walk_expr(predicate);
+            }
+            let Some(index) = index else {
+                continue;
+            };
+            match &clause.action {
+                MergeAction::Insert(insert) => {
+                    let columns = self.inserted_columns(index, &insert.columns);
+                    match &insert.kind {
+                        MergeInsertKind::Values(values) => {
+                            for row in &values.rows {
+                                self.walk_exprs(row);
+                                if columns.is_empty() {
+                                    continue;
+                                }
+                                for (expr, column) in row.iter().zip(&columns) {
+                                    if let Some(value) = value_source(expr) {
+                                        self.add_value(
+                                            value,
+                                            ColumnRef::Of {
+                                                table: index,
+                                                name: column.clone(),
+                                            },
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        MergeInsertKind::Row => self.not_understood(),
+                    }
+                }
+                MergeAction::Update { assignments } => {
+                    self.info.access(index, Action::Update);
+                    self.assignments(index, assignments, Action::Update);
+                }
+                MergeAction::Delete => self.info.access(index, Action::Delete),
+            }
+        }
+        self.scopes.pop();
+    }
+
+    /// SET clauses: the target columns get `action`, the values are read, and a value
+    /// assigned directly maps to its column.
+    fn assignments(&mut self, table: usize, assignments: &[Assignment], action: Action) {
+        for assignment in assignments {
+            let targets: Vec<&ObjectName> = match &assignment.target {
+                AssignmentTarget::ColumnName(name) => vec![name],
+                AssignmentTarget::Tuple(names) => names.iter().collect(),
+            };
+            let mut columns = Vec::new();
+            for target in targets {
+                // `SET c.field = ...` assigns a field of c; other parts are recorded too in
+                // case a dialect meant `table.column`.
+                let parts = fold_parts(target).unwrap_or_default();
+                if parts.is_empty() {
+                    self.not_understood();
+                }
+                for part in &parts {
+                    self.info.use_column(
+                        ColumnRef::Of {
+                            table,
+                            name: part.clone(),
+                        },
+                        action,
+                    );
+                }
+                columns.push(match parts.as_slice() {
+                    [column] => Some(column.clone()),
+                    _ => None,
+                });
+            }
+            self.walk_expr(&assignment.value);
+            let values: Vec<&Expr> = match (columns.len(), strip_value(&assignment.value)) {
+                (1, _) => vec![&assignment.value],
+                (n, Expr::Tuple(values)) if n == values.len() => values.iter().collect(),
+                _ => Vec::new(),
+            };
+            for (column, value) in columns.into_iter().zip(values) {
+                if let (Some(name), Some(value)) = (column, value_source(value)) {
+                    self.add_value(value, ColumnRef::Of { table, name });
+                }
+            }
+        }
+    }
+
+    /// RETURNING, in the current (DML) scope.
+    fn returning(&mut self, returning: Option<&[SelectItem]>) -> Body {
+        let mut outputs = Vec::new();
+        for item in returning.unwrap_or_default() {
+            self.walk_select_item(item, &mut outputs);
+        }
+        Body {
+            outputs,
+            ..Body::default()
+        }
+    }
+
+    // ----- COPY -----
+
+    pub(super) fn copy(&mut self, source: &CopySource, to: bool, target: &CopyTarget) {
+        let kind = match (target, to) {
+            (CopyTarget::Stdin, false) => Kind::CopyIn,
+            (CopyTarget::Stdout, true) => Kind::CopyOut,
+            (CopyTarget::File { .. } | CopyTarget::Program { .. }, _) => Kind::Admin,
+            _ => {
+                self.not_understood();
+                if to {
+                    Kind::CopyOut
+                } else {
+                    Kind::CopyIn
+                }
+            }
+        };
+        self.info.kind = kind;
+        if kind == Kind::Admin {
+            self.admin_rel(RelName::database());
+        }
+        match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let action = if to { Action::Select } else { Action::Insert };
+                let index = self.object(table_name, action);
+                let refs: Vec<ColumnRef> = if columns.is_empty() {
+                    vec![ColumnRef::All { table: index }]
+                } else {
+                    columns
+                        .iter()
+                        .map(|column| ColumnRef::Of {
+                            table: index,
+                            name: fold(column),
+                        })
+                        .collect()
+                };
+                for column in refs {
+                    if kind == Kind::CopyOut {
+                        self.info.outputs.push(Output::Column(column.clone()));
+                    }
+                    self.info.use_column(column, action);
+                }
+            }
+            CopySource::Query(query) => {
+                if !to {
+                    self.not_understood();
+                }
+                let body = self.walk_query(query);
+                if self.select_into {
+                    self.not_understood();
+                }
+                if kind == Kind::CopyOut {
+                    self.set_outputs(body);
+                }
+            }
+        }
+    }
+}
