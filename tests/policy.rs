@@ -33,6 +33,7 @@ g, dev, ddl_user
 p, loader, appdb, public.audit, *, insert, allow
 p, loader, appdb, public.orders, *, select, allow
 p, s2reader, appdb, s2.*, *, select, allow
+p, no_pii, *, public.fresh_*, ssn, *, deny
 ";
 
 /// The tables the tests read and write, made once per test binary as superuser.
@@ -418,6 +419,35 @@ async fn unqualified_names_follow_the_search_path() {
         reader.simple_query("SET search_path = s2").await.unwrap();
         let e = reader.query(&statement, &[]).await.unwrap_err();
         assert_eq!(sqlstate(&e), Some("42501"), "{e}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_through_pgward_is_known_at_once() {
+    let (pgward, _files) = start("transaction", "deny");
+    deadline(Duration::from_secs(30), async {
+        let dev = pgward.connect_as("dev", "pw").await;
+        let alice = pgward.connect_as("alice", "pw").await;
+        // Both clients have used the catalog before the table exists.
+        assert_eq!(outcome_simple(&alice, "SELECT id FROM customers").await, "ok");
+        for round in 0..5 {
+            let table = format!("fresh_{round}");
+            dev.simple_query(&format!("CREATE TABLE public.{table} (id int, ssn text)"))
+                .await
+                .unwrap();
+            // `*` expands to the new table's columns, ssn among them, right away.
+            let outcome = outcome_simple(&alice, &format!("SELECT * FROM {table}")).await;
+            assert_eq!(
+                outcome,
+                format!("42501 pgward: permission denied: alice may not select public.{table}.ssn")
+            );
+            assert_eq!(
+                outcome_simple(&alice, &format!("SELECT id FROM {table}")).await,
+                "ok"
+            );
+            admin_psql(DATABASE, &format!("DROP TABLE public.{table}"));
+        }
     })
     .await;
 }

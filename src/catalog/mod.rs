@@ -219,7 +219,14 @@ impl Entry {
     /// A fresh snapshot after a lookup missed a relation, when the current one may be out of
     /// date; otherwise the current one.
     pub async fn after_miss(&self, current: Arc<Snapshot>, source: &Source) -> Arc<Snapshot> {
-        if !self.stale.load(Ordering::Relaxed) && current.age() < MISS_RELOAD_AFTER {
+        if let Some(newer) = self.current.load_full() {
+            if newer.generation != current.generation {
+                return newer;
+            }
+        }
+        // A load under way (a background refresh after DDL) is waited for.
+        let loading = self.loading.try_lock().is_err();
+        if !loading && !self.stale.load(Ordering::Relaxed) && current.age() < MISS_RELOAD_AFTER {
             return current;
         }
         match self.reload(source, Some(current.generation)).await {

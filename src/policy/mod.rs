@@ -123,15 +123,12 @@ impl Policy {
         snapshot: &Snapshot,
         final_answer: bool,
     ) -> Option<Verdict> {
-        if !analysis.understood() {
-            return Some(match self.on_unparsed {
-                OnUnparsed::Allow => Verdict::Allow,
-                OnUnparsed::Deny => Verdict::Deny(Arc::new(Denial {
-                    message: UNANALYSABLE.into(),
-                    action: "run",
-                    object: "an unanalysable statement".into(),
-                })),
-            });
+        if !analysis.understood() && self.on_unparsed == OnUnparsed::Deny {
+            return Some(Verdict::Deny(Arc::new(Denial {
+                message: UNANALYSABLE.into(),
+                action: "run",
+                object: "an unanalysable statement".into(),
+            })));
         }
         let lookup = Lookup {
             snapshot,
@@ -140,7 +137,8 @@ impl Policy {
         };
         // Every statement of the text is checked before any of it runs.
         let mut all = Vec::new();
-        for info in &analysis.statements {
+        // Under on_unparsed = allow, what is understood is still checked.
+        for info in analysis.statements.iter().filter(|s| s.understood) {
             let (requests, missing) = requests::requests(info, &lookup);
             if missing && !final_answer {
                 return None;
@@ -339,6 +337,12 @@ g, alice, no_pii
         assert_eq!(message(&verdict(&deny, "reader", &partly)), UNANALYSABLE);
         let (allow, _d2) = policy(POLICY, OnUnparsed::Allow).await;
         assert_eq!(verdict(&allow, "reader", &unparsed), Verdict::Allow);
+        assert_eq!(verdict(&allow, "reader", &partly), Verdict::Allow);
+        // The understood statements of a partly understood text are still checked.
+        let mut not_understood = on_customers(Action::Select, &["id"]);
+        not_understood.understood = false;
+        let mixed = analysis(vec![not_understood, on_customers(Action::Insert, &["id"])], true);
+        assert!(matches!(verdict(&allow, "reader", &mixed), Verdict::Deny(_)));
     }
 
     #[tokio::test]

@@ -36,12 +36,13 @@ impl Session {
         let mut statements = 0;
         let mut changes_settings = false;
         for frame in frames {
+            // A malformed message is left to the pump, which closes the connection over it.
             let sql = match frame.tag() {
-                tag::QUERY => messages::read_query(frame.body())?,
-                tag::PARSE => messages::read_parse(frame.body())?.query,
+                tag::QUERY => messages::read_query(frame.body()).ok(),
+                tag::PARSE => messages::read_parse(frame.body()).ok().map(|p| p.query),
                 tag::BIND => {
                     // A name this request's own Parse creates is checked at that Parse.
-                    if let Some(analysis) = self.bound_analysis(frame)? {
+                    if let Some(analysis) = self.bound_analysis(frame) {
                         statements += analysis.statements.len().max(1);
                         analyses.push(analysis);
                     }
@@ -56,8 +57,9 @@ impl Session {
                         }
                     };
                 }
-                _ => continue,
+                _ => None,
             };
+            let Some(sql) = sql else { continue };
             changes_settings |= sqlscan::effects(sql).session;
             let analysis = self.analyze(sql);
             statements += analysis.statements.len().max(1);
@@ -121,7 +123,10 @@ impl Session {
                 return Err(self.refused(denial.message.clone(), denial.action, &denial.object));
             }
             if !analysis.understood() || analysis.statements.iter().any(|s| s.kind == Kind::Ddl) {
+                // Now, and again when the transaction ends (a refresh in between would not
+                // see the change yet).
                 self.state.catalogs.invalidate(&self.database);
+                self.catalog_dirty = true;
             }
         }
         Ok(())
@@ -135,11 +140,11 @@ impl Session {
     }
 
     /// The analysis of the statement a Bind names, when this client prepared it earlier.
-    fn bound_analysis(&self, frame: &Frame) -> Result<Option<Arc<Analysis>>, ProxyError> {
+    fn bound_analysis(&self, frame: &Frame) -> Option<Arc<Analysis>> {
         let mut r = Reader::new(frame.body());
-        r.cstr()?;
-        let name = r.cstr()?;
-        Ok(self.analyses.get(name).cloned())
+        r.cstr().ok()?;
+        let name = r.cstr().ok()?;
+        self.analyses.get(name).cloned()
     }
 
     /// The client's search_path: its own setting, else the login's default.

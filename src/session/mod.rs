@@ -128,6 +128,7 @@ async fn login(
         analyses: HashMap::new(),
         settings_unknown: false,
         catalog: None,
+        catalog_dirty: false,
         pool_user: user.backend_user().to_owned(),
         pool_password: user.backend_password().map(str::to_owned),
         database: request.database.clone(),
@@ -213,6 +214,8 @@ pub(crate) struct Session {
     settings_unknown: bool,
     /// The catalog of this client's database and login, once the policy needed it.
     catalog: Option<Arc<crate::catalog::Entry>>,
+    /// DDL went through: the catalog is marked stale again when its transaction ends.
+    catalog_dirty: bool,
     pool_user: String,
     pool_password: Option<String>,
     database: String,

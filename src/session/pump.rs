@@ -564,6 +564,10 @@ impl Session {
             b'Z' => {
                 self.link.copy_in = false;
                 self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                if self.catalog_dirty && self.link.tx_status == b'I' {
+                    self.catalog_dirty = false;
+                    self.state.catalogs.invalidate(&self.database);
+                }
                 // A transaction goes on (BEGIN READ ONLY on a replica): keep the client here.
                 if self.link.tx_status != b'I' {
                     self.link.hold = false;
