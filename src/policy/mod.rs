@@ -50,19 +50,70 @@ pub struct Denial {
     pub object: String,
 }
 
-/// Who asks, and how their unqualified names resolve.
-pub struct Subject<'a> {
-    pub user: &'a str,
-    pub database: &'a str,
-    pub search_path: &'a [String],
+/// Who asks, and how their unqualified names resolve. Cheap to clone: a session makes one
+/// and keeps it while its search_path stays the same.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    who: Arc<Who>,
+    /// false when the client may have changed its search_path in a way pgward has not read
+    /// back yet: unqualified names then stand for every relation of that name.
     pub path_certain: bool,
+}
+
+/// The part of a subject that verdicts are cached by (with the analysis and catalog copy).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Who {
+    user: String,
+    database: String,
+    search_path: Vec<String>,
+}
+
+impl Subject {
+    pub fn new(user: &str, database: &str, search_path: Vec<String>, path_certain: bool) -> Self {
+        Subject {
+            who: Arc::new(Who {
+                user: user.to_owned(),
+                database: database.to_owned(),
+                search_path,
+            }),
+            path_certain,
+        }
+    }
+
+    /// The same subject with its search_path in doubt.
+    pub fn uncertain(&self) -> Subject {
+        Subject {
+            who: self.who.clone(),
+            path_certain: false,
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.who.user
+    }
+
+    pub fn database(&self) -> &str {
+        &self.who.database
+    }
+
+    pub fn search_path(&self) -> &[String] {
+        &self.who.search_path
+    }
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct DecisionKey {
+    analysis: u64,
+    generation: u64,
+    path_certain: bool,
+    who: Arc<Who>,
 }
 
 /// A loaded model and policy.
 pub struct Policy {
     enforcer: Enforcer,
     pub on_unparsed: OnUnparsed,
-    decisions: Cache<String, Verdict>,
+    decisions: Cache<DecisionKey, Verdict>,
 }
 
 impl Policy {
@@ -99,15 +150,12 @@ impl Policy {
         snapshot: &Snapshot,
         final_answer: bool,
     ) -> Option<Verdict> {
-        let key = format!(
-            "{}\0{}\0{}\0{}\0{}\0{}",
-            analysis.id,
-            snapshot.generation,
-            subject.path_certain,
-            subject.user,
-            subject.database,
-            subject.search_path.join("\0"),
-        );
+        let key = DecisionKey {
+            analysis: analysis.id,
+            generation: snapshot.generation,
+            path_certain: subject.path_certain,
+            who: subject.who.clone(),
+        };
         if let Some(verdict) = self.decisions.get(&key) {
             return Some(verdict);
         }
@@ -132,7 +180,7 @@ impl Policy {
         }
         let lookup = Lookup {
             snapshot,
-            path: subject.search_path,
+            path: subject.search_path(),
             path_certain: subject.path_certain,
         };
         // Every statement of the text is checked before any of it runs.
@@ -158,8 +206,8 @@ impl Policy {
 
     fn allows(&self, subject: &Subject, request: &Request) -> bool {
         let args = (
-            subject.user,
-            subject.database,
+            subject.user(),
+            subject.database(),
             request.tbl.as_str(),
             request.col.as_str(),
             request.act.as_str(),
@@ -176,14 +224,14 @@ impl Policy {
 
 fn denial(subject: &Subject, request: &Request) -> Denial {
     let object = match (request.tbl.as_str(), request.col.as_str()) {
-        ("*", _) => format!("database {}", subject.database),
+        ("*", _) => format!("database {}", subject.database()),
         (tbl, "*") => tbl.to_owned(),
         (tbl, col) => format!("{tbl}.{col}"),
     };
     Denial {
         message: format!(
             "pgward: permission denied: {} may not {} {object}",
-            subject.user,
+            subject.user(),
             request.act.as_str()
         ),
         action: request.act.as_str(),
@@ -275,13 +323,7 @@ g, alice, no_pii
     }
 
     fn verdict(policy: &Policy, user: &str, a: &Analysis) -> Verdict {
-        let path = vec!["public".to_owned()];
-        let subject = Subject {
-            user,
-            database: "appdb",
-            search_path: &path,
-            path_certain: true,
-        };
+        let subject = Subject::new(user, "appdb", vec!["public".to_owned()], true);
         policy.decide(&subject, a, snapshot(), true).unwrap()
     }
 
@@ -341,8 +383,14 @@ g, alice, no_pii
         // The understood statements of a partly understood text are still checked.
         let mut not_understood = on_customers(Action::Select, &["id"]);
         not_understood.understood = false;
-        let mixed = analysis(vec![not_understood, on_customers(Action::Insert, &["id"])], true);
-        assert!(matches!(verdict(&allow, "reader", &mixed), Verdict::Deny(_)));
+        let mixed = analysis(
+            vec![not_understood, on_customers(Action::Insert, &["id"])],
+            true,
+        );
+        assert!(matches!(
+            verdict(&allow, "reader", &mixed),
+            Verdict::Deny(_)
+        ));
     }
 
     #[tokio::test]
@@ -369,12 +417,7 @@ g, alice, no_pii
         info.access(t, Action::Select);
         let a = analysis(vec![info], true);
         let path = vec!["public".to_owned()];
-        let subject = Subject {
-            user: "reader",
-            database: "appdb",
-            search_path: &path,
-            path_certain: true,
-        };
+        let subject = Subject::new("reader", "appdb", path, true);
         assert_eq!(p.decide(&subject, &a, snapshot(), false), None);
         assert_eq!(
             p.decide(&subject, &a, snapshot(), true),

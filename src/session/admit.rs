@@ -20,6 +20,23 @@ use crate::sql::{Analysis, Kind};
 use super::pump::Pending;
 use super::{sqlscan, Session};
 
+/// Whether a message runs SQL that may change session settings.
+fn changes_settings(frame: &Frame) -> bool {
+    let sql = match frame.tag() {
+        tag::QUERY => messages::read_query(frame.body()).ok(),
+        tag::PARSE => messages::read_parse(frame.body()).ok().map(|p| p.query),
+        _ => None,
+    };
+    sql.is_some_and(|sql| sqlscan::effects(sql).session)
+}
+
+/// The policy subject of a session, and what it was made from.
+pub(super) struct CachedSubject {
+    setting: Option<String>,
+    generation: u64,
+    subject: Subject,
+}
+
 /// Sent to the server to fail its transaction after a refusal: a syntax error at Parse,
 /// under a statement name no client uses (a failed Parse creates nothing).
 const FAILING_PARSE_NAME: &str = "pgward_refused";
@@ -34,7 +51,6 @@ impl Session {
         };
         let mut analyses: Vec<Arc<Analysis>> = Vec::with_capacity(frames.len());
         let mut statements = 0;
-        let mut changes_settings = false;
         for frame in frames {
             // A malformed message is left to the pump, which closes the connection over it.
             let sql = match frame.tag() {
@@ -44,7 +60,9 @@ impl Session {
                     // A name this request's own Parse creates is checked at that Parse.
                     if let Some(analysis) = self.bound_analysis(frame) {
                         statements += analysis.statements.len().max(1);
-                        analyses.push(analysis);
+                        if !analyses.iter().any(|a| a.id == analysis.id) {
+                            analyses.push(analysis);
+                        }
                     }
                     continue;
                 }
@@ -60,14 +78,20 @@ impl Session {
                 _ => None,
             };
             let Some(sql) = sql else { continue };
-            changes_settings |= sqlscan::effects(sql).session;
             let analysis = self.analyze(sql);
             statements += analysis.statements.len().max(1);
-            analyses.push(analysis);
+            if !analyses.iter().any(|a| a.id == analysis.id) {
+                analyses.push(analysis);
+            }
         }
         if analyses.is_empty() {
             return Ok(());
         }
+        // A SET earlier in this transaction (or this same request) may have moved the
+        // search_path: unqualified names then count for every schema that has them.
+        let path_certain = !(self.settings_unknown
+            || (self.server.is_some() && self.link.session_dirty)
+            || (statements > 1 && frames.iter().any(changes_settings)));
         let entry = self
             .catalog
             .get_or_insert_with(|| self.state.catalogs.entry(&self.database, &self.pool_user))
@@ -90,30 +114,15 @@ impl Session {
                 })?
             }
         };
-        // A SET earlier in this transaction (or this same request) may have moved the
-        // search_path: unqualified names then count for every schema that has them.
-        let path_certain = !(self.settings_unknown
-            || (self.server.is_some() && self.link.session_dirty)
-            || (changes_settings && statements > 1));
         for analysis in &analyses {
-            let path = self.search_path(&snapshot);
-            let subject = Subject {
-                user: &self.user,
-                database: &self.database,
-                search_path: &path,
-                path_certain,
-            };
+            let subject = self.subject(&snapshot, path_certain);
             let verdict = match policy.decide(&subject, analysis, &snapshot, false) {
                 Some(verdict) => verdict,
                 None => {
                     if let Some(source) = self.catalog_source() {
                         snapshot = entry.after_miss(snapshot, &source).await;
                     }
-                    let path = self.search_path(&snapshot);
-                    let subject = Subject {
-                        search_path: &path,
-                        ..subject
-                    };
+                    let subject = self.subject(&snapshot, path_certain);
                     policy
                         .decide(&subject, analysis, &snapshot, true)
                         .expect("a final answer")
@@ -147,11 +156,29 @@ impl Session {
         self.analyses.get(name).cloned()
     }
 
-    /// The client's search_path: its own setting, else the login's default.
-    fn search_path(&self, snapshot: &Snapshot) -> Vec<String> {
-        match self.wanted.get("search_path") {
-            Some(value) => parse_search_path(value, &self.pool_user),
-            None => snapshot.default_search_path.clone(),
+    /// Who asks, with the client's search_path: its own setting, else the login's default.
+    /// Kept between statements until the setting or the catalog copy changes.
+    fn subject(&mut self, snapshot: &Snapshot, path_certain: bool) -> Subject {
+        let setting = self.wanted.get("search_path");
+        let current = self.subject.as_ref().is_some_and(|cached| {
+            cached.generation == snapshot.generation && cached.setting.as_ref() == setting
+        });
+        if !current {
+            let search_path = match setting {
+                Some(value) => parse_search_path(value, &self.pool_user),
+                None => snapshot.default_search_path.clone(),
+            };
+            self.subject = Some(CachedSubject {
+                setting: setting.cloned(),
+                generation: snapshot.generation,
+                subject: Subject::new(&self.user, &self.database, search_path, true),
+            });
+        }
+        let cached = &self.subject.as_ref().expect("just set").subject;
+        if path_certain {
+            cached.clone()
+        } else {
+            cached.uncertain()
         }
     }
 

@@ -35,6 +35,9 @@ use params::Settings;
 use prepared::Statement;
 use pump::{Exit, Link};
 
+/// Longer texts are not kept in `Session::memo` (a bulk INSERT would stay in memory).
+const MEMO_MAX_LEN: usize = 4096;
+
 /// A request is buffered whole before it is routed, up to this size; a larger one goes to
 /// the primary as it streams in.
 const REQUEST_BUFFER_LIMIT: usize = 1 << 20;
@@ -129,6 +132,8 @@ async fn login(
         settings_unknown: false,
         catalog: None,
         catalog_dirty: false,
+        subject: None,
+        memo: Default::default(),
         pool_user: user.backend_user().to_owned(),
         pool_password: user.backend_password().map(str::to_owned),
         database: request.database.clone(),
@@ -216,6 +221,10 @@ pub(crate) struct Session {
     catalog: Option<Arc<crate::catalog::Entry>>,
     /// DDL went through: the catalog is marked stale again when its transaction ends.
     catalog_dirty: bool,
+    /// This client as the policy sees it, kept while its search_path stays the same.
+    subject: Option<admit::CachedSubject>,
+    /// The last text analysed and its analysis: the stages ask about the same text in turn.
+    memo: std::cell::RefCell<(String, Option<Arc<Analysis>>)>,
     pool_user: String,
     pool_password: Option<String>,
     database: String,
@@ -439,7 +448,21 @@ impl Session {
     }
 
     fn analyze(&self, sql: &str) -> Arc<Analysis> {
-        self.rt.analyzer.analyze(sql)
+        let mut memo = self.memo.borrow_mut();
+        if let (text, Some(analysis)) = &*memo {
+            if text == sql {
+                return analysis.clone();
+            }
+        }
+        let analysis = self.rt.analyzer.analyze(sql);
+        if sql.len() > MEMO_MAX_LEN {
+            return analysis;
+        }
+        // The buffer keeps its capacity: no allocation per statement once it has grown.
+        memo.0.clear();
+        memo.0.push_str(sql);
+        memo.1 = Some(analysis.clone());
+        analysis
     }
 
     /// The routing class of `sql`; without replicas to route to there is nothing to decide,
