@@ -1,6 +1,6 @@
-//! The operators' HTTP endpoint on `server.admin_listen`: `/metrics` (Prometheus text format),
-//! `/healthz` (the process serves) and `/readyz` (a primary backend passed its last check, so
-//! writes can be served).
+//! What operators use: the HTTP endpoint on `server.admin_listen` — `/metrics` (Prometheus
+//! text format), `/healthz` (the process serves) and `/readyz` (a primary backend passed its
+//! last check, so writes can be served) — and the admin console (`console`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+pub mod console;
 
 use crate::state::State;
 
@@ -43,13 +45,32 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
+/// Server connections by backend and state, counted from the pools at scrape time.
+fn server_gauges(state: &State) {
+    let mut counts: Vec<(String, i64, i64)> = Vec::new();
+    for pool in state.pools.all() {
+        let (active, idle) = (pool.in_use() as i64, pool.idle_connections().len() as i64);
+        match counts.iter_mut().find(|c| c.0 == pool.key.backend) {
+            Some(c) => {
+                c.1 += active;
+                c.2 += idle;
+            }
+            None => counts.push((pool.key.backend.clone(), active, idle)),
+        }
+    }
+    crate::metrics::server_connections(&counts);
+}
+
 fn respond(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            crate::metrics::render(),
-        ),
+        "/metrics" => {
+            server_gauges(state);
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                crate::metrics::render(),
+            )
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let rt = state.runtime.load();

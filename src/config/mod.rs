@@ -1,6 +1,7 @@
 //! Configuration: TOML types with serde defaults, parsed once, validated, then shared immutably
 //! (swapped whole on reload).
 
+mod show;
 mod units;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use show::settings;
 pub use units::{parse_duration, parse_size};
 
 #[derive(Debug, Error)]

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::policy::Policy;
 use crate::pool::Pools;
 use crate::route::health;
 use crate::state::cancel::CancelRegistry;
@@ -52,7 +51,7 @@ impl Daemon {
                     .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
             ),
         };
-        let policy = load_policy(&runtime.config).await?;
+        let policy = crate::state::load_policy(&runtime.config).await?;
         let state = Arc::new(State {
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
             runtime: ArcSwap::from_pointee(runtime),
@@ -62,6 +61,8 @@ impl Daemon {
             health,
             policy: ArcSwapOption::new(policy),
             catalogs: Default::default(),
+            clients: Default::default(),
+            pause: Default::default(),
         });
         // One round of checks before the first client, so routing starts from facts.
         check_all(&state.runtime.load(), &mut Default::default()).await;
@@ -136,44 +137,6 @@ impl Daemon {
     }
 }
 
-/// The access policy of `config`, loaded and checked; None when `[policy]` is off.
-pub async fn load_policy(config: &Config) -> anyhow::Result<Option<Arc<Policy>>> {
-    if !config.policy.enabled {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(Policy::load(&config.policy).await?)))
-}
-
-/// Re-reads the config file and the policy files; anything bad keeps the running
-/// configuration and policy whole.
-pub async fn reload(state: &State) {
-    let current = state.runtime.load();
-    let Some(path) = current.config.source.clone() else {
-        tracing::warn!("reload requested but the config was not read from a file");
-        return;
-    };
-    let loaded = match Config::load(&path) {
-        Ok(config) => match load_policy(&config).await {
-            Ok(policy) => Runtime::build(config, &state.health).map(|rt| (rt, policy)),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e.into()),
-    };
-    match loaded {
-        Ok((runtime, policy)) => {
-            if runtime.config.server.listen != current.config.server.listen {
-                tracing::warn!("server.listen changed: takes effect after a restart");
-            }
-            state.runtime.store(Arc::new(runtime));
-            state.policy.store(policy);
-            tracing::info!(path = %path.display(), "configuration reloaded");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reload failed; keeping the running configuration and policy")
-        }
-    }
-}
-
 /// Checks every backend of the running config, forever. Connections are kept between rounds
 /// and re-made after a failure; a backend removed by a reload has its connection dropped.
 async fn monitor(state: Arc<State>) {
@@ -219,7 +182,7 @@ async fn handle_signals(state: Arc<State>) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&state).await,
+            _ = hup.recv() => { let _ = state.reload().await; }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: no new clients; draining");
                 state.shutdown.cancel();

@@ -1,17 +1,74 @@
-//! Every metric pgward exports, defined and registered in this one place.
+//! Every metric pgward exports, defined and registered in this one place (the catalogue of
+//! DESIGN.md). Labels are bounded: backend names from the config, fixed state and route
+//! names, SQLSTATE classes; never SQL text or anything a client chose.
+//!
+//! Still to come with their features: `pgward_cache_*` (result cache), `pgward_crypto_*`
+//! (column encryption), `pgward_pinned_clients` and `pgward_pins_total` (pinning). They join
+//! this module when those land.
 
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 us to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// What a client connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Between requests, holding no server connection.
+    Idle,
+    /// Waiting for a server connection.
+    Waiting,
+    /// Holding a server connection.
+    Active,
+}
+
+impl ClientState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
+/// Where a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Primary,
+    Replica,
+    Cache,
+    Admin,
+    Denied,
+}
 
 struct Metrics {
     registry: Registry,
+    /// Label values resolved once: the hot path only touches atomics.
+    clients: [IntGauge; 3],
+    servers: IntGaugeVec,
+    queries: [IntCounter; 5],
+    query_duration: Histogram,
+    pool_wait: Histogram,
+    checkout_timeouts: IntCounter,
+    errors: IntCounterVec,
     backend_up: IntGaugeVec,
     replica_lag: IntGaugeVec,
-    /// Label values resolved once: the hot path only increments an atomic.
-    queries_primary: IntCounter,
-    queries_replica: IntCounter,
-    queries_denied: IntCounter,
+    bytes_received: IntCounter,
+    bytes_sent: IntCounter,
+    auth_failures: IntCounter,
+    reloads_ok: IntCounter,
+    reloads_failed: IntCounter,
+    last_reload: Gauge,
     policy_denials: IntCounter,
 }
 
@@ -19,53 +76,154 @@ fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let registry = Registry::new();
-        let backend_up = IntGaugeVec::new(
-            Opts::new(
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric definition");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let h = Histogram::with_opts(opts).expect("metric definition");
+            registry.register(Box::new(h.clone())).expect("registered once");
+            h
+        };
+        let clients = gauge_vec(
+            "pgward_client_connections",
+            "Client connections by state: active (holding a server connection), idle, waiting (for one)",
+            &["state"],
+        );
+        let queries = counter_vec(
+            "pgward_queries_total",
+            "Requests (a query, or an extended-protocol batch up to Sync) by where they were answered",
+            &["route"],
+        );
+        let bytes = counter_vec(
+            "pgward_bytes_total",
+            "Protocol bytes received from and sent to clients",
+            &["direction"],
+        );
+        let reloads = counter_vec(
+            "pgward_reloads_total",
+            "Configuration reloads (SIGHUP or RELOAD) by result",
+            &["result"],
+        );
+        let last_reload = Gauge::new(
+            "pgward_config_last_reload_timestamp_seconds",
+            "When the running configuration was loaded (Unix time)",
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(last_reload.clone()))
+            .expect("registered once");
+        last_reload.set(unix_now());
+        Metrics {
+            clients: [ClientState::Idle, ClientState::Waiting, ClientState::Active]
+                .map(|s| clients.with_label_values(&[s.as_str()])),
+            servers: gauge_vec(
+                "pgward_server_connections",
+                "Server connections by backend and state: active (leased to a client) or idle",
+                &["backend", "state"],
+            ),
+            queries: ["primary", "replica", "cache", "admin", "denied"]
+                .map(|r| queries.with_label_values(&[r])),
+            query_duration: histogram(
+                "pgward_query_duration_seconds",
+                "Time from a request's last message to the server's ReadyForQuery",
+            ),
+            pool_wait: histogram(
+                "pgward_pool_wait_seconds",
+                "Time a request waited for a server connection from its pool",
+            ),
+            checkout_timeouts: counter(
+                "pgward_pool_checkout_timeouts_total",
+                "Requests that got no server connection within pool.checkout_timeout (53300)",
+            ),
+            errors: counter_vec(
+                "pgward_errors_total",
+                "ErrorResponses sent to clients (from PostgreSQL or pgward) by SQLSTATE class",
+                &["class"],
+            ),
+            backend_up: gauge_vec(
                 "pgward_backend_up",
                 "1 when the backend passed its last health check and is not banned",
+                &["backend"],
             ),
-            &["backend"],
-        )
-        .expect("metric definition");
-        let replica_lag = IntGaugeVec::new(
-            Opts::new(
+            replica_lag: gauge_vec(
                 "pgward_replica_lag_bytes",
                 "WAL bytes a replica has still to replay, measured against the primary",
+                &["backend"],
             ),
-            &["backend"],
-        )
-        .expect("metric definition");
-        let queries = IntCounterVec::new(
-            Opts::new(
-                "pgward_queries_total",
-                "Requests (a query, or an extended-protocol batch up to Sync) by where they ran",
+            bytes_received: bytes.with_label_values(&["received"]),
+            bytes_sent: bytes.with_label_values(&["sent"]),
+            auth_failures: counter(
+                "pgward_auth_failures_total",
+                "Client logins refused for a wrong password or an unknown user",
             ),
-            &["route"],
-        )
-        .expect("metric definition");
-        let policy_denials = IntCounter::new(
-            "pgward_policy_denials_total",
-            "Statements the access policy refused (including unanalysable ones under on_unparsed = deny)",
-        )
-        .expect("metric definition");
-        for m in [
-            Box::new(backend_up.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(replica_lag.clone()),
-            Box::new(queries.clone()),
-            Box::new(policy_denials.clone()),
-        ] {
-            registry.register(m).expect("metric registered once");
-        }
-        Metrics {
+            reloads_ok: reloads.with_label_values(&["success"]),
+            reloads_failed: reloads.with_label_values(&["failure"]),
+            last_reload,
+            policy_denials: counter(
+                "pgward_policy_denials_total",
+                "Statements the access policy refused (including unanalysable ones under on_unparsed = deny)",
+            ),
             registry,
-            queries_primary: queries.with_label_values(&["primary"]),
-            queries_replica: queries.with_label_values(&["replica"]),
-            queries_denied: queries.with_label_values(&["denied"]),
-            policy_denials,
-            backend_up,
-            replica_lag,
         }
     })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Counts one client connection in its state for as long as it lives; `set` moves it.
+pub struct ClientGauge {
+    state: ClientState,
+}
+
+impl ClientGauge {
+    pub fn new(state: ClientState) -> ClientGauge {
+        client_gauge(state).inc();
+        ClientGauge { state }
+    }
+
+    pub fn set(&mut self, state: ClientState) {
+        if state != self.state {
+            client_gauge(self.state).dec();
+            client_gauge(state).inc();
+            self.state = state;
+        }
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+}
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        client_gauge(self.state).dec();
+    }
+}
+
+fn client_gauge(state: ClientState) -> &'static IntGauge {
+    let m = metrics();
+    match state {
+        ClientState::Idle => &m.clients[0],
+        ClientState::Waiting => &m.clients[1],
+        ClientState::Active => &m.clients[2],
+    }
 }
 
 pub fn backend_up(backend: &str, up: bool) {
@@ -82,13 +240,72 @@ pub fn replica_lag(backend: &str, bytes: u64) {
         .set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
+/// Counts a request by where it was answered.
+pub fn query(route: Route) {
+    let m = metrics();
+    let i = match route {
+        Route::Primary => 0,
+        Route::Replica => 1,
+        Route::Cache => 2,
+        Route::Admin => 3,
+        Route::Denied => 4,
+    };
+    m.queries[i].inc();
+}
+
 /// Counts a request routed to the primary (`to_primary`) or to a replica.
 pub fn query_routed(to_primary: bool) {
-    let m = metrics();
-    if to_primary {
-        m.queries_primary.inc()
+    query(if to_primary {
+        Route::Primary
     } else {
-        m.queries_replica.inc()
+        Route::Replica
+    });
+}
+
+pub fn query_duration(elapsed: Duration) {
+    metrics().query_duration.observe(elapsed.as_secs_f64());
+}
+
+pub fn pool_wait(elapsed: Duration) {
+    metrics().pool_wait.observe(elapsed.as_secs_f64());
+}
+
+pub fn checkout_timeout() {
+    metrics().checkout_timeouts.inc();
+}
+
+/// Counts an ErrorResponse sent to a client by the class of its SQLSTATE.
+pub fn error(sqlstate: &str) {
+    // Only well-formed classes become label values, so the label set stays bounded.
+    let class = match sqlstate.as_bytes() {
+        [a, b, ..] if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => &sqlstate[..2],
+        _ => "XX",
+    };
+    metrics().errors.with_label_values(&[class]).inc();
+}
+
+/// Adds a session's protocol traffic (flushed in batches, not per message).
+pub fn bytes(received: u64, sent: u64) {
+    let m = metrics();
+    if received > 0 {
+        m.bytes_received.inc_by(received);
+    }
+    if sent > 0 {
+        m.bytes_sent.inc_by(sent);
+    }
+}
+
+pub fn auth_failed() {
+    metrics().auth_failures.inc();
+}
+
+pub fn reloaded(ok: bool) {
+    let m = metrics();
+    if ok {
+        m.reloads_ok.inc();
+        m.last_reload.set(unix_now());
+    } else {
+        m.reloads_failed.inc();
     }
 }
 
@@ -96,7 +313,17 @@ pub fn query_routed(to_primary: bool) {
 pub fn policy_denied() {
     let m = metrics();
     m.policy_denials.inc();
-    m.queries_denied.inc();
+    query(Route::Denied);
+}
+
+/// Sets the server connection gauges to `counts` (backend, active, idle), replacing all.
+pub fn server_connections(counts: &[(String, i64, i64)]) {
+    let servers = &metrics().servers;
+    servers.reset();
+    for (backend, active, idle) in counts {
+        servers.with_label_values(&[backend, "active"]).set(*active);
+        servers.with_label_values(&[backend, "idle"]).set(*idle);
+    }
 }
 
 /// The Prometheus text exposition of every metric.
@@ -104,21 +331,4 @@ pub fn render() -> String {
     TextEncoder::new()
         .encode_to_string(&metrics().registry.gather())
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn renders_the_contract_names() {
-        super::backend_up("r1", true);
-        super::replica_lag("r1", 42);
-        super::query_routed(false);
-        let text = super::render();
-        assert!(
-            text.contains("pgward_backend_up{backend=\"r1\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("pgward_replica_lag_bytes{backend=\"r1\"} 42"));
-        assert!(text.contains("pgward_queries_total{route=\"replica\"}"));
-    }
 }

@@ -7,9 +7,11 @@
 pub mod server;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::protocol::ProxyError;
@@ -36,7 +38,10 @@ pub struct Pool {
     pub key: PoolKey,
     target: Arc<BackendTarget>,
     password: Option<String>,
-    settings: PoolSettings,
+    /// Swapped whole when a reload changes them.
+    settings: ArcSwap<PoolSettings>,
+    /// The size the semaphore's permits add up to (with those lent out).
+    size: AtomicUsize,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
     /// Statements some server of this pool has parsed successfully, so a client's prepare of
@@ -71,14 +76,28 @@ impl Lease {
 }
 
 impl Pool {
+    /// A server connection, waiting up to checkout_timeout for one to be free.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ProxyError> {
-        let permit = tokio::time::timeout(
-            self.settings.checkout_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| ProxyError::PoolTimeout(self.settings.checkout_timeout))?
-        .expect("pool semaphore is never closed");
+        let settings = self.settings.load_full();
+        let started = Instant::now();
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let acquired = tokio::time::timeout(
+                    settings.checkout_timeout,
+                    self.permits.clone().acquire_owned(),
+                )
+                .await;
+                crate::metrics::pool_wait(started.elapsed());
+                match acquired {
+                    Ok(permit) => permit.expect("pool semaphore is never closed"),
+                    Err(_) => {
+                        crate::metrics::checkout_timeout();
+                        return Err(ProxyError::PoolTimeout(settings.checkout_timeout));
+                    }
+                }
+            }
+        };
         while let Some(mut conn) = self.pop_idle() {
             if conn.reader.is_closed_or_chatty() {
                 tracing::debug!(backend = %self.key.backend, "dropping a closed idle server connection");
@@ -91,7 +110,7 @@ impl Pool {
             });
         }
         let conn = tokio::time::timeout(
-            self.settings.connect_timeout,
+            settings.connect_timeout,
             ServerConn::connect(self.target.clone(), &self.key.user, self.password.as_deref(), &self.key.database),
         )
         .await
@@ -110,7 +129,39 @@ impl Pool {
 
     /// Connections of this pool currently leased to clients.
     pub fn in_use(&self) -> usize {
-        self.settings.size - self.permits.available_permits()
+        self.size
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Idle connections: (PostgreSQL process id, idle for).
+    pub fn idle_connections(&self) -> Vec<(i32, Duration)> {
+        let idle = self.idle.lock().expect("pool lock");
+        idle.iter()
+            .map(|c| (c.pid, c.idle_since.elapsed()))
+            .collect()
+    }
+
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Applies reloaded settings. A smaller size takes effect as leases come back: the
+    /// surplus permits are taken, in turn with waiting clients, and never given back.
+    pub fn resize(self: &Arc<Self>, settings: &PoolSettings) {
+        self.settings.store(Arc::new(settings.clone()));
+        let old = self.size.swap(settings.size, Ordering::Relaxed);
+        if settings.size > old {
+            self.permits.add_permits(settings.size - old);
+        } else if settings.size < old {
+            let surplus = u32::try_from(old - settings.size).unwrap_or(u32::MAX);
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(surplus).await {
+                    taken.forget();
+                }
+            });
+        }
     }
 
     /// Most recently used first: warm connections stay warm, old ones age out.
@@ -120,7 +171,7 @@ impl Pool {
 
     /// Closes idle connections unused for longer than idle_timeout.
     pub fn reap(&self) {
-        let cutoff = Instant::now() - self.settings.idle_timeout;
+        let cutoff = Instant::now() - self.settings.load().idle_timeout;
         let mut idle = self.idle.lock().expect("pool lock");
         idle.retain(|c| c.idle_since > cutoff);
     }
@@ -164,13 +215,31 @@ impl Pools {
                     key,
                     target,
                     password,
-                    settings: settings.clone(),
+                    settings: ArcSwap::from_pointee(settings.clone()),
+                    size: AtomicUsize::new(settings.size),
                     idle: Mutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(settings.size)),
                     known_statements: Mutex::new(HashMap::new()),
                 })
             })
             .clone()
+    }
+
+    /// Every pool, in no particular order.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.pools
+            .lock()
+            .expect("pools lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Applies reloaded pool settings to every pool.
+    pub fn resize_all(&self, settings: &PoolSettings) {
+        for pool in self.all() {
+            pool.resize(settings);
+        }
     }
 
     pub fn reap_all(&self) {

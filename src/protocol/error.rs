@@ -21,6 +21,17 @@ pub enum ProxyError {
     ServerLost,
     #[error("pgward is shutting down")]
     ShuttingDown,
+    #[error("terminating connection due to administrator command")]
+    Killed,
+    /// A statement pgward does not understand (the admin console's unknown commands).
+    #[error("{message}")]
+    Syntax { message: String, hint: String },
+    /// An admin console command that could not be carried out.
+    #[error("{message}")]
+    Admin {
+        sqlstate: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Unsupported(String),
     #[error("prepared statement \"{0}\" does not exist")]
@@ -45,6 +56,14 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// A hint for the client, when there is one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ProxyError::Syntax { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+
     pub fn protocol(msg: impl Into<String>) -> Self {
         ProxyError::Protocol(msg.into())
     }
@@ -56,12 +75,14 @@ impl ProxyError {
             ProxyError::TlsRequired => "28000",
             ProxyError::TooManyClients | ProxyError::PoolTimeout(_) => "53300",
             ProxyError::ServerUnavailable(_) | ProxyError::ServerLost => "08006",
-            ProxyError::ShuttingDown => "57P01",
+            ProxyError::ShuttingDown | ProxyError::Killed => "57P01",
             ProxyError::Unsupported(_) => "0A000",
             ProxyError::UnknownStatement(_) => "26000",
             ProxyError::DuplicateStatement(_) => "42P05",
             ProxyError::InvalidParameter(_) => "22023",
             ProxyError::PermissionDenied(_) => "42501",
+            ProxyError::Syntax { .. } => "42601",
+            ProxyError::Admin { sqlstate, .. } => sqlstate,
             ProxyError::TransactionAborted => "25P02",
             ProxyError::FromServer { sqlstate, .. } => sqlstate,
         }
@@ -77,7 +98,9 @@ impl ProxyError {
             | ProxyError::DuplicateStatement(_)
             | ProxyError::InvalidParameter(_)
             | ProxyError::PermissionDenied(_)
-            | ProxyError::TransactionAborted => false,
+            | ProxyError::TransactionAborted
+            | ProxyError::Syntax { .. }
+            | ProxyError::Admin { .. } => false,
             ProxyError::FromServer { fatal, .. } => *fatal,
             _ => true,
         }
@@ -104,7 +127,9 @@ impl ProxyError {
                 "pgward: could not connect to the database server".into()
             }
             ProxyError::Protocol(_) => format!("pgward: {self}"),
-            ProxyError::PermissionDenied(message) => message.clone(),
+            ProxyError::PermissionDenied(message)
+            | ProxyError::Syntax { message, .. }
+            | ProxyError::Admin { message, .. } => message.clone(),
             ProxyError::TransactionAborted => self.to_string(),
             other => format!("pgward: {other}"),
         }

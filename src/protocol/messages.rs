@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
 use pgwire::messages::response::{
-    CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus,
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
@@ -39,14 +39,29 @@ fn encode<M: Message>(buf: &mut BytesMut, msg: &M) {
 
 /// An ErrorResponse; `fatal` when the connection ends right after it.
 pub fn error_response(buf: &mut BytesMut, err: &ProxyError, fatal: bool) {
+    crate::metrics::error(err.sqlstate());
     let severity = if fatal { "FATAL" } else { "ERROR" };
-    let fields = vec![
+    let mut fields = vec![
         (b'S', severity.to_string()),
         (b'V', severity.to_string()),
         (b'C', err.sqlstate().to_string()),
         (b'M', err.client_message()),
     ];
+    if let Some(hint) = err.hint() {
+        fields.push((b'H', hint.to_owned()));
+    }
     encode(buf, &ErrorResponse::new(fields));
+}
+
+/// A NoticeResponse with severity WARNING.
+pub fn notice(buf: &mut BytesMut, message: &str) {
+    let fields = vec![
+        (b'S', "WARNING".to_string()),
+        (b'V', "WARNING".to_string()),
+        (b'C', "01000".to_string()),
+        (b'M', message.to_owned()),
+    ];
+    encode(buf, &NoticeResponse::new(fields));
 }
 
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {

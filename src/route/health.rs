@@ -67,6 +67,18 @@ impl BackendStatus {
         self.up.load(Ordering::Relaxed) && self.banned_until.load(Ordering::Relaxed) <= now_ms()
     }
 
+    /// Whether the last check passed.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// How long the backend still gets no new traffic after a failure, if banned.
+    pub fn banned_for(&self) -> Option<Duration> {
+        let until = self.banned_until.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     /// Whether the last check found it in recovery (None before the first successful check).
     pub fn in_recovery(&self) -> Option<bool> {
         match self.recovery.load(Ordering::Relaxed) {

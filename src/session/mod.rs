@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PoolMode;
+use crate::metrics::ClientState;
 use crate::pool::{Lease, Pool, PoolKey, ServerError};
 use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
@@ -30,6 +31,7 @@ use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
 use crate::route::{Tried, Want};
 use crate::sql::{Analysis, Class, RouteHint, RouteSetting};
 use crate::state::cancel::{CancelHandle, CancelTarget};
+use crate::state::clients::ClientHandle;
 use crate::state::{Runtime, State};
 use params::Settings;
 use prepared::Statement;
@@ -77,20 +79,32 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
         return startup::reject(stream, &ProxyError::TlsRequired).await;
     }
     let (reader, writer) = stream.into_framed(rt.config.server.max_message_size);
-    let user = request.user.clone();
-    let mut session =
-        match tokio::time::timeout(timeout, login(reader, writer, &state, &rt, request)).await {
-            Ok(Ok(session)) => session,
-            Ok(Err((mut writer, err))) => {
-                tracing::info!(%peer, %user, error = %err, "login refused");
-                messages::error_response(writer.buffer(), &err, true);
-                return writer.shutdown().await;
+    let (user, database) = (request.user.clone(), request.database.clone());
+    let client = state.clients.register(&user, &database, peer);
+    let login = login(reader, writer, &state, &rt, request, client);
+    let mut session = match tokio::time::timeout(timeout, login).await {
+        Ok(Ok(Login::Session(session))) => session,
+        Ok(Ok(Login::Console(console))) => return console.run().await,
+        Ok(Err((mut writer, err))) => {
+            if let ProxyError::AuthFailed(_) = err {
+                crate::metrics::auth_failed();
             }
-            Err(_) => return tracing::info!(%peer, %user, "login timed out"),
-        };
-    tracing::debug!(%peer, %user, database = %session.database, "client connected");
+            tracing::info!(%peer, %user, %database, error = %err, "login refused");
+            messages::error_response(writer.buffer(), &err, true);
+            return writer.shutdown().await;
+        }
+        Err(_) => return tracing::info!(%peer, %user, %database, "login timed out"),
+    };
+    tracing::debug!(%peer, %user, %database, "client connected");
     let outcome = session.run().await;
     session.finish(outcome).await;
+}
+
+/// What a logged-in client gets.
+enum Login {
+    Session(Box<Session>),
+    /// The admin console (database `pgward`, an admin user).
+    Console(crate::admin::console::Console),
 }
 
 /// Authenticates the client, leases a server connection for its settings and greets it with
@@ -101,7 +115,8 @@ async fn login(
     state: &Arc<State>,
     rt: &Arc<Runtime>,
     request: StartupRequest,
-) -> Result<Session, (FrameWriter, ProxyError)> {
+    client: ClientHandle,
+) -> Result<Login, (FrameWriter, ProxyError)> {
     if request.minor_version > 0 || !request.unsupported_options.is_empty() {
         NegotiateProtocolVersion::new(0, request.unsupported_options.clone())
             .encode(writer.buffer())
@@ -109,6 +124,19 @@ async fn login(
     }
     if let Err(e) = auth::authenticate(&mut reader, &mut writer, rt, &request.user).await {
         return Err((writer, e));
+    }
+    if request.database == crate::admin::console::DATABASE {
+        if !rt.config.auth.admin_users.contains(&request.user) {
+            return Err((
+                writer,
+                ProxyError::PermissionDenied(format!(
+                    "pgward: permission denied: {} is not an admin user (auth.admin_users)",
+                    request.user
+                )),
+            ));
+        }
+        let console = crate::admin::console::Console::new(reader, writer, state.clone(), client);
+        return Ok(Login::Console(console));
     }
     let user = &rt.users[&request.user].config;
     let mut wanted = request.params;
@@ -149,6 +177,8 @@ async fn login(
         },
         retry: None,
         link: Link::default(),
+        client,
+        traffic: (0, 0),
         client_r: reader,
         client_w: writer,
     };
@@ -183,7 +213,7 @@ async fn login(
     if session.mode == PoolMode::Transaction {
         session.release().await;
     }
-    Ok(session)
+    Ok(Login::Session(Box::new(session)))
 }
 
 /// The startup parameter and setting name that steer routing (`SET pgward.route = replica`).
@@ -244,6 +274,10 @@ pub(crate) struct Session {
     retry: Option<Retry>,
     /// Protocol state of the current server attachment.
     link: Link,
+    /// This client in the registry (admin console, KILL) and the client gauges.
+    client: ClientHandle,
+    /// Bytes received from and sent to the client since the last request was accounted.
+    traffic: (u64, u64),
     client_r: FrameReader,
     client_w: FrameWriter,
 }
@@ -334,6 +368,7 @@ impl Session {
     /// None when the client leaves or pgward shuts down.
     async fn next_request(&mut self) -> Result<Option<Frame>, ProxyError> {
         let (reader, writer, shutdown) = (&mut self.client_r, &mut self.client_w, &self.shutdown);
+        let kill = &self.client.info.kill;
         if writer.flush().await.is_err() {
             return Ok(None);
         }
@@ -348,6 +383,7 @@ impl Session {
                     Err(e) => return Err(client_frame_error(e)),
                 },
                 _ = shutdown.cancelled() => return Err(ProxyError::ShuttingDown),
+                _ = kill.cancelled() => return Err(ProxyError::Killed),
             }
         }
     }
@@ -716,22 +752,35 @@ impl Session {
         let pool = self.pool(idx);
         let mut retried = false;
         loop {
-            let mut lease = match pool.checkout().await {
+            self.client.set(ClientState::Waiting, None);
+            let started = std::time::Instant::now();
+            self.state.pause.wait().await;
+            let checkout = pool.checkout().await;
+            self.client.stats.waited(started.elapsed());
+            let mut lease = match checkout {
                 Ok(lease) => lease,
-                Err(e @ ProxyError::PoolTimeout(_)) => return Err(AttachError::Client(e)),
-                Err(e) => return Err(AttachError::Backend(e)),
+                Err(e) => {
+                    self.client.set(ClientState::Idle, None);
+                    return Err(match e {
+                        ProxyError::PoolTimeout(_) => AttachError::Client(e),
+                        e => AttachError::Backend(e),
+                    });
+                }
             };
+            let server = Some((pool.key.backend.clone(), lease.conn.pid));
+            self.client.set(ClientState::Active, server);
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 match lease.conn.internal_query(&sql).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
                     Err(ServerError::Postgres {
                         sqlstate, message, ..
                     }) => {
+                        self.client.set(ClientState::Idle, None);
                         return Err(AttachError::Client(ProxyError::FromServer {
                             sqlstate,
                             message,
                             fatal: true,
-                        }))
+                        }));
                     }
                     // A connection that died while idle: try once more with a fresh one.
                     Err(e) if !retried => {
@@ -739,7 +788,10 @@ impl Session {
                         retried = true;
                         continue;
                     }
-                    Err(e) => return Err(AttachError::Backend(e.to_client())),
+                    Err(e) => {
+                        self.client.set(ClientState::Idle, None);
+                        return Err(AttachError::Backend(e.to_client()));
+                    }
                 }
             }
             let conn = &lease.conn;
@@ -769,6 +821,7 @@ impl Session {
         let Some(mut lease) = self.server.take() else {
             return;
         };
+        self.client.set(ClientState::Idle, None);
         self.cancel.slot.set(None);
         if self.link.wrote && self.rt.router.splits() && self.rt.router.settings().read_your_writes
         {

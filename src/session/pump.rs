@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BufMut;
 
@@ -46,9 +47,10 @@ pub(super) enum Pending {
     Describe,
     Execute,
     Close,
-    Sync,
+    /// When it was sent, for the request's duration.
+    Sync(Instant),
     /// A simple Query or FunctionCall: ends with ReadyForQuery, errors do not skip ahead.
-    Query,
+    Query(Instant),
     /// A reply pgward writes itself when its turn comes.
     Reply(Reply),
     /// pgward's failing Parse after a refusal (see `admit`): its error is not the client's.
@@ -175,12 +177,15 @@ impl Session {
                 client_w,
                 server,
                 shutdown,
+                client,
                 ..
             } = self;
+            let kill = &client.info.kill;
             let server = &mut server.as_mut().expect("attached").conn;
             let event = tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if drain => return Err(ProxyError::ShuttingDown),
+                _ = kill.cancelled() => return Err(ProxyError::Killed),
                 r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
@@ -215,6 +220,7 @@ impl Session {
     /// Handles one client message while attached; returns Exit::ClientGone on Terminate.
     pub(super) fn on_client_frame(&mut self, frame: Frame) -> Result<Option<Exit>, ProxyError> {
         let t = frame.tag();
+        self.traffic.0 += frame.as_bytes().len() as u64;
         if self.link.discarding
             && !matches!(
                 t,
@@ -240,14 +246,14 @@ impl Session {
                                 self.route.setting = setting;
                             }
                         }
-                        self.forward(&frame, Some(Pending::Query));
+                        self.forward(&frame, Some(Pending::Query(Instant::now())));
                         self.request_sent();
                     }
                 }
             }
             tag::FUNCTION_CALL => {
                 self.note_write(false);
-                self.forward(&frame, Some(Pending::Query));
+                self.forward(&frame, Some(Pending::Query(Instant::now())));
                 self.request_sent();
             }
             tag::PARSE => self.on_parse(frame)?,
@@ -270,7 +276,7 @@ impl Session {
             tag::SYNC => {
                 self.link.in_batch = false;
                 self.link.discarding = false;
-                self.forward(&frame, Some(Pending::Sync));
+                self.forward(&frame, Some(Pending::Sync(Instant::now())));
                 self.request_sent();
             }
             tag::COPY_DATA => self.forward(&frame, None),
@@ -538,6 +544,7 @@ impl Session {
 
     fn on_server_frame(&mut self, frame: Frame) {
         let t = frame.tag();
+        self.traffic.1 += frame.as_bytes().len() as u64;
         match t {
             b'S' => {
                 self.server_mut().record_parameter(&frame);
@@ -549,7 +556,7 @@ impl Session {
                 // tokio-postgres send one) are ignored by the server and get no ReadyForQuery.
                 self.link.copy_in = true;
                 if let Some(head) = self.link.queue.pop_front() {
-                    self.link.queue.retain(|p| !matches!(p, Pending::Sync));
+                    self.link.queue.retain(|p| !matches!(p, Pending::Sync(_)));
                     self.link.queue.push_front(head);
                 }
                 self.client_w.queue(frame.as_bytes());
@@ -574,7 +581,8 @@ impl Session {
                 }
                 // Pop through the Sync/Query this answers (anything before it was skipped).
                 while let Some(p) = self.link.queue.pop_front() {
-                    if matches!(p, Pending::Sync | Pending::Query) {
+                    if let Pending::Sync(sent) | Pending::Query(sent) = p {
+                        self.request_done(sent.elapsed());
                         break;
                     }
                     self.forget_unfinished(p);
@@ -583,10 +591,14 @@ impl Session {
             }
             b'E' => {
                 self.link.copy_in = false;
+                crate::metrics::error(error_sqlstate(&frame).unwrap_or("XX"));
                 self.client_w.queue(frame.as_bytes());
                 // In the extended protocol the server now skips everything up to Sync.
                 while let Some(p) = self.link.queue.front() {
-                    if matches!(p, Pending::Sync | Pending::Query | Pending::HiddenSync) {
+                    if matches!(
+                        p,
+                        Pending::Sync(_) | Pending::Query(_) | Pending::HiddenSync
+                    ) {
                         break;
                     }
                     let p = self.link.queue.pop_front().expect("front exists");
@@ -616,6 +628,16 @@ impl Session {
             }
         }
         self.reply_ready();
+    }
+
+    /// Accounts for a request the server has answered: its duration, and the traffic so far.
+    fn request_done(&mut self, elapsed: std::time::Duration) {
+        crate::metrics::query_duration(elapsed);
+        let stats = &self.client.stats;
+        stats.request(elapsed, self.link.tx_status == b'I');
+        let (received, sent) = std::mem::take(&mut self.traffic);
+        stats.traffic(received, sent);
+        crate::metrics::bytes(received, sent);
     }
 
     /// A Parse the server skipped or refused created nothing there.
@@ -653,6 +675,18 @@ pub(super) fn runs_sql(tag: u8) -> bool {
         tag,
         tag::QUERY | tag::PARSE | tag::BIND | tag::FUNCTION_CALL
     )
+}
+
+/// The SQLSTATE of an ErrorResponse.
+fn error_sqlstate(frame: &Frame) -> Option<&str> {
+    let mut r = Reader::new(frame.body());
+    while let Ok(code) = r.u8() {
+        let value = r.cstr().ok()?;
+        if code == b'C' {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.

@@ -4,8 +4,10 @@
 //! daemon, session, stages, pool, protocol.
 
 pub mod cancel;
+pub mod clients;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -22,6 +24,7 @@ use crate::protocol::tls;
 use crate::route::{health, Backend, Router};
 use crate::sql::Analyzer;
 use cancel::CancelRegistry;
+use clients::Clients;
 
 /// Distinct SQL texts whose analysis is kept.
 const ANALYSIS_CACHE_ENTRIES: u64 = 10_000;
@@ -143,4 +146,104 @@ pub struct State {
     pub policy: ArcSwapOption<Policy>,
     /// Relations and columns of each database, for resolving names.
     pub catalogs: Catalogs,
+    /// Every connected client (admin console, KILL, gauges).
+    pub clients: Arc<Clients>,
+    /// PAUSE / RESUME from the admin console.
+    pub pause: Pause,
+}
+
+/// PAUSE holds new transactions before they take a server connection; RESUME lets them go.
+pub struct Pause {
+    paused: AtomicBool,
+    resumed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        Pause {
+            paused: AtomicBool::new(false),
+            resumed: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl Pause {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        self.resumed.send_replace(paused);
+    }
+
+    /// Returns at once unless paused; then when RESUME comes.
+    pub async fn wait(&self) {
+        if !self.is_paused() {
+            return;
+        }
+        let mut paused = self.resumed.subscribe();
+        // The sender lives as long as the state, so this only ends on RESUME.
+        let _ = paused.wait_for(|p| !*p).await;
+    }
+}
+
+impl State {
+    /// Re-reads the config file and the policy files. Anything bad keeps the running
+    /// configuration and policy whole, and the error says why. On success, the settings
+    /// that need a restart to change are listed.
+    pub async fn reload(&self) -> Result<Vec<String>, String> {
+        let result = self.try_reload().await;
+        crate::metrics::reloaded(result.is_ok());
+        match &result {
+            Ok(notes) => {
+                for note in notes {
+                    tracing::warn!("{note}");
+                }
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; keeping the running configuration and policy")
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<Vec<String>, String> {
+        let current = self.runtime.load();
+        let path = current
+            .config
+            .source
+            .clone()
+            .ok_or("the configuration was not read from a file")?;
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let policy = load_policy(&config).await.map_err(|e| e.to_string())?;
+        let runtime = Runtime::build(config, &self.health).map_err(|e| format!("{e:#}"))?;
+        let mut notes = Vec::new();
+        let (old, new) = (&current.config.server, &runtime.config.server);
+        if old.listen != new.listen {
+            notes.push("server.listen changed: takes effect after a restart".to_owned());
+        }
+        if old.admin_listen != new.admin_listen {
+            notes.push("server.admin_listen changed: takes effect after a restart".to_owned());
+        }
+        if old.worker_threads != new.worker_threads {
+            notes.push("server.worker_threads changed: takes effect after a restart".to_owned());
+        }
+        if old.max_clients != new.max_clients {
+            notes.push("server.max_clients changed: takes effect after a restart".to_owned());
+        }
+        self.pools.resize_all(&runtime.pool);
+        self.runtime.store(Arc::new(runtime));
+        self.policy.store(policy);
+        Ok(notes)
+    }
+}
+
+/// The access policy of `config`, loaded and checked; None when `[policy]` is off.
+pub async fn load_policy(config: &Config) -> anyhow::Result<Option<Arc<Policy>>> {
+    if !config.policy.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Policy::load(&config.policy).await?)))
 }

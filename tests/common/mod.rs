@@ -369,6 +369,11 @@ impl Pgward {
         self.sighup_until("configuration reloaded");
     }
 
+    /// Replaces the config file without telling pgward (for the console's RELOAD).
+    pub fn write_config(&self, config_toml: &str) {
+        fs::write(self.dir.path().join("pgward.toml"), config_toml).expect("writing the config");
+    }
+
     /// Sends SIGHUP and waits until pgward logs `outcome` once more than before.
     pub fn sighup_until(&self, outcome: &str) {
         let before = self.log().matches(outcome).count();
@@ -500,6 +505,18 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The value of a Prometheus sample (`name{labels}` exactly as exported, or a bare name) in a
+/// /metrics body; 0 when absent.
+pub fn metric(body: &str, sample: &str) -> f64 {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
 }
 
 /// Fails the test instead of hanging it when the proxy stops answering.

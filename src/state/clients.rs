@@ -1,0 +1,192 @@
+//! Who is connected and what they do, for the admin console (SHOW CLIENTS, SHOW SERVERS,
+//! SHOW POOLS, SHOW STATS, KILL) and the client gauges. A session registers at login and its
+//! handle takes it out again however the session ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{ClientGauge, ClientState};
+
+/// Every client session, by pgward's client id.
+#[derive(Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    entries: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    stats: Mutex<HashMap<String, Arc<DbStats>>>,
+}
+
+/// One connected client.
+pub struct ClientInfo {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub addr: SocketAddr,
+    pub connected_at: SystemTime,
+    /// Cancelled by KILL: the session ends with 57P01.
+    pub kill: CancellationToken,
+    link: Mutex<Link>,
+}
+
+/// What a client is attached to right now.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub state: ClientState,
+    /// Backend name and PostgreSQL process id of the server connection it holds.
+    pub server: Option<(String, i32)>,
+    /// When the state last changed.
+    pub since: SystemTime,
+}
+
+impl ClientInfo {
+    pub fn link(&self) -> Link {
+        self.link.lock().expect("client lock").clone()
+    }
+}
+
+/// A session's registration: keeps the client gauge and the registry entry right, and
+/// removes both when dropped.
+pub struct ClientHandle {
+    pub info: Arc<ClientInfo>,
+    pub stats: Arc<DbStats>,
+    gauge: ClientGauge,
+    clients: Arc<Clients>,
+}
+
+impl Clients {
+    pub fn register(
+        self: &Arc<Self>,
+        user: &str,
+        database: &str,
+        addr: SocketAddr,
+    ) -> ClientHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = SystemTime::now();
+        let info = Arc::new(ClientInfo {
+            id,
+            user: user.to_owned(),
+            database: database.to_owned(),
+            addr,
+            connected_at: now,
+            kill: CancellationToken::new(),
+            link: Mutex::new(Link {
+                state: ClientState::Idle,
+                server: None,
+                since: now,
+            }),
+        });
+        self.entries
+            .lock()
+            .expect("clients lock")
+            .insert(id, info.clone());
+        ClientHandle {
+            info,
+            stats: self.stats(database),
+            gauge: ClientGauge::new(ClientState::Idle),
+            clients: self.clone(),
+        }
+    }
+
+    /// Every client, oldest first.
+    pub fn list(&self) -> Vec<Arc<ClientInfo>> {
+        let mut all: Vec<_> = self
+            .entries
+            .lock()
+            .expect("clients lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.entries.lock().expect("clients lock").get(&id).cloned()
+    }
+
+    /// The statistics of `database`, made on first use.
+    pub fn stats(&self, database: &str) -> Arc<DbStats> {
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .entry(database.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Every database's statistics, by name.
+    pub fn all_stats(&self) -> Vec<(String, Arc<DbStats>)> {
+        let mut all: Vec<_> = self
+            .stats
+            .lock()
+            .expect("stats lock")
+            .iter()
+            .map(|(db, s)| (db.clone(), s.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+impl ClientHandle {
+    /// Moves the client to `state`, holding `server` (backend name, pid) or none.
+    pub fn set(&mut self, state: ClientState, server: Option<(String, i32)>) {
+        self.gauge.set(state);
+        *self.info.link.lock().expect("client lock") = Link {
+            state,
+            server,
+            since: SystemTime::now(),
+        };
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.gauge.state()
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.clients
+            .entries
+            .lock()
+            .expect("clients lock")
+            .remove(&self.info.id);
+    }
+}
+
+/// Totals per database since pgward started (SHOW STATS), in the units PgBouncer uses.
+#[derive(Default)]
+pub struct DbStats {
+    pub xacts: AtomicU64,
+    pub queries: AtomicU64,
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub query_time_us: AtomicU64,
+    pub wait_time_us: AtomicU64,
+}
+
+impl DbStats {
+    /// One request answered (`ended_transaction`: the server is idle again).
+    pub fn request(&self, elapsed: Duration, ended_transaction: bool) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.query_time_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        if ended_transaction {
+            self.xacts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn traffic(&self, received: u64, sent: u64) {
+        self.received.fetch_add(received, Ordering::Relaxed);
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    pub fn waited(&self, elapsed: Duration) {
+        self.wait_time_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
