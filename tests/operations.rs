@@ -256,3 +256,25 @@ fn reload_through_the_console_applies_a_pool_size_and_reports_errors() {
     app.args(["-c", "SELECT 1"]);
     run_program(&mut app, Duration::from_secs(30)).expect_success("psql after a failed reload");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_config_keeps_serving() {
+    let config = config(2);
+    let port = config.admin_port.expect("admin endpoint");
+    let pgward = config.start();
+    let client = pgward.connect().await;
+    pgward.write_config("[pool]\nmode = \"sideways\"\n");
+    pgward.sighup_until("reload failed");
+    assert_eq!(simple_value(&client, "SELECT 7").await, "7");
+    let newcomer = pgward.connect().await;
+    assert_eq!(simple_value(&newcomer, "SELECT 8").await, "8");
+    let body = scrape(port);
+    assert_eq!(
+        metric(&body, "pgward_reloads_total{result=\"failure\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&body, "pgward_reloads_total{result=\"success\"}"),
+        0.0
+    );
+}

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    deadline, pg_client, run_program, simple_rows, simple_value, sqlstate, Pgward, ProxyConfig,
+    deadline, http_get, metric, pg_client, run_program, simple_rows, simple_value, sqlstate,
+    Pgward, ProxyConfig,
 };
 use pgward::cluster::{Cluster, ClusterOptions};
 use tokio_postgres::Client;
@@ -419,13 +420,32 @@ fn reported(output: &str, label: &str) -> Option<u64> {
 #[test]
 fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
     let s = servers();
-    let pgward = s.config("").checkout_timeout("30s").start();
+    let config = s.config("").checkout_timeout("30s").admin();
+    let admin = config.admin_port.expect("admin port");
+    let pgward = config.start();
     run_program(
         pg_client("pgbench", &pgward).args(["-i", "-s", "1", "-q"]),
         Duration::from_secs(180),
     )
     .expect_success("pgbench -i");
     s.wait_replicas_caught_up();
+    let r1_up = || {
+        metric(
+            &http_get(admin, "/metrics").1,
+            "pgward_backend_up{backend=\"r1\"}",
+        )
+    };
+    let wait_r1_up = |want: f64| {
+        let until = Instant::now() + Duration::from_secs(30);
+        while r1_up() != want {
+            assert!(
+                Instant::now() < until,
+                "pgward_backend_up for r1 never became {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_r1_up(1.0);
 
     let bench = {
         let mut command = pg_client("pgbench", &pgward);
@@ -434,7 +454,8 @@ fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
     };
     std::thread::sleep(Duration::from_secs(3));
     s.cluster.replicas[0].stop("fast").expect("stopping r1");
-    std::thread::sleep(Duration::from_secs(3));
+    wait_r1_up(0.0);
+    std::thread::sleep(Duration::from_secs(2));
     s.cluster.replicas[0].start().expect("starting r1 again");
     let run = bench.join().expect("pgbench thread");
     let context = format!(
@@ -478,6 +499,7 @@ fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    wait_r1_up(1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ use pgwire::messages::startup::NegotiateProtocolVersion;
 use pgwire::messages::Message;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::PoolMode;
 use crate::metrics::ClientState;
@@ -79,8 +80,32 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
         return startup::reject(stream, &ProxyError::TlsRequired).await;
     }
     let (reader, writer) = stream.into_framed(rt.config.server.max_message_size);
-    let (user, database) = (request.user.clone(), request.database.clone());
-    let client = state.clients.register(&user, &database, peer);
+    let client = state
+        .clients
+        .register(&request.user, &request.database, peer);
+    // Every event of this client's session carries who it is.
+    let span = tracing::info_span!(
+        "client",
+        id = client.info.id,
+        addr = %peer,
+        user = %request.user,
+        database = %request.database
+    );
+    serve_logged_in(reader, writer, state, rt, request, client)
+        .instrument(span)
+        .await;
+}
+
+/// Logs the client in and serves it until it leaves.
+async fn serve_logged_in(
+    reader: FrameReader,
+    writer: FrameWriter,
+    state: Arc<State>,
+    rt: Arc<Runtime>,
+    request: StartupRequest,
+    client: ClientHandle,
+) {
+    let timeout = rt.config.server.startup_timeout;
     let login = login(reader, writer, &state, &rt, request, client);
     let mut session = match tokio::time::timeout(timeout, login).await {
         Ok(Ok(Login::Session(session))) => session,
@@ -89,14 +114,18 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
             if let ProxyError::AuthFailed(_) = err {
                 crate::metrics::auth_failed();
             }
-            tracing::info!(%peer, %user, %database, error = %err, "login refused");
+            tracing::info!(error = %err, "login refused");
             messages::error_response(writer.buffer(), &err, true);
             return writer.shutdown().await;
         }
-        Err(_) => return tracing::info!(%peer, %user, %database, "login timed out"),
+        Err(_) => return tracing::info!("login timed out"),
     };
-    tracing::debug!(%peer, %user, %database, "client connected");
+    tracing::info!("client connected");
     let outcome = session.run().await;
+    match &outcome {
+        Ok(()) => tracing::info!("client disconnected"),
+        Err(e) => tracing::info!(error = %e, "client disconnected with an error"),
+    }
     session.finish(outcome).await;
 }
 
