@@ -1,7 +1,10 @@
 //! Configuration: TOML types with serde defaults, parsed once, validated, then shared immutably
 //! (swapped whole on reload).
 
+mod check;
+mod locate;
 mod show;
+mod suggest;
 mod units;
 
 use std::net::SocketAddr;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use check::{Problem, Report};
 pub use show::settings;
 pub use units::{parse_duration, parse_size};
 
@@ -21,14 +25,20 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{path}:{line}: {message}")]
-    Parse {
+    /// Everything found wrong with the file, one `file:line:column: message` per line.
+    #[error("{}", render_problems(.path, .problems))]
+    Invalid {
         path: PathBuf,
-        line: usize,
-        message: String,
+        problems: Vec<Problem>,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.render(path))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +140,16 @@ pub enum AuthMethod {
     Md5,
     #[serde(rename = "trust")]
     Trust,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Trust => "trust",
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -365,158 +385,70 @@ pub enum BackendTls {
     VerifyFull,
 }
 
+fn resolve_in(dir: Option<&Path>, path: &Path) -> PathBuf {
+    match dir {
+        Some(dir) if path.is_relative() && !path.exists() && dir.join(path).exists() => {
+            dir.join(path)
+        }
+        _ => path.to_owned(),
+    }
+}
+
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file (and checks the files it names); every
+    /// problem found is in the error, each with its line and column.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::inspect(path)?.into_result()
+    }
+
+    /// Everything `load` finds, and the config when it could be read at all. Errs only when
+    /// the file cannot be read.
+    pub fn inspect(path: &Path) -> Result<Report, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
             error,
         })?;
-        let mut config = Self::parse(&text, path)?;
-        config.source = Some(path.to_owned());
-        config.resolve_paths();
-        config.validate()?;
-        Ok(config)
+        Ok(check::read(&text, path))
     }
 
+    /// `load` for text already read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-                .unwrap_or(1);
-            ConfigError::Parse {
-                path: path.to_owned(),
-                line,
-                message: e.message().to_string(),
-            }
-        })
+        check::read(text, path).into_result()
     }
 
     /// Relative file paths are relative to the config file's folder... unless they exist
     /// relative to the working directory (the repo layout `config/`, `policies/`).
+    fn resolve(&self, path: &Path) -> PathBuf {
+        resolve_in(self.source.as_deref().and_then(Path::parent), path)
+    }
+
     fn resolve_paths(&mut self) {
-        let Some(dir) = self
-            .source
-            .as_ref()
-            .and_then(|p| p.parent())
-            .map(Path::to_owned)
-        else {
-            return;
-        };
-        let fix_path = |path: &mut PathBuf| {
-            if path.is_relative() && !path.exists() && dir.join(&*path).exists() {
-                *path = dir.join(&*path);
-            }
-        };
-        let fix = |p: &mut Option<PathBuf>| {
-            if let Some(path) = p {
-                fix_path(path);
-            }
-        };
-        fix_path(&mut self.policy.model);
-        fix_path(&mut self.policy.policy);
-        fix(&mut self.server.tls_cert);
-        fix(&mut self.server.tls_key);
-        for b in &mut self.backends {
-            fix(&mut b.tls_ca);
+        let dir = self.source.as_deref().and_then(Path::parent);
+        let mut paths: Vec<&mut PathBuf> = vec![&mut self.policy.model, &mut self.policy.policy];
+        paths.extend(self.server.tls_cert.as_mut());
+        paths.extend(self.server.tls_key.as_mut());
+        paths.extend(self.backends.iter_mut().filter_map(|b| b.tls_ca.as_mut()));
+        for path in paths {
+            *path = resolve_in(dir, path);
         }
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: self.source.clone().unwrap_or_default(),
-            message,
+    /// One line for `pgward check`: what this config runs.
+    pub fn summary(&self) -> String {
+        let count = |n: usize, what: &str| match n {
+            1 => format!("1 {what}"),
+            n => format!("{n} {what}s"),
         };
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid(format!("server.listen {:?}: {e}", self.server.listen)))?;
-        if !self.server.admin_listen.is_empty() {
-            self.server
-                .admin_listen
-                .parse::<SocketAddr>()
-                .map_err(|e| {
-                    invalid(format!(
-                        "server.admin_listen {:?}: {e}",
-                        self.server.admin_listen
-                    ))
-                })?;
-        }
-        match (&self.server.tls_cert, &self.server.tls_key) {
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(invalid(
-                    "server.tls_cert and server.tls_key go together".into(),
-                ))
-            }
-            (None, None) if self.server.tls_mode == TlsMode::Require => {
-                return Err(invalid(
-                    "server.tls_mode = \"require\" needs tls_cert and tls_key".into(),
-                ))
-            }
-            _ => {}
-        }
-        if self.pool.size == 0 {
-            return Err(invalid("pool.size must be at least 1".into()));
-        }
-        if self.backends.is_empty() {
-            return Err(invalid("at least one [[backends]] entry is needed".into()));
-        }
-        if self.backends.len() > 64 {
-            return Err(invalid("at most 64 [[backends]] are supported".into()));
-        }
-        let mut names = std::collections::HashSet::new();
-        for b in &self.backends {
-            if !names.insert(&b.name) {
-                return Err(invalid(format!("backend name {:?} is used twice", b.name)));
-            }
-            if b.tls == BackendTls::VerifyFull
-                && b.host.parse::<std::net::IpAddr>().is_ok()
-                && b.tls_ca.is_none()
-            {
-                return Err(invalid(format!(
-                    "backend {:?}: verify-full against an IP address needs tls_ca",
-                    b.name
-                )));
-            }
-        }
-        if self
-            .backends
-            .iter()
-            .filter(|b| b.role == BackendRole::Primary)
-            .count()
-            > 1
-        {
-            return Err(invalid(
-                "more than one backend has role = \"primary\"".into(),
-            ));
-        }
-        if self.routing.check_interval.is_zero() {
-            return Err(invalid("routing.check_interval must be above zero".into()));
-        }
-        let mut users = std::collections::HashSet::new();
-        for u in &self.users {
-            if !users.insert(&u.name) {
-                return Err(invalid(format!("user {:?} is listed twice", u.name)));
-            }
-            if self.auth.method != AuthMethod::Trust && u.password.is_none() {
-                return Err(invalid(format!(
-                    "user {:?} needs a password with auth.method = {:?}",
-                    u.name, self.auth.method
-                )));
-            }
-            if self.auth.method == AuthMethod::Md5
-                && u.password
-                    .as_deref()
-                    .is_some_and(|p| p.starts_with("SCRAM-SHA-256$"))
-            {
-                return Err(invalid(format!(
-                    "user {:?}: md5 authentication needs a plain password, not a SCRAM verifier",
-                    u.name
-                )));
-            }
-        }
-        Ok(())
+        let mode = match self.pool.mode {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        };
+        format!(
+            "{}, {}, {mode} pooling, policy {}",
+            count(self.backends.len(), "backend"),
+            count(self.users.len(), "user"),
+            if self.policy.enabled { "on" } else { "off" }
+        )
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {

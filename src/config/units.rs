@@ -22,30 +22,58 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// `"5s"`, `"250ms"`: a string for humantime.
 pub mod duration {
-    use serde::{Deserialize, Deserializer};
+    use serde::de::{Deserializer, Error, Visitor};
     use std::time::Duration;
 
+    struct Text;
+
+    impl Visitor<'_> for Text {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration such as \"5s\" or \"250ms\"")
+        }
+
+        fn visit_str<E: Error>(self, s: &str) -> Result<Duration, E> {
+            super::parse_duration(s).map_err(E::custom)
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(Text)
     }
 }
 
+/// `"64MB"`, `"512kB"`, or a plain number of bytes.
 pub mod size {
-    use serde::{Deserialize, Deserializer};
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+
+    struct Bytes;
+
+    impl Visitor<'_> for Bytes {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a size such as \"64MB\" or \"512kB\", or a number of bytes")
+        }
+
+        fn visit_str<E: Error>(self, s: &str) -> Result<u64, E> {
+            super::parse_size(s).map_err(E::custom)
+        }
+
+        fn visit_u64<E: Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+
+        fn visit_i64<E: Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+        }
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Bytes(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(s) => super::parse_size(&s).map_err(serde::de::Error::custom),
-            Raw::Bytes(n) => Ok(n),
-        }
+        d.deserialize_any(Bytes)
     }
 }
 
