@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use pgward::config::Config;
+use pgward::config::{Config, ConfigError};
 use pgward::daemon::{Daemon, Runtime, Signals};
 
 #[derive(Parser)]
@@ -44,6 +44,11 @@ enum Command {
     Keygen,
 }
 
+/// `pgward check` has printed the problems itself; exit 1 without another message.
+#[derive(Debug, thiserror::Error)]
+#[error("the configuration has errors")]
+struct Reported;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -67,6 +72,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
+        // Each line already starts with the file it is about.
+        Err(e) if e.is::<ConfigError>() => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("pgward: {e:#}");
             ExitCode::FAILURE
@@ -88,12 +99,32 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
+/// Every problem with the config and the files it names, one per line on stderr; or one line
+/// saying what the config runs.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    if config.policy.enabled {
-        runtime()?.block_on(pgward::policy::check(&config.policy))?;
+    let report = Config::inspect(path)?;
+    let mut problems: Vec<String> = report.lines().collect();
+    if let Some(config) = &report.config {
+        // The policy files' contents, when the config could say where they are.
+        let policy_read = !report.problems.iter().any(|p| p.key.starts_with("policy"));
+        if config.policy.enabled && policy_read {
+            if let Err(e) = runtime()?.block_on(pgward::policy::check(&config.policy)) {
+                problems.push(e.to_string());
+            }
+        }
+        if problems.is_empty() {
+            if let Err(e) = Runtime::build(config.clone(), &Default::default()) {
+                problems.push(format!("{}: {e:#}", path.display()));
+            }
+        }
     }
-    Runtime::build(config, &Default::default())?;
-    println!("{}: ok", path.display());
+    if !problems.is_empty() {
+        for problem in problems {
+            eprintln!("{problem}");
+        }
+        return Err(Reported.into());
+    }
+    let config = report.config.expect("no problems, so a config");
+    println!("{}: ok ({})", path.display(), config.summary());
     Ok(())
 }
