@@ -1,11 +1,12 @@
 //! The pgward command line: run the daemon, the self-contained demo, config checks, key generation.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use pgward::config::{Config, ConfigError};
+use pgward::config::{Config, ConfigError, LogFormat};
 use pgward::daemon::{Daemon, Runtime, Signals};
 
 #[derive(Parser)]
@@ -24,6 +25,9 @@ struct Cli {
         default_value = "config/pgward.toml"
     )]
     config: PathBuf,
+    /// Log lines as readable text or as JSON objects (default: `server.log_format`, else text).
+    #[arg(long, global = true, env = "PGWARD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,6 +48,21 @@ enum Command {
     Keygen,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> LogFormat {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
 /// `pgward check` has printed the problems itself; exit 1 without another message.
 #[derive(Debug, thiserror::Error)]
 #[error("the configuration has errors")]
@@ -51,18 +70,17 @@ struct Reported;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_format = cli.log_format.map(LogFormat::from);
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(&cli.config),
+        Command::Run => run(&cli.config, log_format),
         Command::Demo { listen } => {
+            init_logging(log_format.unwrap_or_default());
             runtime().and_then(|rt| rt.block_on(pgward::demo::run(&listen)))
         }
-        Command::Check => check(&cli.config),
+        Command::Check => {
+            init_logging(log_format.unwrap_or_default());
+            check(&cli.config)
+        }
         Command::Keygen => {
             use base64::Engine;
             let key: [u8; 32] = rand::random();
@@ -85,14 +103,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by RUST_LOG (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colours only for a terminal, not for a log file.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
+/// The daemon; the log format comes from the command line, else from the config.
+fn run(path: &std::path::Path, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    init_logging(log_format.unwrap_or(config.server.log_format));
     runtime()?.block_on(async {
         let daemon = Daemon::bind(config).await?;
         daemon.run(Signals::Handle).await

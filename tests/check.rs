@@ -1,9 +1,14 @@
 //! `pgward check --config PATH`: every problem of a config file on its own line as
-//! `file:line:column: message`, exit status 1; a one-line summary and 0 for a good file. None
-//! of this needs PostgreSQL: the configs are written by hand.
+//! `file:line:column: message`, exit status 1; a one-line summary and 0 for a good file. And
+//! `--log-format json` / `server.log_format`. None of this needs PostgreSQL: the configs are
+//! written by hand and the one daemon started has nothing behind it.
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 const GOOD: &str = r#"[server]
 listen = "127.0.0.1:6432"
@@ -348,4 +353,83 @@ fn the_daemon_reports_the_same_problems() {
         )),
         "{stderr}"
     );
+}
+
+/// A pgward daemon, killed when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// Starts the daemon with nothing behind its backend and returns its first log line.
+fn first_log_line(config: &str, args: &[&str]) -> String {
+    let scratch = Scratch::new();
+    let path = scratch.write("pgward.toml", config);
+    let mut child = pgward()
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pgward");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let _daemon = Daemon(child);
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+        .recv_timeout(Duration::from_secs(20))
+        .expect("pgward logs something within 20s")
+        .expect("reading pgward's stderr")
+}
+
+fn daemon_config(extra_server: &str) -> String {
+    GOOD.replace(
+        "listen = \"127.0.0.1:6432\"",
+        &format!("listen = \"127.0.0.1:{}\"\n{extra_server}", free_port()),
+    )
+    .replace("port = 5432", &format!("port = {}", free_port()))
+}
+
+fn assert_json_log(line: &str) {
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+    assert!(value["level"].is_string(), "{line}");
+    assert!(value["fields"]["message"].is_string(), "{line}");
+}
+
+#[test]
+fn log_format_json_from_the_command_line() {
+    let line = first_log_line(&daemon_config(""), &["--log-format", "json"]);
+    assert_json_log(&line);
+}
+
+#[test]
+fn log_format_json_from_the_config_and_the_command_line_wins() {
+    let config = daemon_config("log_format = \"json\"");
+    assert_json_log(&first_log_line(&config, &[]));
+    let line = first_log_line(&config, &["--log-format", "text"]);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&line).is_err(),
+        "{line}"
+    );
+    assert!(line.contains("WARN") || line.contains("INFO"), "{line}");
 }

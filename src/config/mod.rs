@@ -89,6 +89,8 @@ pub struct ServerConfig {
     /// Threads serving clients; 0 means one per CPU core. 1 runs everything on one thread,
     /// which leaves more of a small machine to PostgreSQL when it runs alongside.
     pub worker_threads: usize,
+    /// Readable lines or JSON lines on stderr; `--log-format` wins. Read at startup only.
+    pub log_format: LogFormat,
 }
 
 impl Default for ServerConfig {
@@ -104,8 +106,17 @@ impl Default for ServerConfig {
             max_message_size: 256 << 20,
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: 0,
+            log_format: LogFormat::Text,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
