@@ -72,6 +72,15 @@ impl Report {
 
 /// Reads `text` (the contents of `path`) into a config, collecting every problem.
 pub fn read(text: &str, path: &Path) -> Report {
+    inspect(text, path, true)
+}
+
+/// Only the TOML and the settings' types and values: no contradictions, no files.
+pub fn parse(text: &str, path: &Path) -> Report {
+    inspect(text, path, false)
+}
+
+fn inspect(text: &str, path: &Path, whole: bool) -> Report {
     let mut report = Report {
         path: path.to_owned(),
         config: None,
@@ -97,7 +106,7 @@ pub fn read(text: &str, path: &Path) -> Report {
         broken: Vec::new(),
     };
     let mut config = checker.deserialize();
-    if let Some(config) = &mut config {
+    if let Some(config) = config.as_mut().filter(|_| whole) {
         config.source = Some(path.to_owned());
         config.resolve_paths();
         checker.contradictions(config);

@@ -422,9 +422,10 @@ impl Config {
         Ok(check::read(&text, path))
     }
 
-    /// `load` for text already read from `path`.
+    /// The settings in `text` (read from `path`, which errors name): TOML syntax, keys, types
+    /// and values only; `load` also checks them against each other and the files they name.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        check::read(text, path).into_result()
+        check::parse(text, path).into_result()
     }
 
     /// Relative file paths are relative to the config file's folder... unless they exist
