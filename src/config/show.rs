@@ -29,6 +29,7 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
     put("server.max_message_size", s.max_message_size.to_string());
     put("server.shutdown_timeout", duration(s.shutdown_timeout));
     put("server.worker_threads", s.worker_threads.to_string());
+    put("server.log_format", word(&s.log_format));
 
     let a = &config.auth;
     put("auth.method", word(&a.method));
@@ -142,6 +143,7 @@ material = "env:KEY"
         assert_eq!(get("encryption.keys[0].id"), Some("k1"));
         assert_eq!(get("encryption.without_decrypt"), Some("null"));
         assert_eq!(get("pool.checkout_timeout"), Some("5s"));
+        assert_eq!(get("server.log_format"), Some("text"));
         assert!(!all.iter().any(|(_, v)| v.contains("hunter2")));
     }
 }
