@@ -230,6 +230,9 @@ impl State {
         if old.worker_threads != new.worker_threads {
             notes.push("server.worker_threads changed: takes effect after a restart".to_owned());
         }
+        if old.log_format != new.log_format {
+            notes.push("server.log_format changed: takes effect after a restart".to_owned());
+        }
         if old.max_clients != new.max_clients {
             notes.push("server.max_clients changed: takes effect after a restart".to_owned());
         }
