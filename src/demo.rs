@@ -72,6 +72,12 @@ password = "analyst-secret"
 backend_user = "app"
 backend_password = "app-secret"
 
+[[users]]
+name = "admin"
+password = "admin-secret"
+backend_user = "app"
+backend_password = "app-secret"
+
 [policy]
 enabled = true
 model = {model}
@@ -124,6 +130,12 @@ role = "replica"
     );
     println!(
         "  psql \"postgres://analyst:analyst-secret@{}:{}/appdb\" -c 'SELECT ssn FROM customers'",
+        addr.ip(),
+        addr.port()
+    );
+    println!("The admin console (SHOW POOLS, SHOW CLIENTS, SHOW BACKENDS, RELOAD, ...):");
+    println!(
+        "  psql \"postgres://admin:admin-secret@{}:{}/pgward\" -c 'SHOW POOLS'",
         addr.ip(),
         addr.port()
     );
