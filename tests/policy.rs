@@ -430,7 +430,10 @@ async fn a_table_created_through_pgward_is_known_at_once() {
         let dev = pgward.connect_as("dev", "pw").await;
         let alice = pgward.connect_as("alice", "pw").await;
         // Both clients have used the catalog before the table exists.
-        assert_eq!(outcome_simple(&alice, "SELECT id FROM customers").await, "ok");
+        assert_eq!(
+            outcome_simple(&alice, "SELECT id FROM customers").await,
+            "ok"
+        );
         for round in 0..5 {
             let table = format!("fresh_{round}");
             dev.simple_query(&format!("CREATE TABLE public.{table} (id int, ssn text)"))
