@@ -39,9 +39,9 @@ pub async fn authenticate(
         }
         AuthMethod::ScramSha256 => {
             // An unknown user still runs the exchange, against a secret nobody knows.
-            let secret = entry.and_then(|e| e.scram.clone()).unwrap_or_else(|| {
-                ScramSecret::from_password(&format!("{:x}", rand::random::<u128>()))
-            });
+            let secret = entry
+                .and_then(|e| e.scram.clone())
+                .unwrap_or_else(|| ScramSecret::mock(user));
             messages::auth(
                 writer.buffer(),
                 &Authentication::SASL(vec!["SCRAM-SHA-256".into()]),
@@ -65,7 +65,7 @@ pub async fn authenticate(
             );
             writer.flush().await.map_err(|_| failed())?;
             let body = read_password(reader).await?;
-            let server_final = exchange.finish(&body).map_err(|e| {
+            let proof = exchange.finish(&body).map_err(|e| {
                 tracing::info!(user, reason = e, "client authentication failed");
                 failed()
             })?;
@@ -74,7 +74,7 @@ pub async fn authenticate(
             }
             messages::auth(
                 writer.buffer(),
-                &Authentication::SASLFinal(Bytes::from(server_final)),
+                &Authentication::SASLFinal(Bytes::from(proof.server_final)),
             );
         }
     }
