@@ -1,9 +1,14 @@
 //! Server connection pools, one per (backend user, database, backend).
 //!
+//! A pool does not hold a password: each client brings the credential for its backend login
+//! (from `[[users]]`, or proven by the client itself under passthrough) and new server
+//! connections made for it use that one.
+//!
 //! Capacity is a semaphore (fair, FIFO), the idle list a short mutex-protected stack, so a
 //! checkout never waits behind another client's I/O. Broken connections are never handed out:
 //! an idle connection that has closed or spoken out of turn is dropped at checkout.
 
+pub mod credential;
 pub mod server;
 
 use std::collections::HashMap;
@@ -14,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::protocol::ProxyError;
 use crate::session::prepared::Statement;
+pub use credential::Credential;
 pub use server::{BackendTarget, ServerConn, ServerError};
 
 #[derive(Debug, Clone)]
@@ -35,7 +41,6 @@ pub struct PoolKey {
 pub struct Pool {
     pub key: PoolKey,
     target: Arc<BackendTarget>,
-    password: Option<String>,
     settings: PoolSettings,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
@@ -71,7 +76,8 @@ impl Lease {
 }
 
 impl Pool {
-    pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ProxyError> {
+    /// A connection of this pool; a new one logs in with `credential`.
+    pub async fn checkout(self: &Arc<Self>, credential: &Credential) -> Result<Lease, ProxyError> {
         let permit = tokio::time::timeout(
             self.settings.checkout_timeout,
             self.permits.clone().acquire_owned(),
@@ -92,7 +98,7 @@ impl Pool {
         }
         let conn = tokio::time::timeout(
             self.settings.connect_timeout,
-            ServerConn::connect(self.target.clone(), &self.key.user, self.password.as_deref(), &self.key.database),
+            ServerConn::connect(self.target.clone(), &self.key.user, credential, &self.key.database),
         )
         .await
         .unwrap_or(Err(ServerError::Timeout))
@@ -153,7 +159,6 @@ impl Pools {
         &self,
         key: PoolKey,
         target: Arc<BackendTarget>,
-        password: Option<String>,
         settings: &PoolSettings,
     ) -> Arc<Pool> {
         let mut pools = self.pools.lock().expect("pools lock");
@@ -163,7 +168,6 @@ impl Pools {
                 Arc::new(Pool {
                     key,
                     target,
-                    password,
                     settings: settings.clone(),
                     idle: Mutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(settings.size)),

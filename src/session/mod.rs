@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PoolMode;
-use crate::pool::{Lease, Pool, PoolKey, ServerError};
+use crate::pool::{Credential, Lease, Pool, PoolKey, ServerError};
 use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
@@ -135,7 +135,7 @@ async fn login(
         subject: None,
         memo: Default::default(),
         pool_user: user.backend_user().to_owned(),
-        pool_password: user.backend_password().map(str::to_owned),
+        pool_credential: Credential::password(user.backend_password()),
         database: request.database.clone(),
         cancel: state.cancels.register(),
         wanted,
@@ -225,8 +225,9 @@ pub(crate) struct Session {
     subject: Option<admit::CachedSubject>,
     /// The last text analysed and its analysis: the stages ask about the same text in turn.
     memo: std::cell::RefCell<(String, Option<Arc<Analysis>>)>,
+    /// The role this client's server connections log in as, and with what.
     pool_user: String,
-    pool_password: Option<String>,
+    pool_credential: Credential,
     database: String,
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
@@ -678,10 +679,7 @@ impl Session {
             backend: target.name.clone(),
             addr: (target.host.clone(), target.port),
         };
-        let pool = self
-            .state
-            .pools
-            .get(key, target, self.pool_password.clone(), &self.rt.pool);
+        let pool = self.state.pools.get(key, target, &self.rt.pool);
         self.pools[idx] = Some(pool.clone());
         pool
     }
@@ -716,7 +714,7 @@ impl Session {
         let pool = self.pool(idx);
         let mut retried = false;
         loop {
-            let mut lease = match pool.checkout().await {
+            let mut lease = match pool.checkout(&self.pool_credential).await {
                 Ok(lease) => lease,
                 Err(e @ ProxyError::PoolTimeout(_)) => return Err(AttachError::Client(e)),
                 Err(e) => return Err(AttachError::Backend(e)),
