@@ -104,19 +104,53 @@ pub enum TlsMode {
     Require,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub method: AuthMethod,
     pub admin_users: Vec<String>,
+    /// Roles without a `[[users]]` entry log in with their PostgreSQL password: pgward reads
+    /// the role's verifier with `auth_query` as `auth_user` and checks the client against it.
+    pub passthrough: bool,
+    /// The role `auth_query` runs as; required with passthrough.
+    pub auth_user: Option<String>,
+    /// Its password; default: the backend password of the `[[users]]` entry named `auth_user`.
+    pub auth_password: Option<String>,
+    /// Returns (name, verifier) for the role name in `$1`; the verifier is the second column.
+    pub auth_query: String,
+    /// Where `auth_query` runs; default: the database the client asked for.
+    pub auth_database: Option<String>,
 }
+
+/// PgBouncer's default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1";
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             method: AuthMethod::ScramSha256,
             admin_users: vec!["admin".into()],
+            passthrough: false,
+            auth_user: None,
+            auth_password: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_database: None,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    /// The auth_user's password never appears in logs or error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("method", &self.method)
+            .field("admin_users", &self.admin_users)
+            .field("passthrough", &self.passthrough)
+            .field("auth_user", &self.auth_user)
+            .field("auth_query", &self.auth_query)
+            .field("auth_database", &self.auth_database)
+            .finish_non_exhaustive()
     }
 }
 
@@ -492,6 +526,23 @@ impl Config {
         if self.routing.check_interval.is_zero() {
             return Err(invalid("routing.check_interval must be above zero".into()));
         }
+        if self.auth.passthrough {
+            if self.auth.auth_user.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "auth.passthrough = true needs auth.auth_user (a role that may read the password verifiers)".into(),
+                ));
+            }
+            if self.auth.method == AuthMethod::Trust {
+                return Err(invalid(
+                    "auth.passthrough needs auth.method = \"scram-sha-256\" or \"md5\": with trust there is no password to pass through".into(),
+                ));
+            }
+            if !self.auth.auth_query.contains("$1") {
+                return Err(invalid(
+                    "auth.auth_query must take the role name as $1".into(),
+                ));
+            }
+        }
         let mut users = std::collections::HashSet::new();
         for u in &self.users {
             if !users.insert(&u.name) {
@@ -519,6 +570,18 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The password of `auth.auth_user`: `auth.auth_password`, else the backend password of
+    /// the `[[users]]` entry of that name.
+    pub fn auth_user_password(&self) -> Option<&str> {
+        self.auth.auth_password.as_deref().or_else(|| {
+            self.auth
+                .auth_user
+                .as_deref()
+                .and_then(|name| self.user(name))
+                .and_then(UserConfig::backend_password)
+        })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

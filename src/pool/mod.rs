@@ -10,6 +10,7 @@
 
 pub mod credential;
 pub mod server;
+pub mod verifiers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

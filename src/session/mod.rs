@@ -107,10 +107,18 @@ async fn login(
             .encode(writer.buffer())
             .expect("encode NegotiateProtocolVersion");
     }
-    if let Err(e) = auth::authenticate(&mut reader, &mut writer, rt, &request.user).await {
-        return Err((writer, e));
-    }
-    let user = &rt.users[&request.user].config;
+    let login = match auth::authenticate(
+        &mut reader,
+        &mut writer,
+        rt,
+        &request.user,
+        &request.database,
+    )
+    .await
+    {
+        Ok(login) => login,
+        Err(e) => return Err((writer, e)),
+    };
     let mut wanted = request.params;
     let setting = match wanted.remove(ROUTE_PARAM) {
         None => RouteSetting::Auto,
@@ -134,8 +142,8 @@ async fn login(
         catalog_dirty: false,
         subject: None,
         memo: Default::default(),
-        pool_user: user.backend_user().to_owned(),
-        pool_credential: Credential::password(user.backend_password()),
+        pool_user: login.backend_user,
+        pool_credential: login.credential,
         database: request.database.clone(),
         cancel: state.cancels.register(),
         wanted,
