@@ -588,3 +588,55 @@ impl Config {
         self.server.listen.parse().expect("validated")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(auth: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[auth]\n{auth}\n[[users]]\nname = \"pgward_auth\"\npassword = \"pw\"\n\
+             backend_password = \"backend-pw\"\n[[backends]]\nname = \"primary\"\n"
+        );
+        let config = Config::parse(&text, Path::new("test.toml"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn passthrough_keys_default_and_validate() {
+        let off = config("").unwrap();
+        assert!(!off.auth.passthrough);
+        assert_eq!(off.auth.auth_query, DEFAULT_AUTH_QUERY);
+
+        let on = config("passthrough = true\nauth_user = \"pgward_auth\"").unwrap();
+        assert_eq!(on.auth_user_password(), Some("backend-pw"));
+        assert_eq!(on.auth.auth_database, None);
+        let own = config("passthrough = true\nauth_user = \"other\"\nauth_password = \"x\"");
+        assert_eq!(own.unwrap().auth_user_password(), Some("x"));
+        let none = config("passthrough = true\nauth_user = \"other\"").unwrap();
+        assert_eq!(none.auth_user_password(), None);
+
+        for (auth, needle) in [
+            ("passthrough = true", "auth_user"),
+            ("passthrough = true\nauth_user = \"\"", "auth_user"),
+            (
+                "passthrough = true\nauth_user = \"a\"\nmethod = \"trust\"",
+                "trust",
+            ),
+            (
+                "passthrough = true\nauth_user = \"a\"\nauth_query = \"SELECT 1, 2\"",
+                "$1",
+            ),
+        ] {
+            let err = config(auth).expect_err(auth).to_string();
+            assert!(err.contains(needle), "{auth}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_auth_password_stays_out_of_debug() {
+        let on = config("passthrough = true\nauth_user = \"a\"\nauth_password = \"hush\"").unwrap();
+        assert!(!format!("{:?}", on.auth).contains("hush"));
+    }
+}
