@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pgward::cluster::{Cluster, ClusterOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -434,4 +435,76 @@ async fn the_policy_applies_to_passthrough_roles_by_name() {
         }
     })
     .await;
+}
+
+/// A PostgreSQL of its own with `ssl = on`, since a server on a TLS connection offers
+/// SCRAM-SHA-256-PLUS and refuses a client that claims channel binding support yet picks
+/// plain SCRAM-SHA-256: both the password login and the key login must decline it properly.
+#[tokio::test]
+async fn scram_logins_over_a_tls_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    give_to_postgres(&[&cert, &key]);
+    let cluster = Cluster::start(&ClusterOptions {
+        replicas: 0,
+        settings: vec![
+            ("ssl".into(), "on".into()),
+            ("ssl_cert_file".into(), cert.to_string_lossy().into()),
+            ("ssl_key_file".into(), key.to_string_lossy().into()),
+        ],
+    })
+    .unwrap_or_else(|e| panic!("cannot start PostgreSQL with ssl = on: {e}"));
+    let port = cluster.primary.port;
+    cluster
+        .psql(
+            port,
+            "postgres",
+            "CREATE ROLE pt_tls LOGIN PASSWORD 'tls-pw';",
+        )
+        .unwrap();
+    // `postgres` logs in by trust, so it reads pg_shadow itself with the default auth_query.
+    let config = ProxyConfig::transaction(2).backends(format!(
+        "\n[[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"primary\"\ntls = \"require\"\n"
+    ));
+    let pgward = Pgward::start(&with_auth(
+        &config,
+        "passthrough = true\nauth_user = \"postgres\"\n",
+    ));
+    let on_tls = "SELECT current_user || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    deadline(LIMIT, async {
+        let app = pgward.connect().await;
+        assert_eq!(simple_value(&app, on_tls).await, "app true");
+        let role = pgward.connect_as("pt_tls", "tls-pw").await;
+        assert_eq!(simple_value(&role, on_tls).await, "pt_tls true");
+    })
+    .await;
+    drop(cluster);
+}
+
+/// PostgreSQL runs as `postgres` when the tests run as root; it must own its key file.
+fn give_to_postgres(paths: &[&Path]) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    let (uid, gid) = unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        assert!(
+            !pw.is_null(),
+            "running as root, but there is no postgres user"
+        );
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
 }

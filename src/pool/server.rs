@@ -287,8 +287,10 @@ impl ServerConn {
                         return Err(ServerError::CredentialMismatch("SCRAM-SHA-256"))
                     }
                     _ => {
-                        // Channel binding would need the server certificate hash; decline it.
-                        let binding = if tls {
+                        // pgward does no channel binding. "y" (the client could, but thinks
+                        // the server cannot) only when the server did not offer it: a server
+                        // that did refuses "y" as a downgrade; "n" otherwise.
+                        let binding = if tls && !mechanisms.contains(&"SCRAM-SHA-256-PLUS") {
                             ChannelBinding::unrequested()
                         } else {
                             ChannelBinding::unsupported()
