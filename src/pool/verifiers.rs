@@ -68,7 +68,9 @@ pub struct Verifiers {
     credential: Credential,
     query: String,
     database: Option<String>,
+    /// For one lookup: connecting and one query.
     timeout: Duration,
+    /// Kept connections unused for longer are closed.
     idle_timeout: Duration,
     answers: Cache<(String, String), Answer>,
     /// (backend name, database, connection).
