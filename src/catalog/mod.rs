@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use crate::pool::{BackendTarget, ServerConn, ServerError};
+use crate::pool::{BackendTarget, Credential, ServerConn, ServerError};
 use crate::sql::RelName;
 
 /// Every relation with a column list (tables, views, materialized views, foreign and
@@ -166,7 +166,7 @@ pub struct Catalogs {
 pub struct Source {
     pub target: Arc<BackendTarget>,
     pub user: String,
-    pub password: Option<String>,
+    pub credential: Credential,
     pub database: String,
 }
 
@@ -284,7 +284,7 @@ async fn load(source: &Source) -> Result<Snapshot, ServerError> {
     let mut conn = ServerConn::connect(
         source.target.clone(),
         &source.user,
-        source.password.as_deref(),
+        &source.credential,
         &source.database,
     )
     .await?;

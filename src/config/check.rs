@@ -394,6 +394,22 @@ impl Checker<'_> {
                 }
             }
         }
+        if config.auth.passthrough {
+            if config.auth.auth_user.as_deref().is_none_or(str::is_empty) {
+                let message = "auth.passthrough = true needs auth.auth_user (a role that may read \
+                     the password verifiers)";
+                self.at_value("auth.passthrough", message.to_owned());
+            }
+            if config.auth.method == AuthMethod::Trust {
+                let message = "auth.passthrough needs auth.method = \"scram-sha-256\" or \"md5\": \
+                     with trust there is no password to pass through";
+                self.at_value("auth.passthrough", message.to_owned());
+            }
+            if !config.auth.auth_query.contains("$1") {
+                let message = "auth.auth_query must take the role name as $1";
+                self.at_value("auth.auth_query", message.to_owned());
+            }
+        }
     }
 
     /// Files the config names: they must be readable and of the right kind.

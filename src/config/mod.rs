@@ -127,19 +127,53 @@ pub enum TlsMode {
     Require,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub method: AuthMethod,
     pub admin_users: Vec<String>,
+    /// Roles without a `[[users]]` entry log in with their PostgreSQL password: pgward reads
+    /// the role's verifier with `auth_query` as `auth_user` and checks the client against it.
+    pub passthrough: bool,
+    /// The role `auth_query` runs as; required with passthrough.
+    pub auth_user: Option<String>,
+    /// Its password; default: the backend password of the `[[users]]` entry named `auth_user`.
+    pub auth_password: Option<String>,
+    /// Returns (name, verifier) for the role name in `$1`; the verifier is the second column.
+    pub auth_query: String,
+    /// Where `auth_query` runs; default: the database the client asked for.
+    pub auth_database: Option<String>,
 }
+
+/// PgBouncer's default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1";
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             method: AuthMethod::ScramSha256,
             admin_users: vec!["admin".into()],
+            passthrough: false,
+            auth_user: None,
+            auth_password: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_database: None,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    /// The auth_user's password never appears in logs or error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("method", &self.method)
+            .field("admin_users", &self.admin_users)
+            .field("passthrough", &self.passthrough)
+            .field("auth_user", &self.auth_user)
+            .field("auth_query", &self.auth_query)
+            .field("auth_database", &self.auth_database)
+            .finish_non_exhaustive()
     }
 }
 
@@ -467,7 +501,69 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// The password of `auth.auth_user`: `auth.auth_password`, else the backend password of
+    /// the `[[users]]` entry of that name.
+    pub fn auth_user_password(&self) -> Option<&str> {
+        self.auth.auth_password.as_deref().or_else(|| {
+            self.auth
+                .auth_user
+                .as_deref()
+                .and_then(|name| self.user(name))
+                .and_then(UserConfig::backend_password)
+        })
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         self.server.listen.parse().expect("validated")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(auth: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[auth]\n{auth}\n[[users]]\nname = \"pgward_auth\"\npassword = \"pw\"\n\
+             backend_password = \"backend-pw\"\n[[backends]]\nname = \"primary\"\n"
+        );
+        check::read(&text, Path::new("test.toml")).into_result()
+    }
+
+    #[test]
+    fn passthrough_keys_default_and_validate() {
+        let off = config("").unwrap();
+        assert!(!off.auth.passthrough);
+        assert_eq!(off.auth.auth_query, DEFAULT_AUTH_QUERY);
+
+        let on = config("passthrough = true\nauth_user = \"pgward_auth\"").unwrap();
+        assert_eq!(on.auth_user_password(), Some("backend-pw"));
+        assert_eq!(on.auth.auth_database, None);
+        let own = config("passthrough = true\nauth_user = \"other\"\nauth_password = \"x\"");
+        assert_eq!(own.unwrap().auth_user_password(), Some("x"));
+        let none = config("passthrough = true\nauth_user = \"other\"").unwrap();
+        assert_eq!(none.auth_user_password(), None);
+
+        for (auth, needle) in [
+            ("passthrough = true", "auth_user"),
+            ("passthrough = true\nauth_user = \"\"", "auth_user"),
+            (
+                "passthrough = true\nauth_user = \"a\"\nmethod = \"trust\"",
+                "trust",
+            ),
+            (
+                "passthrough = true\nauth_user = \"a\"\nauth_query = \"SELECT 1, 2\"",
+                "$1",
+            ),
+        ] {
+            let err = config(auth).expect_err(auth).to_string();
+            assert!(err.contains(needle), "{auth}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_auth_password_stays_out_of_debug() {
+        let on = config("passthrough = true\nauth_user = \"a\"\nauth_password = \"hush\"").unwrap();
+        assert!(!format!("{:?}", on.auth).contains("hush"));
     }
 }

@@ -1,10 +1,16 @@
 //! Server connection pools, one per (backend user, database, backend).
 //!
+//! A pool does not hold a password: each client brings the credential for its backend login
+//! (from `[[users]]`, or proven by the client itself under passthrough) and new server
+//! connections made for it use that one.
+//!
 //! Capacity is a semaphore (fair, FIFO), the idle list a short mutex-protected stack, so a
 //! checkout never waits behind another client's I/O. Broken connections are never handed out:
 //! an idle connection that has closed or spoken out of turn is dropped at checkout.
 
+pub mod credential;
 pub mod server;
+pub mod verifiers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::protocol::ProxyError;
 use crate::session::prepared::Statement;
+pub use credential::Credential;
 pub use server::{BackendTarget, ServerConn, ServerError};
 
 #[derive(Debug, Clone)]
@@ -37,7 +44,6 @@ pub struct PoolKey {
 pub struct Pool {
     pub key: PoolKey,
     target: Arc<BackendTarget>,
-    password: Option<String>,
     /// Swapped whole when a reload changes them.
     settings: ArcSwap<PoolSettings>,
     /// The size the semaphore's permits add up to (with those lent out).
@@ -76,8 +82,9 @@ impl Lease {
 }
 
 impl Pool {
-    /// A server connection, waiting up to checkout_timeout for one to be free.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ProxyError> {
+    /// A connection of this pool, waiting up to checkout_timeout for one to be free; a new
+    /// one logs in with `credential`.
+    pub async fn checkout(self: &Arc<Self>, credential: &Credential) -> Result<Lease, ProxyError> {
         let settings = self.settings.load_full();
         let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -111,7 +118,7 @@ impl Pool {
         }
         let conn = tokio::time::timeout(
             settings.connect_timeout,
-            ServerConn::connect(self.target.clone(), &self.key.user, self.password.as_deref(), &self.key.database),
+            ServerConn::connect(self.target.clone(), &self.key.user, credential, &self.key.database),
         )
         .await
         .unwrap_or(Err(ServerError::Timeout))
@@ -204,7 +211,6 @@ impl Pools {
         &self,
         key: PoolKey,
         target: Arc<BackendTarget>,
-        password: Option<String>,
         settings: &PoolSettings,
     ) -> Arc<Pool> {
         let mut pools = self.pools.lock().expect("pools lock");
@@ -214,7 +220,6 @@ impl Pools {
                 Arc::new(Pool {
                     key,
                     target,
-                    password,
                     settings: ArcSwap::from_pointee(settings.clone()),
                     size: AtomicUsize::new(settings.size),
                     idle: Mutex::new(Vec::new()),

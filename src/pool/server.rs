@@ -10,8 +10,10 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Credential;
 use crate::config::BackendTls;
 use crate::protocol::messages::{self, Reader};
+use crate::protocol::scram::{self, ScramClient};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError, Stream};
 use crate::session::prepared::Statement;
 
@@ -39,6 +41,10 @@ pub enum ServerError {
     UnsupportedAuth(i32),
     #[error("backend needs a password and none is configured")]
     NoPassword,
+    #[error(
+        "the server asks for {0}, which the credential pgward holds for this login cannot answer"
+    )]
+    CredentialMismatch(&'static str),
     #[error("SCRAM: {0}")]
     Scram(String),
     #[error("server error {sqlstate}: {message}")]
@@ -113,11 +119,17 @@ pub struct ServerConn {
     pub idle_since: Instant,
 }
 
+/// A SCRAM exchange with the server under way: from a password, or from recovered keys.
+enum Scram {
+    Password(Box<ScramSha256>),
+    Keys(ScramClient),
+}
+
 impl ServerConn {
     pub async fn connect(
         backend: Arc<BackendTarget>,
         user: &str,
-        password: Option<&str>,
+        credential: &Credential,
         database: &str,
     ) -> Result<ServerConn, ServerError> {
         let mut tcp = TcpStream::connect((backend.host.as_str(), backend.port)).await?;
@@ -155,14 +167,14 @@ impl ServerConn {
             prepared: HashMap::new(),
             idle_since: Instant::now(),
         };
-        conn.startup(user, password, database, tls).await?;
+        conn.startup(user, credential, database, tls).await?;
         Ok(conn)
     }
 
     async fn startup(
         &mut self,
         user: &str,
-        password: Option<&str>,
+        credential: &Credential,
         database: &str,
         tls: bool,
     ) -> Result<(), ServerError> {
@@ -180,12 +192,12 @@ impl ServerConn {
         buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
         self.writer.flush().await?;
 
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<Scram> = None;
         loop {
             let frame = self.reader.read_frame().await?;
             match frame.tag() {
                 b'R' => {
-                    self.authenticate(&frame, user, password, tls, &mut scram)
+                    self.authenticate(&frame, user, credential, tls, &mut scram)
                         .await?
                 }
                 b'S' => self.record_parameter(&frame),
@@ -206,13 +218,19 @@ impl ServerConn {
         &mut self,
         frame: &Frame,
         user: &str,
-        password: Option<&str>,
+        credential: &Credential,
         tls: bool,
-        scram: &mut Option<ScramSha256>,
+        scram: &mut Option<Scram>,
     ) -> Result<(), ServerError> {
         let mut r = Reader::new(frame.body());
         let code = r.i32().map_err(|_| ServerError::Unexpected(b'R'))?;
-        let password = || password.ok_or(ServerError::NoPassword);
+        let password = || match credential {
+            Credential::Password(p) => Ok(p.as_str()),
+            Credential::None => Err(ServerError::NoPassword),
+            Credential::ScramKeys { .. } | Credential::Md5Hash(_) => {
+                Err(ServerError::CredentialMismatch("a cleartext password"))
+            }
+        };
         match code {
             0 => return Ok(()),
             3 => {
@@ -228,11 +246,17 @@ impl ServerConn {
                     .ok()
                     .and_then(|s| s.try_into().ok())
                     .ok_or(ServerError::Unexpected(b'R'))?;
-                let hash = postgres_protocol::authentication::md5_hash(
-                    user.as_bytes(),
-                    password()?.as_bytes(),
-                    salt,
-                );
+                let hash = match credential {
+                    Credential::Md5Hash(hash) => scram::md5_response_from_hash(hash, &salt),
+                    Credential::ScramKeys { .. } => {
+                        return Err(ServerError::CredentialMismatch("md5"))
+                    }
+                    _ => postgres_protocol::authentication::md5_hash(
+                        user.as_bytes(),
+                        password()?.as_bytes(),
+                        salt,
+                    ),
+                };
                 messages::frontend(self.writer.buffer(), b'p', |b| {
                     b.extend_from_slice(hash.as_bytes());
                     b.extend_from_slice(&[0]);
@@ -251,14 +275,31 @@ impl ServerConn {
                         "no supported mechanism in {mechanisms:?}"
                     )));
                 }
-                // Channel binding would need the server certificate hash; decline it explicitly.
-                let binding = if tls {
-                    ChannelBinding::unrequested()
-                } else {
-                    ChannelBinding::unsupported()
+                let (client, first) = match credential {
+                    Credential::ScramKeys {
+                        client_key,
+                        server_key,
+                    } => {
+                        let (client, first) = ScramClient::start(client_key, server_key);
+                        (Scram::Keys(client), first.into_bytes())
+                    }
+                    Credential::Md5Hash(_) => {
+                        return Err(ServerError::CredentialMismatch("SCRAM-SHA-256"))
+                    }
+                    _ => {
+                        // pgward does no channel binding. "y" (the client could, but thinks
+                        // the server cannot) only when the server did not offer it: a server
+                        // that did refuses "y" as a downgrade; "n" otherwise.
+                        let binding = if tls && !mechanisms.contains(&"SCRAM-SHA-256-PLUS") {
+                            ChannelBinding::unrequested()
+                        } else {
+                            ChannelBinding::unsupported()
+                        };
+                        let client = ScramSha256::new(password()?.as_bytes(), binding);
+                        let first = client.message().to_vec();
+                        (Scram::Password(Box::new(client)), first)
+                    }
                 };
-                let client = ScramSha256::new(password()?.as_bytes(), binding);
-                let first = client.message().to_vec();
                 messages::frontend(self.writer.buffer(), b'p', |b| {
                     b.extend_from_slice(b"SCRAM-SHA-256\0");
                     b.extend_from_slice(&(first.len() as i32).to_be_bytes());
@@ -267,18 +308,29 @@ impl ServerConn {
                 *scram = Some(client);
             }
             11 => {
-                let client = scram.as_mut().ok_or(ServerError::Unexpected(b'R'))?;
-                client
-                    .update(r.rest())
-                    .map_err(|e| ServerError::Scram(e.to_string()))?;
-                let msg = client.message().to_vec();
+                let msg = match scram.as_mut().ok_or(ServerError::Unexpected(b'R'))? {
+                    Scram::Password(client) => {
+                        client
+                            .update(r.rest())
+                            .map_err(|e| ServerError::Scram(e.to_string()))?;
+                        client.message().to_vec()
+                    }
+                    Scram::Keys(client) => client
+                        .respond(r.rest())
+                        .map_err(|e| ServerError::Scram(e.into()))?
+                        .into_bytes(),
+                };
                 messages::frontend(self.writer.buffer(), b'p', |b| b.extend_from_slice(&msg));
             }
             12 => {
-                let mut client = scram.take().ok_or(ServerError::Unexpected(b'R'))?;
-                client
-                    .finish(r.rest())
-                    .map_err(|e| ServerError::Scram(e.to_string()))?;
+                match scram.take().ok_or(ServerError::Unexpected(b'R'))? {
+                    Scram::Password(mut client) => client
+                        .finish(r.rest())
+                        .map_err(|e| ServerError::Scram(e.to_string()))?,
+                    Scram::Keys(client) => client
+                        .verify(r.rest())
+                        .map_err(|e| ServerError::Scram(e.into()))?,
+                }
                 return Ok(());
             }
             other => return Err(ServerError::UnsupportedAuth(other)),
@@ -312,6 +364,48 @@ impl ServerConn {
                 b'E' => error = Some(error_fields(frame.body())),
                 b'Z' => return error.map_or(Ok(rows), Err),
                 b'T' | b'C' | b'N' | b'I' | b'A' => {}
+                other => return Err(ServerError::Unexpected(other)),
+            }
+        }
+    }
+
+    /// Runs one statement of pgward's own through the extended protocol, with its parameters
+    /// sent as text values (never spliced into the SQL), and returns its rows as text.
+    pub async fn query_params(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+        let buf = self.writer.buffer();
+        messages::write_parse(buf, "", sql, &[0, 0]);
+        messages::frontend(buf, b'B', |b| {
+            b.extend_from_slice(b"\0\0");
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+            for p in params {
+                match p {
+                    Some(v) => {
+                        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                        b.extend_from_slice(v.as_bytes());
+                    }
+                    None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+            b.extend_from_slice(&0i16.to_be_bytes());
+        });
+        messages::frontend(buf, b'E', |b| b.extend_from_slice(&[0, 0, 0, 0, 0]));
+        messages::frontend(buf, b'S', |_| {});
+        self.writer.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.reader.read_frame().await?;
+            match frame.tag() {
+                b'D' => rows.push(data_row_text(frame.body())),
+                b'S' => self.record_parameter(&frame),
+                b'E' => error = Some(error_fields(frame.body())),
+                b'Z' => return error.map_or(Ok(rows), Err),
+                b'1' | b'2' | b'C' | b'N' | b'I' | b'A' | b's' => {}
                 other => return Err(ServerError::Unexpected(other)),
             }
         }

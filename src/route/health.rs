@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{BackendRole, RoutingConfig};
 use crate::metrics;
-use crate::pool::{BackendTarget, ServerConn, ServerError};
+use crate::pool::{BackendTarget, Credential, ServerConn, ServerError};
 use crate::route::Router;
 
 const CHECK_SQL: &str =
@@ -276,7 +276,9 @@ async fn check(
 ) -> Result<(ServerConn, bool, Option<u64>), ServerError> {
     let mut conn = match conn {
         Some(conn) => conn,
-        None => ServerConn::connect(target, user, password, database).await?,
+        None => {
+            ServerConn::connect(target, user, &Credential::password(password), database).await?
+        }
     };
     let rows = conn.internal_query(CHECK_SQL).await?;
     let row = rows.first().ok_or(ServerError::Unexpected(b'C'))?;

@@ -192,7 +192,7 @@ impl Session {
         Some(Source {
             target: router.backends[idx].target.clone(),
             user: self.pool_user.clone(),
-            password: self.pool_password.clone(),
+            credential: self.pool_credential.clone(),
             database: self.database.clone(),
         })
     }

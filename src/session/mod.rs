@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::config::PoolMode;
 use crate::metrics::ClientState;
-use crate::pool::{Lease, Pool, PoolKey, ServerError};
+use crate::pool::{Credential, Lease, Pool, PoolKey, ServerError};
 use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
@@ -151,9 +151,18 @@ async fn login(
             .encode(writer.buffer())
             .expect("encode NegotiateProtocolVersion");
     }
-    if let Err(e) = auth::authenticate(&mut reader, &mut writer, rt, &request.user).await {
-        return Err((writer, e));
-    }
+    let login = match auth::authenticate(
+        &mut reader,
+        &mut writer,
+        rt,
+        &request.user,
+        &request.database,
+    )
+    .await
+    {
+        Ok(login) => login,
+        Err(e) => return Err((writer, e)),
+    };
     if request.database == crate::admin::console::DATABASE {
         if !rt.config.auth.admin_users.contains(&request.user) {
             return Err((
@@ -167,7 +176,6 @@ async fn login(
         let console = crate::admin::console::Console::new(reader, writer, state.clone(), client);
         return Ok(Login::Console(console));
     }
-    let user = &rt.users[&request.user].config;
     let mut wanted = request.params;
     let setting = match wanted.remove(ROUTE_PARAM) {
         None => RouteSetting::Auto,
@@ -191,8 +199,8 @@ async fn login(
         catalog_dirty: false,
         subject: None,
         memo: Default::default(),
-        pool_user: user.backend_user().to_owned(),
-        pool_password: user.backend_password().map(str::to_owned),
+        pool_user: login.backend_user,
+        pool_credential: login.credential,
         database: request.database.clone(),
         cancel: state.cancels.register(),
         wanted,
@@ -284,8 +292,9 @@ pub(crate) struct Session {
     subject: Option<admit::CachedSubject>,
     /// The last text analysed and its analysis: the stages ask about the same text in turn.
     memo: std::cell::RefCell<(String, Option<Arc<Analysis>>)>,
+    /// The role this client's server connections log in as, and with what.
     pool_user: String,
-    pool_password: Option<String>,
+    pool_credential: Credential,
     database: String,
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
@@ -743,10 +752,7 @@ impl Session {
             backend: target.name.clone(),
             addr: (target.host.clone(), target.port),
         };
-        let pool = self
-            .state
-            .pools
-            .get(key, target, self.pool_password.clone(), &self.rt.pool);
+        let pool = self.state.pools.get(key, target, &self.rt.pool);
         self.pools[idx] = Some(pool.clone());
         pool
     }
@@ -784,7 +790,7 @@ impl Session {
             self.client.set(ClientState::Waiting, None);
             let started = std::time::Instant::now();
             self.state.pause.wait().await;
-            let checkout = pool.checkout().await;
+            let checkout = pool.checkout(&self.pool_credential).await;
             self.client.stats.waited(started.elapsed());
             let mut lease = match checkout {
                 Ok(lease) => lease,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Catalogs;
 use crate::config::{BackendTls, Config, UserConfig};
 use crate::policy::Policy;
+use crate::pool::verifiers::Verifiers;
 use crate::pool::{BackendTarget, PoolSettings, Pools};
 use crate::protocol::scram::ScramSecret;
 use crate::protocol::tls;
@@ -40,6 +41,8 @@ pub struct Runtime {
     /// Statement analysis, cached by SQL text.
     pub analyzer: Analyzer,
     pub pool: PoolSettings,
+    /// Password verifiers of roles without a `[[users]]` entry (`auth.passthrough`).
+    pub verifiers: Option<Verifiers>,
 }
 
 pub struct UserEntry {
@@ -104,7 +107,9 @@ impl Runtime {
             connect_timeout: config.pool.connect_timeout,
             idle_timeout: config.pool.idle_timeout,
         };
+        let verifiers = Verifiers::new(&config);
         Ok(Runtime {
+            verifiers,
             config: Arc::new(config),
             users,
             tls,
