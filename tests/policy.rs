@@ -455,6 +455,55 @@ async fn a_table_created_through_pgward_is_known_at_once() {
     .await;
 }
 
+#[test]
+fn copy_from_stdin_is_checked_and_what_follows_it_too() {
+    let (pgward, _files) = start("transaction", "deny");
+    let copy = |user: &str, sql: &str| {
+        let mut command = psql(&pgward);
+        command
+            .env("PGUSER", user)
+            .env("PGPASSWORD", "pw")
+            .args(["-c", sql]);
+        run_program(&mut command, Duration::from_secs(30))
+    };
+    let data = pgward.scratch_dir().join("notes.txt");
+    std::fs::write(&data, "copied-1\ncopied-2\n").unwrap();
+    let sql = format!("\\copy audit (note) from '{}'", data.display());
+    let refused = copy("reader", &sql);
+    assert!(!refused.status.success());
+    assert!(
+        refused
+            .stderr
+            .contains("reader may not insert public.audit"),
+        "{}",
+        refused.stderr
+    );
+    copy("loader", &sql).expect_success("loader may copy into audit");
+    assert_eq!(
+        admin_psql(
+            DATABASE,
+            "SELECT count(*) FROM audit WHERE note LIKE 'copied-%'"
+        )
+        .trim(),
+        "2"
+    );
+    // A statement after COPY ... FROM STDIN in the same string is checked too: loader may
+    // not delete, so nothing of the string runs.
+    let sneaky = copy("loader", "COPY audit (note) FROM STDIN; DELETE FROM orders");
+    assert!(!sneaky.status.success());
+    assert!(
+        sneaky
+            .stderr
+            .contains("loader may not delete public.orders"),
+        "{}",
+        sneaky.stderr
+    );
+    assert_ne!(
+        admin_psql(DATABASE, "SELECT count(*) FROM orders").trim(),
+        "0"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparsable_statements_follow_on_unparsed() {
     // sqlparser 0.59 cannot parse ORDER BY ... USING.

@@ -12,6 +12,7 @@
 
 pub mod analysis;
 mod classify;
+mod copy;
 mod hint;
 mod normalize;
 mod walk;
@@ -276,6 +277,8 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
     // nesting than any ordinary query uses is therefore not parsed at all.
     let parsed = if classify::bracket_depth(&tokens) > MAX_BRACKET_DEPTH {
         None
+    } else if copy::has_copy_from_stdin(&tokens) {
+        copy::parse_one_by_one(tokens)
     } else {
         Parser::new(&PostgreSqlDialect {})
             .with_tokens_with_locations(tokens)
