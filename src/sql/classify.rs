@@ -283,6 +283,28 @@ fn selects_into(body: &SetExpr) -> bool {
     false
 }
 
+/// `CREATE UNLOGGED TABLE` is `CREATE TABLE` for every stage (sqlparser 0.59 does not know
+/// UNLOGGED): the word is dropped before parsing.
+pub(crate) fn drop_unlogged(tokens: &mut Vec<TokenWithSpan>) {
+    let is_word = |t: &TokenWithSpan, k: Keyword| matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.keyword == k);
+    let mut previous_word: Option<usize> = None;
+    let mut drop = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if matches!(t.token, Token::Whitespace(_)) {
+            continue;
+        }
+        if is_word(t, Keyword::UNLOGGED)
+            && previous_word.is_some_and(|p| is_word(&tokens[p], Keyword::CREATE))
+        {
+            drop.push(i);
+        }
+        previous_word = Some(i);
+    }
+    for i in drop.into_iter().rev() {
+        tokens.remove(i);
+    }
+}
+
 /// The deepest nesting of brackets ( `(`, `[`, `{` ) in a token stream.
 pub(crate) fn bracket_depth(tokens: &[TokenWithSpan]) -> usize {
     let mut depth = 0usize;
@@ -404,6 +426,18 @@ pub(crate) fn lexical_fallback(sql: &str) -> (Class, Option<RouteSetting>, Optio
         Some(Token::Word(word)) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case("prepared")
     );
 
+    // sqlparser has no MOVE (a cursor's FETCH without the rows) and no SELECT without a
+    // target list; neither touches a table.
+    let first_is_move = matches!(
+        statement.first(),
+        Some(Token::Word(word)) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case("move")
+    );
+    if first_is_move {
+        return (Class::Write, None, Some(Kind::Utility));
+    }
+    if statement.len() == 1 && keyword(0) == Keyword::SELECT {
+        return (Class::Read, None, Some(Kind::Select));
+    }
     match (keyword(0), keyword(1)) {
         (Keyword::BEGIN, _) | (Keyword::START, Keyword::TRANSACTION) => {
             let read_only = has_keyword_pair(Keyword::READ, Keyword::ONLY)
@@ -729,6 +763,26 @@ mod tests {
             analysis("/* pgward:replica */ garbage ((").hint,
             Some(RouteHint::Replica)
         );
+    }
+
+    #[test]
+    fn statements_sqlparser_lacks_that_touch_no_table() {
+        let analyzer = Analyzer::new(&[], 10);
+        for (sql, class) in [
+            ("select", Class::Read),
+            ("SELECT ;", Class::Read),
+            ("MOVE 2 FROM c", Class::Write),
+            ("move absolute 2 from \"tmp\"", Class::Write),
+        ] {
+            let a = analyzer.analyze(sql);
+            assert!(a.understood(), "{sql}");
+            assert_eq!(a.class, class, "{sql}");
+        }
+        assert!(!analyzer.analyze("select; drop table t").understood());
+        let a = analyzer.analyze("create unlogged table u (id int)");
+        assert!(a.understood());
+        assert_eq!(a.statements[0].kind, crate::sql::Kind::Ddl);
+        assert_eq!(a.statements[0].tables[0].name, "u");
     }
 
     #[test]

@@ -268,9 +268,10 @@ fn unparsed(sql: &str) -> Analysis {
 /// Parses and classifies `sql` on the current thread, without caching.
 fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
     let hint = hint::leading_hint(sql);
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
+    let Ok(mut tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
         return unparsed(sql);
     };
+    classify::drop_unlogged(&mut tokens);
     // sqlparser 0.59 backtracks exponentially on some nested constructs (CAST,
     // SUBSTRING, function calls) when something deep inside fails to parse: 12
     // nested CASTs around a syntax error take over a second. Deeper bracket
