@@ -398,6 +398,17 @@ impl Session {
                         return Ok(());
                     }
                 }
+                Exit::Lost(err) => {
+                    if !self.loss_is_hideable() {
+                        // A transaction block (or the session's state) went with the server.
+                        return Err(err);
+                    }
+                    tracing::info!(error = %err, "server connection lost outside a transaction; failing the requests in flight");
+                    self.drop_server();
+                    if !self.answer_lost(&err).await? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -685,6 +696,14 @@ impl Session {
             }
         }
         Ok(None)
+    }
+
+    /// Lets go of a broken server connection: it is closed, not returned to the pool.
+    fn drop_server(&mut self) {
+        self.client.set(ClientState::Idle, None);
+        self.cancel.slot.set(None);
+        self.retry = None;
+        self.server = None;
     }
 
     /// The server of a read failed before answering: run the read again on another one, as if

@@ -33,6 +33,9 @@ pub(super) enum Exit {
     Retry {
         ban: bool,
     },
+    /// The server connection broke (or the server said FATAL) and no retry can hide it;
+    /// the error says why. `Session::run` decides whether the client can go on.
+    Lost(ProxyError),
 }
 
 /// A response the client is owed, in order.
@@ -130,17 +133,27 @@ impl Session {
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "bad frame from server");
-                        return Err(ProxyError::ServerLost);
+                        return Ok(Exit::Lost(ProxyError::ServerLost));
                     }
                 };
+                let fatal = is_fatal_error(&frame);
                 if self.retry.is_some() {
                     // A FATAL error ends this session (shutdown, or a DBA's
                     // pg_terminate_backend); whether the server is down is the monitor's call.
-                    if is_fatal_error(&frame) {
+                    if fatal {
                         return Ok(Exit::Retry { ban: false });
                     }
-                    // The client is getting an answer from this server now.
-                    self.retry = None;
+                    // A notice or parameter report is no answer: a dying server sends a
+                    // WARNING before it closes (`pg_ctl -m immediate`), and the read can still
+                    // run elsewhere.
+                    if !matches!(frame.tag(), b'N' | b'S') {
+                        // The client is getting an answer from this server now.
+                        self.retry = None;
+                    }
+                }
+                if fatal && self.loss_is_hideable() {
+                    // The client gets the reason as a plain error and stays connected.
+                    return Ok(Exit::Lost(server_error(&frame)));
                 }
                 self.on_server_frame(frame);
             }
@@ -197,11 +210,11 @@ impl Session {
                 }
                 Event::Wrote(Err(e)) | Event::ServerRead(Err(FrameError::Io(e))) => {
                     tracing::warn!(error = %e, "server connection failed");
-                    return Err(ProxyError::ServerLost);
+                    return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
                 Event::ServerRead(Err(_)) => {
                     tracing::info!("server closed the connection");
-                    return Err(ProxyError::ServerLost);
+                    return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
                 Event::ClientWrote(Err(_))
                 | Event::ClientRead(Err(FrameError::Eof | FrameError::Io(_))) => {
@@ -211,6 +224,62 @@ impl Session {
                 _ => {}
             }
         }
+    }
+
+    /// Whether losing the server connection now costs the client nothing but the requests in
+    /// flight: transaction mode (its session state lives in pgward, not on the connection),
+    /// outside a transaction block, not in COPY FROM STDIN.
+    pub(super) fn loss_is_hideable(&self) -> bool {
+        self.mode == PoolMode::Transaction && self.link.tx_status == b'I' && !self.link.copy_in
+    }
+
+    /// Answers every request still outstanding on a lost server connection with `err` and
+    /// ReadyForQuery 'I', as if each had failed on its own; an unfinished extended-protocol
+    /// batch is answered once the client ends it with Sync.
+    /// False when the client left meanwhile.
+    pub(super) async fn answer_lost(&mut self, err: &ProxyError) -> Result<bool, ProxyError> {
+        let mut errored = false;
+        while let Some(p) = self.link.queue.pop_front() {
+            match p {
+                Pending::Hidden | Pending::HiddenSync => {}
+                Pending::Sync(_) | Pending::Query(_) | Pending::Reply(Reply::Ready) => {
+                    if !errored {
+                        messages::error_response(self.client_w.buffer(), err, false);
+                    }
+                    messages::ready_for_query(self.client_w.buffer(), b'I');
+                    errored = false;
+                }
+                _ => {
+                    if !errored {
+                        messages::error_response(self.client_w.buffer(), err, false);
+                        errored = true;
+                    }
+                }
+            }
+        }
+        if !self.link.in_batch {
+            return Ok(true);
+        }
+        if !errored && !self.link.discarding {
+            messages::error_response(self.client_w.buffer(), err, false);
+        }
+        // The client may be waiting for the answer to its Flush before it sends its Sync.
+        if self.client_w.flush().await.is_err() {
+            return Ok(false);
+        }
+        loop {
+            match self.client_r.read_frame().await {
+                Ok(frame) => match frame.tag() {
+                    tag::SYNC | tag::QUERY | tag::FUNCTION_CALL => break,
+                    tag::TERMINATE => return Ok(false),
+                    _ => {}
+                },
+                Err(FrameError::Eof) | Err(FrameError::Io(_)) => return Ok(false),
+                Err(e) => return Err(super::client_frame_error(e)),
+            }
+        }
+        messages::ready_for_query(self.client_w.buffer(), b'I');
+        Ok(true)
     }
 
     pub(super) fn server_mut(&mut self) -> &mut crate::pool::ServerConn {
@@ -687,6 +756,25 @@ fn error_sqlstate(frame: &Frame) -> Option<&str> {
         }
     }
     None
+}
+
+/// A server's FATAL ErrorResponse as an error of the request alone (same SQLSTATE and text).
+fn server_error(frame: &Frame) -> ProxyError {
+    let (mut sqlstate, mut message) = ("08006".to_owned(), String::new());
+    let mut r = Reader::new(frame.body());
+    while let Ok(code) = r.u8() {
+        let Ok(value) = r.cstr() else { break };
+        match code {
+            b'C' => sqlstate = value.to_owned(),
+            b'M' => message = value.to_owned(),
+            _ => {}
+        }
+    }
+    ProxyError::FromServer {
+        sqlstate,
+        message,
+        fatal: false,
+    }
 }
 
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.
