@@ -230,6 +230,35 @@ async fn reads_spread_over_replicas_and_everything_else_runs_on_the_primary() {
     .await;
 }
 
+/// A read whose text is not UTF-8 (client_encoding LATIN9) is not understood, so it runs on
+/// the primary, and it runs: pgward does not refuse what PostgreSQL accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_is_not_utf8_runs_on_the_primary() {
+    use std::os::unix::ffi::OsStringExt;
+    let s = servers();
+    let pgward = s.pgward("");
+    let client = pgward.connect().await;
+    wait_until_reads_leave_the_primary(&client, s.primary).await;
+    let mut command = common::psql(&pgward);
+    command
+        .env("PGCLIENTENCODING", "LATIN9")
+        .arg("-c")
+        .arg(std::ffi::OsString::from_vec(
+            b"SELECT inet_server_port() WHERE 'caf\xe9' <> ''".to_vec(),
+        ));
+    let run =
+        tokio::task::spawn_blocking(move || run_program(&mut command, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect_success("psql LATIN9");
+    assert_eq!(run.stdout.trim(), s.primary.to_string());
+    // The same read in UTF-8 goes to a replica.
+    assert_ne!(
+        port_of(&client, "SELECT inet_server_port() WHERE 'caf\u{e9}' <> ''").await,
+        s.primary
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_pins_clients_to_the_primary_unless_they_ask_for_a_replica() {
     let s = servers();

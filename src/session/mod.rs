@@ -291,7 +291,7 @@ pub(crate) struct Session {
     /// This client as the policy sees it, kept while its search_path stays the same.
     subject: Option<admit::CachedSubject>,
     /// The last text analysed and its analysis: the stages ask about the same text in turn.
-    memo: std::cell::RefCell<(String, Option<Arc<Analysis>>)>,
+    memo: std::cell::RefCell<(Vec<u8>, Option<Arc<Analysis>>)>,
     /// The role this client's server connections log in as, and with what.
     pool_user: String,
     pool_credential: Credential,
@@ -501,8 +501,8 @@ impl Session {
     }
 
     /// The routing preference `sql` sets, if it is `SET/RESET pgward.route`.
-    fn route_setting_of(&self, sql: &str) -> Option<RouteSetting> {
-        if sqlscan::contains_ignore_case(sql.as_bytes(), ROUTE_PARAM.as_bytes()) {
+    fn route_setting_of(&self, sql: &[u8]) -> Option<RouteSetting> {
+        if sqlscan::contains_ignore_case(sql, ROUTE_PARAM.as_bytes()) {
             self.analyze(sql).route_setting
         } else {
             None
@@ -517,7 +517,10 @@ impl Session {
         if frames.len() != 2 || frames[0].tag() != tag::PARSE || frames[1].tag() != tag::SYNC {
             return Ok(false);
         }
-        let parse = messages::read_parse(frames[0].body())?;
+        // A malformed Parse is left to the pump, which answers it.
+        let Ok(parse) = messages::read_parse(frames[0].body()) else {
+            return Ok(false);
+        };
         if parse.name.is_empty() || self.statements.contains_key(parse.name) {
             return Ok(false);
         }
@@ -532,27 +535,32 @@ impl Session {
         Ok(true)
     }
 
-    fn analyze(&self, sql: &str) -> Arc<Analysis> {
+    /// `sql` is in the client's encoding; text that is not UTF-8 is not understood (it runs
+    /// on the primary, and the policy refuses it as unparsable under on_unparsed = "deny").
+    fn analyze(&self, sql: &[u8]) -> Arc<Analysis> {
         let mut memo = self.memo.borrow_mut();
         if let (text, Some(analysis)) = &*memo {
             if text == sql {
                 return analysis.clone();
             }
         }
-        let analysis = self.rt.analyzer.analyze(sql);
+        let analysis = match std::str::from_utf8(sql) {
+            Ok(text) => self.rt.analyzer.analyze(text),
+            Err(_) => Arc::new(crate::sql::undecodable()),
+        };
         if sql.len() > MEMO_MAX_LEN {
             return analysis;
         }
         // The buffer keeps its capacity: no allocation per statement once it has grown.
         memo.0.clear();
-        memo.0.push_str(sql);
+        memo.0.extend_from_slice(sql);
         memo.1 = Some(analysis.clone());
         analysis
     }
 
     /// The routing class of `sql`; without replicas to route to there is nothing to decide,
     /// and nothing is parsed.
-    fn class_of(&self, sql: &str) -> Class {
+    fn class_of(&self, sql: &[u8]) -> Class {
         if self.rt.router.splits() {
             self.analyze(sql).class
         } else {
@@ -561,14 +569,14 @@ impl Session {
     }
 
     /// A prepared statement with what executing it may change and where it may run.
-    fn statement(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+    fn statement(&self, query: &[u8], param_types: &[u8]) -> Arc<Statement> {
         self.statement_with(query, param_types, sqlscan::effects(query))
     }
 
     /// As `statement`, with the `sqlscan::effects` of `query` the caller already has.
     fn statement_with(
         &self,
-        query: &str,
+        query: &[u8],
         param_types: &[u8],
         effects: sqlscan::Effects,
     ) -> Arc<Statement> {
@@ -630,7 +638,7 @@ impl Session {
                     Class::Read => true,
                     // Hot standbys refuse serializable transactions.
                     Class::Begin { read_only: true } => {
-                        !sqlscan::contains_ignore_case(sql.as_bytes(), b"serializable")
+                        !sqlscan::contains_ignore_case(sql, b"serializable")
                     }
                     _ => false,
                 };

@@ -325,10 +325,19 @@ impl Session {
                 self.forward(&frame, Some(Pending::Query(Instant::now())));
                 self.request_sent();
             }
-            tag::PARSE => self.on_parse(frame)?,
-            tag::BIND => self.on_bind(frame)?,
-            tag::DESCRIBE => self.on_describe(frame)?,
-            tag::CLOSE => self.on_close(frame)?,
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => {
+                let handled = match t {
+                    tag::PARSE => self.on_parse(frame),
+                    tag::BIND => self.on_bind(frame),
+                    tag::DESCRIBE => self.on_describe(frame),
+                    _ => self.on_close(frame),
+                };
+                match handled {
+                    // A name pgward cannot keep (not UTF-8) fails the message, not the client.
+                    Err(e) if !e.is_fatal() => self.refuse(e),
+                    other => other?,
+                }
+            }
             tag::EXECUTE => {
                 self.link.in_batch = true;
                 self.forward(&frame, Some(Pending::Execute));
@@ -382,7 +391,7 @@ impl Session {
     }
 
     /// Records what a statement may change; refuses LISTEN where notifications would be lost.
-    fn note_sql(&mut self, sql: &str) -> Result<sqlscan::Effects, ProxyError> {
+    fn note_sql(&mut self, sql: &[u8]) -> Result<sqlscan::Effects, ProxyError> {
         if self.mode == PoolMode::Session {
             // Nothing is read back in session mode: after a SET the search_path is unknown.
             if self.state.policy.load().is_some() && sqlscan::effects(sql).session {
@@ -529,8 +538,8 @@ impl Session {
 
     fn on_bind(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let mut r = Reader::new(frame.body());
-        let portal = r.cstr()?;
-        let name = r.cstr()?;
+        let portal = r.name()?;
+        let name = r.name()?;
         self.link.in_batch = true;
         if !self.transaction_mode() {
             self.forward(&frame, Some(Pending::Bind));
@@ -568,7 +577,7 @@ impl Session {
     fn on_describe(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let mut r = Reader::new(frame.body());
         let kind = r.u8()?;
-        let name = r.cstr()?;
+        let name = r.name()?;
         self.link.in_batch = true;
         if kind != b'S' || !self.transaction_mode() {
             self.forward(&frame, Some(Pending::Describe));
@@ -595,7 +604,7 @@ impl Session {
     fn on_close(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let mut r = Reader::new(frame.body());
         let kind = r.u8()?;
-        let name = r.cstr()?;
+        let name = r.name()?;
         self.link.in_batch = true;
         if kind == b'S' {
             self.analyses.remove(name);
@@ -750,9 +759,10 @@ pub(super) fn runs_sql(tag: u8) -> bool {
 fn error_sqlstate(frame: &Frame) -> Option<&str> {
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
-        let value = r.cstr().ok()?;
+        // Fields are in the client's encoding; the SQLSTATE is ASCII.
+        let value = r.cstr_bytes().ok()?;
         if code == b'C' {
-            return Some(value);
+            return std::str::from_utf8(value).ok();
         }
     }
     None
@@ -763,10 +773,11 @@ fn server_error(frame: &Frame) -> ProxyError {
     let (mut sqlstate, mut message) = ("08006".to_owned(), String::new());
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
-        let Ok(value) = r.cstr() else { break };
+        let Ok(value) = r.cstr_bytes() else { break };
+        let value = String::from_utf8_lossy(value).into_owned();
         match code {
-            b'C' => sqlstate = value.to_owned(),
-            b'M' => message = value.to_owned(),
+            b'C' => sqlstate = value,
+            b'M' => message = value,
             _ => {}
         }
     }
@@ -784,9 +795,11 @@ fn is_fatal_error(frame: &Frame) -> bool {
     }
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
-        let Ok(value) = r.cstr() else { return false };
+        let Ok(value) = r.cstr_bytes() else {
+            return false;
+        };
         if code == b'V' || code == b'S' {
-            return matches!(value, "FATAL" | "PANIC");
+            return matches!(value, b"FATAL" | b"PANIC");
         }
     }
     false

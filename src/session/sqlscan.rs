@@ -21,12 +21,13 @@ impl Effects {
     }
 }
 
-pub fn effects(sql: &str) -> Effects {
+/// `sql` is in the client's encoding: the keywords looked for are ASCII in all of them.
+pub fn effects(sql: &[u8]) -> Effects {
     let mut fx = Effects {
-        session: contains_ignore_case(sql.as_bytes(), b"set_config"),
+        session: contains_ignore_case(sql, b"set_config"),
         ..Effects::default()
     };
-    for word in leading_words(sql.as_bytes()) {
+    for word in leading_words(sql) {
         match word.to_ascii_lowercase().as_slice() {
             b"set" | b"reset" => fx.session = true,
             b"discard" => {
@@ -139,17 +140,17 @@ mod tests {
 
     #[test]
     fn finds_session_changes() {
-        assert!(effects("SET search_path TO x").session);
-        assert!(effects("select 1; /* c */ reset all").session);
-        assert!(effects("select set_config('a.b', '1', false)").session);
-        assert!(!effects("UPDATE t SET a = 1").session);
-        assert!(!effects("select 'x; set a=1'").session);
-        assert!(!effects("select $$; set a=1$$").session);
-        assert!(!effects("select 1 -- ; set a = 1").session);
-        let d = effects("DISCARD ALL");
+        assert!(effects(b"SET search_path TO x").session);
+        assert!(effects(b"select 1; /* c */ reset all").session);
+        assert!(effects(b"select set_config('a.b', '1', false)").session);
+        assert!(!effects(b"UPDATE t SET a = 1").session);
+        assert!(!effects(b"select 'x; set a=1'").session);
+        assert!(!effects(b"select $$; set a=1$$").session);
+        assert!(!effects(b"select 1 -- ; set a = 1").session);
+        let d = effects(b"DISCARD ALL");
         assert!(d.session && d.statements);
-        assert!(effects("deallocate all").statements);
-        assert!(effects("  LISTEN chan").listen);
-        assert!(!effects("select $1, e'\\'; set'").session);
+        assert!(effects(b"deallocate all").statements);
+        assert!(effects(b"  LISTEN chan").listen);
+        assert!(!effects(b"select $1, e'\\'; set'").session);
     }
 }
