@@ -203,6 +203,7 @@ async fn login(
         pool_credential: login.credential,
         database: request.database.clone(),
         cancel: state.cancels.register(),
+        startup: wanted.clone(),
         wanted,
         statements: HashMap::new(),
         unnamed_parse: None,
@@ -299,6 +300,8 @@ pub(crate) struct Session {
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
     wanted: Settings,
+    /// The settings of its startup packet: its reset values, as PostgreSQL keeps them.
+    startup: Settings,
     /// The client's named prepared statements (transaction mode).
     statements: HashMap<String, Arc<Statement>>,
     /// The client's last unnamed Parse, re-sent if a later Bind lands on another server.
@@ -907,16 +910,8 @@ impl Session {
             }
         }
         if self.link.session_dirty {
-            match lease
-                .conn
-                .internal_query(params::SESSION_SETTINGS_SQL)
-                .await
-            {
-                Ok(rows) => {
-                    let settings: Settings = rows
-                        .into_iter()
-                        .filter_map(|mut r| Some((r.get_mut(0)?.take()?, r.get_mut(1)?.take()?)))
-                        .collect();
+            match read_settings(&mut lease.conn, &self.startup).await {
+                Ok(settings) => {
                     self.wanted = settings.clone();
                     lease.conn.session_params = settings;
                 }
@@ -968,6 +963,27 @@ impl Session {
         }
         // Otherwise the lease drops here: a connection mid-transaction is closed, not reused.
     }
+}
+
+/// Reads back the settings changed in a server session, first restoring the client's startup
+/// values that a RESET or DISCARD took away.
+async fn read_settings(
+    conn: &mut crate::pool::ServerConn,
+    startup: &Settings,
+) -> Result<Settings, ServerError> {
+    let read = |rows: Vec<Vec<Option<String>>>| -> Settings {
+        rows.into_iter()
+            .filter_map(|mut r| Some((r.get_mut(0)?.take()?, r.get_mut(1)?.take()?)))
+            .collect()
+    };
+    let settings = read(conn.internal_query(params::SESSION_SETTINGS_SQL).await?);
+    let Some(sql) = params::restore_sql(startup, &settings) else {
+        return Ok(settings);
+    };
+    conn.internal_query(&sql).await?;
+    Ok(read(
+        conn.internal_query(params::SESSION_SETTINGS_SQL).await?,
+    ))
 }
 
 /// Where the primary's WAL ends after a client's write: its later reads need a server that

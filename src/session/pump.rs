@@ -83,6 +83,9 @@ pub(super) struct Link {
     pub(super) tx_status: u8,
     /// The client ran something that may change session settings / drop statements.
     pub(super) session_dirty: bool,
+    /// Session mode: the client ran a RESET or DISCARD; its startup values are restored once
+    /// the server is idle (transaction mode does that on release).
+    restore_startup: bool,
     pub(super) statements_dirty: bool,
     /// The client's unnamed statement exists on this server connection.
     unnamed_ready: bool,
@@ -179,6 +182,17 @@ impl Session {
             }
             if self.mode == PoolMode::Transaction && self.link.is_idle() {
                 return Ok(Exit::Release);
+            }
+            if self.link.restore_startup
+                && self.link.is_idle()
+                && self.server_mut().writer.pending() == 0
+            {
+                self.link.restore_startup = false;
+                let startup = self.startup.clone();
+                if let Err(e) = super::read_settings(self.server_mut(), &startup).await {
+                    tracing::warn!(error = %e, "could not restore the client's startup settings");
+                    return Ok(Exit::Lost(ProxyError::ServerLost));
+                }
             }
 
             // In session mode the pump runs for the client's whole life: on shutdown, an idle
@@ -393,10 +407,12 @@ impl Session {
     /// Records what a statement may change; refuses LISTEN where notifications would be lost.
     fn note_sql(&mut self, sql: &[u8]) -> Result<sqlscan::Effects, ProxyError> {
         if self.mode == PoolMode::Session {
+            let fx = sqlscan::effects(sql);
             // Nothing is read back in session mode: after a SET the search_path is unknown.
-            if self.state.policy.load().is_some() && sqlscan::effects(sql).session {
+            if self.state.policy.load().is_some() && fx.session {
                 self.settings_unknown = true;
             }
+            self.link.restore_startup |= fx.resets;
             return Ok(sqlscan::Effects::default());
         }
         let fx = sqlscan::effects(sql);

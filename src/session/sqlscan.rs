@@ -13,6 +13,9 @@ pub struct Effects {
     pub statements: bool,
     /// Subscribes to notifications, which need a dedicated server connection.
     pub listen: bool,
+    /// May take settings back to their reset values (RESET, DISCARD): the client's startup
+    /// values must then be restored (PostgreSQL resets to them, pgward's server to its own).
+    pub resets: bool,
 }
 
 impl Effects {
@@ -29,10 +32,15 @@ pub fn effects(sql: &[u8]) -> Effects {
     };
     for word in leading_words(sql) {
         match word.to_ascii_lowercase().as_slice() {
-            b"set" | b"reset" => fx.session = true,
+            b"set" => fx.session = true,
+            b"reset" => {
+                fx.session = true;
+                fx.resets = true;
+            }
             b"discard" => {
                 fx.session = true;
                 fx.statements = true;
+                fx.resets = true;
             }
             b"deallocate" => fx.statements = true,
             b"listen" => fx.listen = true,
