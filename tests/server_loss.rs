@@ -1,6 +1,7 @@
 //! A server connection lost outside a transaction block (pg_terminate_backend) fails only the
 //! request in flight: the client gets an ErrorResponse with the server's reason and stays
-//! connected. Inside a transaction block the transaction is gone, and so is the client.
+//! connected. Inside a transaction block (or when the request may have opened one) the
+//! transaction is gone, and so is the client.
 
 mod common;
 
@@ -83,6 +84,23 @@ async fn a_server_lost_inside_a_transaction_block_ends_the_client() {
             .simple_query("SELECT 1")
             .await
             .expect_err("the connection ends with its transaction");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_lost_by_a_request_that_opens_a_block_ends_the_client() {
+    let pgward = ProxyConfig::transaction(2).start();
+    deadline(LIMIT, async {
+        let client = pgward.connect().await;
+        let sleep = client.simple_query("BEGIN; SELECT pg_sleep(60) /* server_loss_begins */");
+        let (result, ()) = tokio::join!(sleep, terminate_running("server_loss_begins"));
+        result.expect_err("the query's server was terminated");
+        // Later requests may belong to the transaction that request opened.
+        client
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("the connection ends with the transaction it may have opened");
     })
     .await;
 }

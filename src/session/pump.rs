@@ -64,7 +64,8 @@ pub(super) enum Pending {
 }
 
 pub(super) enum Reply {
-    ParseComplete,
+    /// For a statement the server already has; the statement is the client's new one.
+    ParseComplete(Arc<Statement>),
     CloseComplete,
     Error(ProxyError),
     /// ReadyForQuery after a simple Query pgward refused.
@@ -83,6 +84,9 @@ pub(super) struct Link {
     pub(super) tx_status: u8,
     /// The client ran something that may change session settings / drop statements.
     pub(super) session_dirty: bool,
+    /// A request in flight may open a transaction block: losing the server then may lose a
+    /// transaction the client's later requests belong to.
+    may_begin: bool,
     /// Session mode: the client ran a RESET or DISCARD; its startup values are restored once
     /// the server is idle (transaction mode does that on release).
     restore_startup: bool,
@@ -244,7 +248,10 @@ impl Session {
     /// flight: transaction mode (its session state lives in pgward, not on the connection),
     /// outside a transaction block, not in COPY FROM STDIN.
     pub(super) fn loss_is_hideable(&self) -> bool {
-        self.mode == PoolMode::Transaction && self.link.tx_status == b'I' && !self.link.copy_in
+        self.mode == PoolMode::Transaction
+            && self.link.tx_status == b'I'
+            && !self.link.may_begin
+            && !self.link.copy_in
     }
 
     /// Answers every request still outstanding on a lost server connection with `err` and
@@ -256,6 +263,22 @@ impl Session {
         while let Some(p) = self.link.queue.pop_front() {
             match p {
                 Pending::Hidden | Pending::HiddenSync => {}
+                // pgward's own answer, its turn come: the statement exists for the client.
+                Pending::Reply(Reply::ParseComplete(_)) if !errored => {
+                    messages::parse_complete(self.client_w.buffer());
+                }
+                // A Parse the client is told failed created nothing, as in PostgreSQL.
+                Pending::Reply(Reply::ParseComplete(s))
+                | Pending::Parse {
+                    statement: Some(s),
+                    hidden: false,
+                } => {
+                    self.statements.retain(|_, kept| !Arc::ptr_eq(kept, &s));
+                    if !errored {
+                        messages::error_response(self.client_w.buffer(), err, false);
+                        errored = true;
+                    }
+                }
                 Pending::Sync(_) | Pending::Query(_) | Pending::Reply(Reply::Ready) => {
                     if !errored {
                         messages::error_response(self.client_w.buffer(), err, false);
@@ -426,6 +449,7 @@ impl Session {
     }
 
     fn note_effects(&mut self, fx: sqlscan::Effects) {
+        self.link.may_begin |= fx.begins;
         self.link.session_dirty |= fx.session;
         self.link.statements_dirty |= fx.statements;
     }
@@ -494,7 +518,7 @@ impl Session {
             Some(existing) if **existing == *statement => {
                 self.link
                     .queue
-                    .push_back(Pending::Reply(Reply::ParseComplete));
+                    .push_back(Pending::Reply(Reply::ParseComplete(statement)));
             }
             Some(_) => self.refuse(ProxyError::Unsupported(
                 "pgward: prepared statement name hash collision; retry with different text".into(),
@@ -681,6 +705,15 @@ impl Session {
                     }
                     self.forget_unfinished(p);
                 }
+                if !self.link.in_batch
+                    && !self
+                        .link
+                        .queue
+                        .iter()
+                        .any(|p| matches!(p, Pending::Sync(_) | Pending::Query(_)))
+                {
+                    self.link.may_begin = false;
+                }
                 self.client_w.queue(frame.as_bytes());
             }
             b'E' => {
@@ -754,7 +787,7 @@ impl Session {
             };
             let out = self.client_w.buffer();
             match reply {
-                Reply::ParseComplete => messages::parse_complete(out),
+                Reply::ParseComplete(_) => messages::parse_complete(out),
                 Reply::CloseComplete => messages::close_complete(out),
                 Reply::Error(e) => messages::error_response(out, &e, false),
                 Reply::Ready => messages::ready_for_query(out, self.link.tx_status),

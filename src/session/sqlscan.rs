@@ -16,6 +16,8 @@ pub struct Effects {
     /// May take settings back to their reset values (RESET, DISCARD): the client's startup
     /// values must then be restored (PostgreSQL resets to them, pgward's server to its own).
     pub resets: bool,
+    /// May open a transaction block (BEGIN, START TRANSACTION).
+    pub begins: bool,
 }
 
 impl Effects {
@@ -43,6 +45,7 @@ pub fn effects(sql: &[u8]) -> Effects {
                 fx.resets = true;
             }
             b"deallocate" => fx.statements = true,
+            b"begin" | b"start" => fx.begins = true,
             b"listen" => fx.listen = true,
             _ => {}
         }
@@ -159,6 +162,9 @@ mod tests {
         assert!(d.session && d.statements);
         assert!(effects(b"deallocate all").statements);
         assert!(effects(b"  LISTEN chan").listen);
+        assert!(effects(b"select 1; BEGIN; insert into t values (1)").begins);
+        assert!(effects(b"start transaction").begins);
+        assert!(!effects(b"select 'begin'").begins);
         assert!(!effects(b"select $1, e'\\'; set'").session);
     }
 }
