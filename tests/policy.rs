@@ -524,6 +524,37 @@ async fn unparsable_statements_follow_on_unparsed() {
     assert_eq!(simple_rows(&rows).len(), 2, "the primary answered");
 }
 
+/// SQL text that is not UTF-8 (client_encoding LATIN9) cannot be analysed: it is refused
+/// like an unparsable statement under on_unparsed = "deny", and runs under "allow".
+#[test]
+fn text_that_is_not_utf8_follows_on_unparsed() {
+    use std::os::unix::ffi::OsStringExt;
+    let sql = b"SELECT name FROM customers WHERE name <> 'caf\xe9' ORDER BY id".to_vec();
+    let run = |pgward: &Pgward| {
+        let mut command = psql(pgward);
+        command
+            .env("PGUSER", "reader")
+            .env("PGPASSWORD", "pw")
+            .env("PGCLIENTENCODING", "LATIN9")
+            .arg("-c")
+            .arg(std::ffi::OsString::from_vec(sql.clone()));
+        run_program(&mut command, Duration::from_secs(30))
+    };
+    let (deny, _files) = start("transaction", "deny");
+    let refused = run(&deny);
+    assert!(!refused.status.success());
+    assert!(
+        refused
+            .stderr
+            .contains("pgward: permission denied: statement could not be analysed"),
+        "{}",
+        refused.stderr
+    );
+    let (allow, _files) = start("transaction", "allow");
+    let ok = run(&allow).expect_success("psql LATIN9 under allow");
+    assert_eq!(ok.stdout.trim(), "ann\nbob");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_sees_denials_and_allowed_rows() {
     let (pgward, _files) = start("transaction", "deny");

@@ -168,3 +168,43 @@ async fn transaction_scoped_settings_end_with_the_transaction() {
     })
     .await;
 }
+
+/// Startup parameters are the client's reset values, as PostgreSQL makes them: RESET,
+/// RESET ALL and DISCARD ALL return to them, not to the server's defaults; a SET since holds
+/// until it is reset.
+#[tokio::test]
+async fn reset_returns_to_the_startup_values() {
+    for mode in ["transaction", "session"] {
+        let pgward = common::ProxyConfig::new(mode, 2).start();
+        deadline(LIMIT, async {
+            let mut config = pgward.client_config(common::USER, common::PASSWORD);
+            config.options("-c DateStyle=Postgres,MDY -c extra_float_digits=1");
+            let client = common::connect_with(&config).await.unwrap();
+            let startup = "Postgres, MDY";
+            assert_eq!(show(&client, "DateStyle").await, startup, "{mode}");
+            for reset in ["RESET DateStyle", "RESET ALL", "DISCARD ALL"] {
+                client
+                    .batch_execute("SET DateStyle = ISO, DMY")
+                    .await
+                    .unwrap();
+                client
+                    .batch_execute("SET extra_float_digits = 2")
+                    .await
+                    .unwrap();
+                assert_eq!(show(&client, "DateStyle").await, "ISO, DMY", "{mode}");
+                client.batch_execute(reset).await.unwrap();
+                assert_eq!(show(&client, "DateStyle").await, startup, "{mode} {reset}");
+                let digits = if reset == "RESET DateStyle" { "2" } else { "1" };
+                assert_eq!(
+                    show(&client, "extra_float_digits").await,
+                    digits,
+                    "{mode} {reset}"
+                );
+            }
+            // Another client of the same pool gets the server's default.
+            let other = pgward.connect().await;
+            assert_eq!(show(&other, "DateStyle").await, "ISO, MDY", "{mode}");
+        })
+        .await;
+    }
+}

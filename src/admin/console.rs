@@ -100,8 +100,8 @@ impl Console {
                 tag::TERMINATE => return,
                 tag::QUERY => {
                     let sql = messages::read_query(frame.body())
-                        .unwrap_or_default()
-                        .to_owned();
+                        .map(|text| String::from_utf8_lossy(text).into_owned())
+                        .unwrap_or_default();
                     self.client.set(ClientState::Active, None);
                     self.answer(&sql).await;
                     self.client.set(ClientState::Idle, None);

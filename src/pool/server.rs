@@ -377,7 +377,7 @@ impl ServerConn {
         params: &[Option<&str>],
     ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         let buf = self.writer.buffer();
-        messages::write_parse(buf, "", sql, &[0, 0]);
+        messages::write_parse(buf, "", sql.as_bytes(), &[0, 0]);
         messages::frontend(buf, b'B', |b| {
             b.extend_from_slice(b"\0\0");
             b.extend_from_slice(&0i16.to_be_bytes());

@@ -128,15 +128,30 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cstr(&mut self) -> Result<&'a str, ProxyError> {
+        std::str::from_utf8(self.cstr_bytes()?)
+            .map_err(|_| ProxyError::protocol("invalid UTF-8 in message"))
+    }
+
+    /// A NUL-terminated string as bytes: SQL text is in the client's encoding, which need
+    /// not be UTF-8.
+    pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ProxyError> {
         let end = self
             .data
             .iter()
             .position(|&b| b == 0)
             .ok_or_else(|| ProxyError::protocol("string without terminator"))?;
-        let s = std::str::from_utf8(&self.data[..end])
-            .map_err(|_| ProxyError::protocol("invalid UTF-8 in message"))?;
+        let s = &self.data[..end];
         self.data = &self.data[end + 1..];
         Ok(s)
+    }
+
+    /// A statement or portal name. pgward keys statements by name as text, so a name that
+    /// is not UTF-8 fails its message (an error the client can go on after), not the
+    /// connection.
+    pub fn name(&mut self) -> Result<&'a str, ProxyError> {
+        std::str::from_utf8(self.cstr_bytes()?).map_err(|_| {
+            ProxyError::Unsupported("pgward: statement and portal names must be valid UTF-8".into())
+        })
     }
 
     pub fn u8(&mut self) -> Result<u8, ProxyError> {
@@ -175,15 +190,16 @@ impl<'a> Reader<'a> {
 /// The parts of a Parse message the proxy needs.
 pub struct ParseMsg<'a> {
     pub name: &'a str,
-    pub query: &'a str,
+    /// In the client's encoding.
+    pub query: &'a [u8],
     /// Parameter type OIDs, still encoded (count + OIDs), copied verbatim when re-prepared.
     pub param_types: &'a [u8],
 }
 
 pub fn read_parse(body: &[u8]) -> Result<ParseMsg<'_>, ProxyError> {
     let mut r = Reader::new(body);
-    let name = r.cstr()?;
-    let query = r.cstr()?;
+    let name = r.name()?;
+    let query = r.cstr_bytes()?;
     let types = r.rest();
     let mut t = Reader::new(types);
     let n = t.i16()?;
@@ -197,19 +213,19 @@ pub fn read_parse(body: &[u8]) -> Result<ParseMsg<'_>, ProxyError> {
     })
 }
 
-pub fn write_parse(buf: &mut BytesMut, name: &str, query: &str, param_types: &[u8]) {
+pub fn write_parse(buf: &mut BytesMut, name: &str, query: &[u8], param_types: &[u8]) {
     frontend(buf, b'P', |b| {
         b.put_slice(name.as_bytes());
         b.put_u8(0);
-        b.put_slice(query.as_bytes());
+        b.put_slice(query);
         b.put_u8(0);
         b.put_slice(param_types);
     });
 }
 
-/// The query text of a simple Query message.
-pub fn read_query(body: &[u8]) -> Result<&str, ProxyError> {
-    Reader::new(body).cstr()
+/// The query text of a simple Query message, in the client's encoding.
+pub fn read_query(body: &[u8]) -> Result<&[u8], ProxyError> {
+    Reader::new(body).cstr_bytes()
 }
 
 #[cfg(test)]
@@ -219,11 +235,16 @@ mod tests {
     #[test]
     fn parse_roundtrip_and_malformed() {
         let mut buf = BytesMut::new();
-        write_parse(&mut buf, "s1", "select $1", &[0, 1, 0, 0, 0, 23]);
+        write_parse(&mut buf, "s1", b"select $1", &[0, 1, 0, 0, 0, 23]);
         let p = read_parse(&buf[5..]).unwrap();
-        assert_eq!((p.name, p.query), ("s1", "select $1"));
+        assert_eq!((p.name, p.query), ("s1", &b"select $1"[..]));
         assert_eq!(p.param_types, &[0, 1, 0, 0, 0, 23]);
         assert!(read_parse(b"s1\0select").is_err());
         assert!(read_parse(b"s1\0q\0\0\x05").is_err());
+        // LATIN9 text is fine; a name that is not UTF-8 fails the message only.
+        let p = read_parse(b"s1\0select 'caf\xe9'\0\0\0").unwrap();
+        assert_eq!(p.query, b"select 'caf\xe9'");
+        let err = read_parse(b"s\xe9\0select 1\0\0\0").err().unwrap();
+        assert!(!err.is_fatal());
     }
 }

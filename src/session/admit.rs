@@ -198,7 +198,7 @@ impl Session {
     }
 
     /// Remembers the analysis of a statement the client prepares (for checks at Bind).
-    pub(super) fn note_prepared(&mut self, name: &str, sql: &str) {
+    pub(super) fn note_prepared(&mut self, name: &str, sql: &[u8]) {
         if self.state.policy.load().is_some() {
             let analysis = self.analyze(sql);
             self.analyses.insert(name.to_owned(), analysis);
@@ -225,7 +225,12 @@ impl Session {
 
     fn send_failing_parse(&mut self) {
         let server = self.server_mut().writer.buffer();
-        messages::write_parse(server, FAILING_PARSE_NAME, FAILING_PARSE_SQL, &[0, 0]);
+        messages::write_parse(
+            server,
+            FAILING_PARSE_NAME,
+            FAILING_PARSE_SQL.as_bytes(),
+            &[0, 0],
+        );
         self.link.queue.push_back(Pending::Hidden);
     }
 }

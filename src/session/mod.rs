@@ -203,6 +203,7 @@ async fn login(
         pool_credential: login.credential,
         database: request.database.clone(),
         cancel: state.cancels.register(),
+        startup: wanted.clone(),
         wanted,
         statements: HashMap::new(),
         unnamed_parse: None,
@@ -291,7 +292,7 @@ pub(crate) struct Session {
     /// This client as the policy sees it, kept while its search_path stays the same.
     subject: Option<admit::CachedSubject>,
     /// The last text analysed and its analysis: the stages ask about the same text in turn.
-    memo: std::cell::RefCell<(String, Option<Arc<Analysis>>)>,
+    memo: std::cell::RefCell<(Vec<u8>, Option<Arc<Analysis>>)>,
     /// The role this client's server connections log in as, and with what.
     pool_user: String,
     pool_credential: Credential,
@@ -299,6 +300,8 @@ pub(crate) struct Session {
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
     wanted: Settings,
+    /// The settings of its startup packet: its reset values, as PostgreSQL keeps them.
+    startup: Settings,
     /// The client's named prepared statements (transaction mode).
     statements: HashMap<String, Arc<Statement>>,
     /// The client's last unnamed Parse, re-sent if a later Bind lands on another server.
@@ -398,6 +401,17 @@ impl Session {
                         return Ok(());
                     }
                 }
+                Exit::Lost(err) => {
+                    if !self.loss_is_hideable() {
+                        // A transaction block (or the session's state) went with the server.
+                        return Err(err);
+                    }
+                    tracing::info!(error = %err, "server connection lost outside a transaction; failing the requests in flight");
+                    self.drop_server();
+                    if !self.answer_lost(&err).await? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -490,8 +504,8 @@ impl Session {
     }
 
     /// The routing preference `sql` sets, if it is `SET/RESET pgward.route`.
-    fn route_setting_of(&self, sql: &str) -> Option<RouteSetting> {
-        if sqlscan::contains_ignore_case(sql.as_bytes(), ROUTE_PARAM.as_bytes()) {
+    fn route_setting_of(&self, sql: &[u8]) -> Option<RouteSetting> {
+        if sqlscan::contains_ignore_case(sql, ROUTE_PARAM.as_bytes()) {
             self.analyze(sql).route_setting
         } else {
             None
@@ -506,7 +520,10 @@ impl Session {
         if frames.len() != 2 || frames[0].tag() != tag::PARSE || frames[1].tag() != tag::SYNC {
             return Ok(false);
         }
-        let parse = messages::read_parse(frames[0].body())?;
+        // A malformed Parse is left to the pump, which answers it.
+        let Ok(parse) = messages::read_parse(frames[0].body()) else {
+            return Ok(false);
+        };
         if parse.name.is_empty() || self.statements.contains_key(parse.name) {
             return Ok(false);
         }
@@ -521,27 +538,32 @@ impl Session {
         Ok(true)
     }
 
-    fn analyze(&self, sql: &str) -> Arc<Analysis> {
+    /// `sql` is in the client's encoding; text that is not UTF-8 is not understood (it runs
+    /// on the primary, and the policy refuses it as unparsable under on_unparsed = "deny").
+    fn analyze(&self, sql: &[u8]) -> Arc<Analysis> {
         let mut memo = self.memo.borrow_mut();
         if let (text, Some(analysis)) = &*memo {
             if text == sql {
                 return analysis.clone();
             }
         }
-        let analysis = self.rt.analyzer.analyze(sql);
+        let analysis = match std::str::from_utf8(sql) {
+            Ok(text) => self.rt.analyzer.analyze(text),
+            Err(_) => Arc::new(crate::sql::undecodable()),
+        };
         if sql.len() > MEMO_MAX_LEN {
             return analysis;
         }
         // The buffer keeps its capacity: no allocation per statement once it has grown.
         memo.0.clear();
-        memo.0.push_str(sql);
+        memo.0.extend_from_slice(sql);
         memo.1 = Some(analysis.clone());
         analysis
     }
 
     /// The routing class of `sql`; without replicas to route to there is nothing to decide,
     /// and nothing is parsed.
-    fn class_of(&self, sql: &str) -> Class {
+    fn class_of(&self, sql: &[u8]) -> Class {
         if self.rt.router.splits() {
             self.analyze(sql).class
         } else {
@@ -550,14 +572,14 @@ impl Session {
     }
 
     /// A prepared statement with what executing it may change and where it may run.
-    fn statement(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+    fn statement(&self, query: &[u8], param_types: &[u8]) -> Arc<Statement> {
         self.statement_with(query, param_types, sqlscan::effects(query))
     }
 
     /// As `statement`, with the `sqlscan::effects` of `query` the caller already has.
     fn statement_with(
         &self,
-        query: &str,
+        query: &[u8],
         param_types: &[u8],
         effects: sqlscan::Effects,
     ) -> Arc<Statement> {
@@ -619,7 +641,7 @@ impl Session {
                     Class::Read => true,
                     // Hot standbys refuse serializable transactions.
                     Class::Begin { read_only: true } => {
-                        !sqlscan::contains_ignore_case(sql.as_bytes(), b"serializable")
+                        !sqlscan::contains_ignore_case(sql, b"serializable")
                     }
                     _ => false,
                 };
@@ -685,6 +707,14 @@ impl Session {
             }
         }
         Ok(None)
+    }
+
+    /// Lets go of a broken server connection: it is closed, not returned to the pool.
+    fn drop_server(&mut self) {
+        self.client.set(ClientState::Idle, None);
+        self.cancel.slot.set(None);
+        self.retry = None;
+        self.server = None;
     }
 
     /// The server of a read failed before answering: run the read again on another one, as if
@@ -880,16 +910,8 @@ impl Session {
             }
         }
         if self.link.session_dirty {
-            match lease
-                .conn
-                .internal_query(params::SESSION_SETTINGS_SQL)
-                .await
-            {
-                Ok(rows) => {
-                    let settings: Settings = rows
-                        .into_iter()
-                        .filter_map(|mut r| Some((r.get_mut(0)?.take()?, r.get_mut(1)?.take()?)))
-                        .collect();
+            match read_settings(&mut lease.conn, &self.startup).await {
+                Ok(settings) => {
                     self.wanted = settings.clone();
                     lease.conn.session_params = settings;
                 }
@@ -941,6 +963,27 @@ impl Session {
         }
         // Otherwise the lease drops here: a connection mid-transaction is closed, not reused.
     }
+}
+
+/// Reads back the settings changed in a server session, first restoring the client's startup
+/// values that a RESET or DISCARD took away.
+async fn read_settings(
+    conn: &mut crate::pool::ServerConn,
+    startup: &Settings,
+) -> Result<Settings, ServerError> {
+    let read = |rows: Vec<Vec<Option<String>>>| -> Settings {
+        rows.into_iter()
+            .filter_map(|mut r| Some((r.get_mut(0)?.take()?, r.get_mut(1)?.take()?)))
+            .collect()
+    };
+    let settings = read(conn.internal_query(params::SESSION_SETTINGS_SQL).await?);
+    let Some(sql) = params::restore_sql(startup, &settings) else {
+        return Ok(settings);
+    };
+    conn.internal_query(&sql).await?;
+    Ok(read(
+        conn.internal_query(params::SESSION_SETTINGS_SQL).await?,
+    ))
 }
 
 /// Where the primary's WAL ends after a client's write: its later reads need a server that

@@ -44,6 +44,24 @@ pub fn apply_sql(wanted: &Settings, current: &Settings) -> Option<String> {
     Some(sql)
 }
 
+/// SQL restoring the client's startup values that a RESET or DISCARD took back to the server's
+/// defaults: those of `startup` missing from the `session` settings read back (a setting the
+/// client SET since is there, and stays). None when nothing is missing.
+pub fn restore_sql(startup: &Settings, session: &Settings) -> Option<String> {
+    let sets: Vec<String> = startup
+        .iter()
+        .filter(|(name, _)| !session.keys().any(|k| k.eq_ignore_ascii_case(name)))
+        .map(|(name, value)| {
+            format!(
+                "pg_catalog.set_config({}, {}, false)",
+                quote_literal(name),
+                quote_literal(value)
+            )
+        })
+        .collect();
+    (!sets.is_empty()).then(|| format!("SELECT {}", sets.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +77,15 @@ mod tests {
         assert_eq!(
             apply_sql(&s(&[("a", "2"), ("c", "it's")]), &s(&[("a", "1"), ("b", "x")])).unwrap(),
             "RESET \"b\";SELECT pg_catalog.set_config(E'a', E'2', false), pg_catalog.set_config(E'c', E'it''s', false)"
+        );
+        let startup = s(&[("datestyle", "Postgres,MDY"), ("TimeZone", "UTC")]);
+        assert_eq!(
+            restore_sql(&startup, &s(&[("DateStyle", "ISO, DMY")])).unwrap(),
+            "SELECT pg_catalog.set_config(E'TimeZone', E'UTC', false)"
+        );
+        assert_eq!(
+            restore_sql(&startup, &s(&[("DateStyle", "x"), ("TimeZone", "y")])),
+            None
         );
     }
 }

@@ -13,7 +13,8 @@ use crate::sql::RouteSetting;
 
 #[derive(Debug)]
 pub struct Statement {
-    pub query: String,
+    /// In the client's encoding.
+    pub query: Vec<u8>,
     /// Encoded parameter type list of the client's Parse (count + OIDs).
     pub param_types: Vec<u8>,
     pub hash: u64,
@@ -40,7 +41,7 @@ impl Eq for Statement {}
 impl Statement {
     /// `effects` and `reads` come from the analysis of `query` the caller already made.
     pub fn new(
-        query: &str,
+        query: &[u8],
         param_types: &[u8],
         effects: Effects,
         reads: bool,
@@ -51,7 +52,7 @@ impl Statement {
         param_types.hash(&mut h);
         let hash = h.finish();
         Arc::new(Statement {
-            query: query.to_owned(),
+            query: query.to_vec(),
             param_types: param_types.to_vec(),
             hash,
             server_name: format!("pgward_{hash:016x}"),

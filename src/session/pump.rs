@@ -33,6 +33,9 @@ pub(super) enum Exit {
     Retry {
         ban: bool,
     },
+    /// The server connection broke (or the server said FATAL) and no retry can hide it;
+    /// the error says why. `Session::run` decides whether the client can go on.
+    Lost(ProxyError),
 }
 
 /// A response the client is owed, in order.
@@ -61,7 +64,8 @@ pub(super) enum Pending {
 }
 
 pub(super) enum Reply {
-    ParseComplete,
+    /// For a statement the server already has; the statement is the client's new one.
+    ParseComplete(Arc<Statement>),
     CloseComplete,
     Error(ProxyError),
     /// ReadyForQuery after a simple Query pgward refused.
@@ -80,6 +84,12 @@ pub(super) struct Link {
     pub(super) tx_status: u8,
     /// The client ran something that may change session settings / drop statements.
     pub(super) session_dirty: bool,
+    /// A request in flight may open a transaction block: losing the server then may lose a
+    /// transaction the client's later requests belong to.
+    may_begin: bool,
+    /// Session mode: the client ran a RESET or DISCARD; its startup values are restored once
+    /// the server is idle (transaction mode does that on release).
+    restore_startup: bool,
     pub(super) statements_dirty: bool,
     /// The client's unnamed statement exists on this server connection.
     unnamed_ready: bool,
@@ -130,17 +140,27 @@ impl Session {
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "bad frame from server");
-                        return Err(ProxyError::ServerLost);
+                        return Ok(Exit::Lost(ProxyError::ServerLost));
                     }
                 };
+                let fatal = is_fatal_error(&frame);
                 if self.retry.is_some() {
                     // A FATAL error ends this session (shutdown, or a DBA's
                     // pg_terminate_backend); whether the server is down is the monitor's call.
-                    if is_fatal_error(&frame) {
+                    if fatal {
                         return Ok(Exit::Retry { ban: false });
                     }
-                    // The client is getting an answer from this server now.
-                    self.retry = None;
+                    // A notice or parameter report is no answer: a dying server sends a
+                    // WARNING before it closes (`pg_ctl -m immediate`), and the read can still
+                    // run elsewhere.
+                    if !matches!(frame.tag(), b'N' | b'S') {
+                        // The client is getting an answer from this server now.
+                        self.retry = None;
+                    }
+                }
+                if fatal && self.loss_is_hideable() {
+                    // The client gets the reason as a plain error and stays connected.
+                    return Ok(Exit::Lost(server_error(&frame)));
                 }
                 self.on_server_frame(frame);
             }
@@ -166,6 +186,17 @@ impl Session {
             }
             if self.mode == PoolMode::Transaction && self.link.is_idle() {
                 return Ok(Exit::Release);
+            }
+            if self.link.restore_startup
+                && self.link.is_idle()
+                && self.server_mut().writer.pending() == 0
+            {
+                self.link.restore_startup = false;
+                let startup = self.startup.clone();
+                if let Err(e) = super::read_settings(self.server_mut(), &startup).await {
+                    tracing::warn!(error = %e, "could not restore the client's startup settings");
+                    return Ok(Exit::Lost(ProxyError::ServerLost));
+                }
             }
 
             // In session mode the pump runs for the client's whole life: on shutdown, an idle
@@ -197,11 +228,11 @@ impl Session {
                 }
                 Event::Wrote(Err(e)) | Event::ServerRead(Err(FrameError::Io(e))) => {
                     tracing::warn!(error = %e, "server connection failed");
-                    return Err(ProxyError::ServerLost);
+                    return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
                 Event::ServerRead(Err(_)) => {
                     tracing::info!("server closed the connection");
-                    return Err(ProxyError::ServerLost);
+                    return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
                 Event::ClientWrote(Err(_))
                 | Event::ClientRead(Err(FrameError::Eof | FrameError::Io(_))) => {
@@ -211,6 +242,81 @@ impl Session {
                 _ => {}
             }
         }
+    }
+
+    /// Whether losing the server connection now costs the client nothing but the requests in
+    /// flight: transaction mode (its session state lives in pgward, not on the connection),
+    /// outside a transaction block, not in COPY FROM STDIN.
+    pub(super) fn loss_is_hideable(&self) -> bool {
+        self.mode == PoolMode::Transaction
+            && self.link.tx_status == b'I'
+            && !self.link.may_begin
+            && !self.link.copy_in
+    }
+
+    /// Answers every request still outstanding on a lost server connection with `err` and
+    /// ReadyForQuery 'I', as if each had failed on its own; an unfinished extended-protocol
+    /// batch is answered once the client ends it with Sync.
+    /// False when the client left meanwhile.
+    pub(super) async fn answer_lost(&mut self, err: &ProxyError) -> Result<bool, ProxyError> {
+        let mut errored = false;
+        while let Some(p) = self.link.queue.pop_front() {
+            match p {
+                Pending::Hidden | Pending::HiddenSync => {}
+                // pgward's own answer, its turn come: the statement exists for the client.
+                Pending::Reply(Reply::ParseComplete(_)) if !errored => {
+                    messages::parse_complete(self.client_w.buffer());
+                }
+                // A Parse the client is told failed created nothing, as in PostgreSQL.
+                Pending::Reply(Reply::ParseComplete(s))
+                | Pending::Parse {
+                    statement: Some(s),
+                    hidden: false,
+                } => {
+                    self.statements.retain(|_, kept| !Arc::ptr_eq(kept, &s));
+                    if !errored {
+                        messages::error_response(self.client_w.buffer(), err, false);
+                        errored = true;
+                    }
+                }
+                Pending::Sync(_) | Pending::Query(_) | Pending::Reply(Reply::Ready) => {
+                    if !errored {
+                        messages::error_response(self.client_w.buffer(), err, false);
+                    }
+                    messages::ready_for_query(self.client_w.buffer(), b'I');
+                    errored = false;
+                }
+                _ => {
+                    if !errored {
+                        messages::error_response(self.client_w.buffer(), err, false);
+                        errored = true;
+                    }
+                }
+            }
+        }
+        if !self.link.in_batch {
+            return Ok(true);
+        }
+        if !errored && !self.link.discarding {
+            messages::error_response(self.client_w.buffer(), err, false);
+        }
+        // The client may be waiting for the answer to its Flush before it sends its Sync.
+        if self.client_w.flush().await.is_err() {
+            return Ok(false);
+        }
+        loop {
+            match self.client_r.read_frame().await {
+                Ok(frame) => match frame.tag() {
+                    tag::SYNC | tag::QUERY | tag::FUNCTION_CALL => break,
+                    tag::TERMINATE => return Ok(false),
+                    _ => {}
+                },
+                Err(FrameError::Eof) | Err(FrameError::Io(_)) => return Ok(false),
+                Err(e) => return Err(super::client_frame_error(e)),
+            }
+        }
+        messages::ready_for_query(self.client_w.buffer(), b'I');
+        Ok(true)
     }
 
     pub(super) fn server_mut(&mut self) -> &mut crate::pool::ServerConn {
@@ -256,10 +362,19 @@ impl Session {
                 self.forward(&frame, Some(Pending::Query(Instant::now())));
                 self.request_sent();
             }
-            tag::PARSE => self.on_parse(frame)?,
-            tag::BIND => self.on_bind(frame)?,
-            tag::DESCRIBE => self.on_describe(frame)?,
-            tag::CLOSE => self.on_close(frame)?,
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => {
+                let handled = match t {
+                    tag::PARSE => self.on_parse(frame),
+                    tag::BIND => self.on_bind(frame),
+                    tag::DESCRIBE => self.on_describe(frame),
+                    _ => self.on_close(frame),
+                };
+                match handled {
+                    // A name pgward cannot keep (not UTF-8) fails the message, not the client.
+                    Err(e) if !e.is_fatal() => self.refuse(e),
+                    other => other?,
+                }
+            }
             tag::EXECUTE => {
                 self.link.in_batch = true;
                 self.forward(&frame, Some(Pending::Execute));
@@ -313,12 +428,14 @@ impl Session {
     }
 
     /// Records what a statement may change; refuses LISTEN where notifications would be lost.
-    fn note_sql(&mut self, sql: &str) -> Result<sqlscan::Effects, ProxyError> {
+    fn note_sql(&mut self, sql: &[u8]) -> Result<sqlscan::Effects, ProxyError> {
         if self.mode == PoolMode::Session {
+            let fx = sqlscan::effects(sql);
             // Nothing is read back in session mode: after a SET the search_path is unknown.
-            if self.state.policy.load().is_some() && sqlscan::effects(sql).session {
+            if self.state.policy.load().is_some() && fx.session {
                 self.settings_unknown = true;
             }
+            self.link.restore_startup |= fx.resets;
             return Ok(sqlscan::Effects::default());
         }
         let fx = sqlscan::effects(sql);
@@ -332,6 +449,7 @@ impl Session {
     }
 
     fn note_effects(&mut self, fx: sqlscan::Effects) {
+        self.link.may_begin |= fx.begins;
         self.link.session_dirty |= fx.session;
         self.link.statements_dirty |= fx.statements;
     }
@@ -400,7 +518,7 @@ impl Session {
             Some(existing) if **existing == *statement => {
                 self.link
                     .queue
-                    .push_back(Pending::Reply(Reply::ParseComplete));
+                    .push_back(Pending::Reply(Reply::ParseComplete(statement)));
             }
             Some(_) => self.refuse(ProxyError::Unsupported(
                 "pgward: prepared statement name hash collision; retry with different text".into(),
@@ -460,8 +578,8 @@ impl Session {
 
     fn on_bind(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let mut r = Reader::new(frame.body());
-        let portal = r.cstr()?;
-        let name = r.cstr()?;
+        let portal = r.name()?;
+        let name = r.name()?;
         self.link.in_batch = true;
         if !self.transaction_mode() {
             self.forward(&frame, Some(Pending::Bind));
@@ -499,7 +617,7 @@ impl Session {
     fn on_describe(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let mut r = Reader::new(frame.body());
         let kind = r.u8()?;
-        let name = r.cstr()?;
+        let name = r.name()?;
         self.link.in_batch = true;
         if kind != b'S' || !self.transaction_mode() {
             self.forward(&frame, Some(Pending::Describe));
@@ -526,7 +644,7 @@ impl Session {
     fn on_close(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let mut r = Reader::new(frame.body());
         let kind = r.u8()?;
-        let name = r.cstr()?;
+        let name = r.name()?;
         self.link.in_batch = true;
         if kind == b'S' {
             self.analyses.remove(name);
@@ -586,6 +704,15 @@ impl Session {
                         break;
                     }
                     self.forget_unfinished(p);
+                }
+                if !self.link.in_batch
+                    && !self
+                        .link
+                        .queue
+                        .iter()
+                        .any(|p| matches!(p, Pending::Sync(_) | Pending::Query(_)))
+                {
+                    self.link.may_begin = false;
                 }
                 self.client_w.queue(frame.as_bytes());
             }
@@ -660,7 +787,7 @@ impl Session {
             };
             let out = self.client_w.buffer();
             match reply {
-                Reply::ParseComplete => messages::parse_complete(out),
+                Reply::ParseComplete(_) => messages::parse_complete(out),
                 Reply::CloseComplete => messages::close_complete(out),
                 Reply::Error(e) => messages::error_response(out, &e, false),
                 Reply::Ready => messages::ready_for_query(out, self.link.tx_status),
@@ -681,12 +808,33 @@ pub(super) fn runs_sql(tag: u8) -> bool {
 fn error_sqlstate(frame: &Frame) -> Option<&str> {
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
-        let value = r.cstr().ok()?;
+        // Fields are in the client's encoding; the SQLSTATE is ASCII.
+        let value = r.cstr_bytes().ok()?;
         if code == b'C' {
-            return Some(value);
+            return std::str::from_utf8(value).ok();
         }
     }
     None
+}
+
+/// A server's FATAL ErrorResponse as an error of the request alone (same SQLSTATE and text).
+fn server_error(frame: &Frame) -> ProxyError {
+    let (mut sqlstate, mut message) = ("08006".to_owned(), String::new());
+    let mut r = Reader::new(frame.body());
+    while let Ok(code) = r.u8() {
+        let Ok(value) = r.cstr_bytes() else { break };
+        let value = String::from_utf8_lossy(value).into_owned();
+        match code {
+            b'C' => sqlstate = value,
+            b'M' => message = value,
+            _ => {}
+        }
+    }
+    ProxyError::FromServer {
+        sqlstate,
+        message,
+        fatal: false,
+    }
 }
 
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.
@@ -696,9 +844,11 @@ fn is_fatal_error(frame: &Frame) -> bool {
     }
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
-        let Ok(value) = r.cstr() else { return false };
+        let Ok(value) = r.cstr_bytes() else {
+            return false;
+        };
         if code == b'V' || code == b'S' {
-            return matches!(value, "FATAL" | "PANIC");
+            return matches!(value, b"FATAL" | b"PANIC");
         }
     }
     false

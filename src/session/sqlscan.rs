@@ -13,6 +13,11 @@ pub struct Effects {
     pub statements: bool,
     /// Subscribes to notifications, which need a dedicated server connection.
     pub listen: bool,
+    /// May take settings back to their reset values (RESET, DISCARD): the client's startup
+    /// values must then be restored (PostgreSQL resets to them, pgward's server to its own).
+    pub resets: bool,
+    /// May open a transaction block (BEGIN, START TRANSACTION).
+    pub begins: bool,
 }
 
 impl Effects {
@@ -21,19 +26,26 @@ impl Effects {
     }
 }
 
-pub fn effects(sql: &str) -> Effects {
+/// `sql` is in the client's encoding: the keywords looked for are ASCII in all of them.
+pub fn effects(sql: &[u8]) -> Effects {
     let mut fx = Effects {
-        session: contains_ignore_case(sql.as_bytes(), b"set_config"),
+        session: contains_ignore_case(sql, b"set_config"),
         ..Effects::default()
     };
-    for word in leading_words(sql.as_bytes()) {
+    for word in leading_words(sql) {
         match word.to_ascii_lowercase().as_slice() {
-            b"set" | b"reset" => fx.session = true,
+            b"set" => fx.session = true,
+            b"reset" => {
+                fx.session = true;
+                fx.resets = true;
+            }
             b"discard" => {
                 fx.session = true;
                 fx.statements = true;
+                fx.resets = true;
             }
             b"deallocate" => fx.statements = true,
+            b"begin" | b"start" => fx.begins = true,
             b"listen" => fx.listen = true,
             _ => {}
         }
@@ -139,17 +151,20 @@ mod tests {
 
     #[test]
     fn finds_session_changes() {
-        assert!(effects("SET search_path TO x").session);
-        assert!(effects("select 1; /* c */ reset all").session);
-        assert!(effects("select set_config('a.b', '1', false)").session);
-        assert!(!effects("UPDATE t SET a = 1").session);
-        assert!(!effects("select 'x; set a=1'").session);
-        assert!(!effects("select $$; set a=1$$").session);
-        assert!(!effects("select 1 -- ; set a = 1").session);
-        let d = effects("DISCARD ALL");
+        assert!(effects(b"SET search_path TO x").session);
+        assert!(effects(b"select 1; /* c */ reset all").session);
+        assert!(effects(b"select set_config('a.b', '1', false)").session);
+        assert!(!effects(b"UPDATE t SET a = 1").session);
+        assert!(!effects(b"select 'x; set a=1'").session);
+        assert!(!effects(b"select $$; set a=1$$").session);
+        assert!(!effects(b"select 1 -- ; set a = 1").session);
+        let d = effects(b"DISCARD ALL");
         assert!(d.session && d.statements);
-        assert!(effects("deallocate all").statements);
-        assert!(effects("  LISTEN chan").listen);
-        assert!(!effects("select $1, e'\\'; set'").session);
+        assert!(effects(b"deallocate all").statements);
+        assert!(effects(b"  LISTEN chan").listen);
+        assert!(effects(b"select 1; BEGIN; insert into t values (1)").begins);
+        assert!(effects(b"start transaction").begins);
+        assert!(!effects(b"select 'begin'").begins);
+        assert!(!effects(b"select $1, e'\\'; set'").session);
     }
 }

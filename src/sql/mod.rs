@@ -254,6 +254,12 @@ fn analyze_caught(sql: &str, functions: &WriteFunctions) -> Analysis {
         .unwrap_or_else(|_| unparsed(sql))
 }
 
+/// The analysis of SQL text that is not UTF-8 (a client_encoding such as LATIN9): not
+/// understood, so it runs on the primary and the policy treats it as unparsable.
+pub fn undecodable() -> Analysis {
+    unparsed("")
+}
+
 fn unparsed(sql: &str) -> Analysis {
     Analysis {
         class: Class::Write,
