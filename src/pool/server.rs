@@ -354,6 +354,11 @@ impl ServerConn {
     ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         messages::query(self.writer.buffer(), sql);
         self.writer.flush().await?;
+        self.read_rows().await
+    }
+
+    /// The rows of pgward's own request, as text, up to its ReadyForQuery.
+    async fn read_rows(&mut self) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
@@ -363,7 +368,7 @@ impl ServerConn {
                 b'S' => self.record_parameter(&frame),
                 b'E' => error = Some(error_fields(frame.body())),
                 b'Z' => return error.map_or(Ok(rows), Err),
-                b'T' | b'C' | b'N' | b'I' | b'A' => {}
+                b'T' | b'C' | b'N' | b'I' | b'A' | b'1' | b'2' | b's' => {}
                 other => return Err(ServerError::Unexpected(other)),
             }
         }
@@ -396,19 +401,7 @@ impl ServerConn {
         messages::frontend(buf, b'E', |b| b.extend_from_slice(&[0, 0, 0, 0, 0]));
         messages::frontend(buf, b'S', |_| {});
         self.writer.flush().await?;
-        let mut rows = Vec::new();
-        let mut error = None;
-        loop {
-            let frame = self.reader.read_frame().await?;
-            match frame.tag() {
-                b'D' => rows.push(data_row_text(frame.body())),
-                b'S' => self.record_parameter(&frame),
-                b'E' => error = Some(error_fields(frame.body())),
-                b'Z' => return error.map_or(Ok(rows), Err),
-                b'1' | b'2' | b'C' | b'N' | b'I' | b'A' | b's' => {}
-                other => return Err(ServerError::Unexpected(other)),
-            }
-        }
+        self.read_rows().await
     }
 }
 

@@ -417,19 +417,7 @@ impl Walker<'_> {
 
     fn references(&mut self, table: &ObjectName, columns: &[Ident]) {
         let index = self.object(table, Action::Select);
-        if columns.is_empty() {
-            self.info
-                .use_column(ColumnRef::All { table: index }, Action::Select);
-        }
-        for column in columns {
-            self.info.use_column(
-                ColumnRef::Of {
-                    table: index,
-                    name: fold(column),
-                },
-                Action::Select,
-            );
-        }
+        self.column_list(index, columns, Action::Select);
     }
 
     /// The new name of a renamed relation, in the old one's schema when written without one.

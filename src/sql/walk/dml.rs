@@ -18,19 +18,25 @@ impl Walker<'_> {
     /// records the uses and returns the folded names.
     fn inserted_columns(&mut self, index: usize, columns: &[Ident]) -> Vec<String> {
         self.info.access(index, Action::Insert);
+        self.column_list(index, columns, Action::Insert)
+    }
+
+    /// A column list of table `index` used with `action` (an empty list: every column).
+    pub(super) fn column_list(
+        &mut self,
+        index: usize,
+        columns: &[Ident],
+        action: Action,
+    ) -> Vec<String> {
         let columns: Vec<String> = columns.iter().map(fold).collect();
         if columns.is_empty() {
             self.info
-                .use_column(ColumnRef::All { table: index }, Action::Insert);
+                .use_column(ColumnRef::All { table: index }, action);
         }
         for column in &columns {
-            self.info.use_column(
-                ColumnRef::Of {
-                    table: index,
-                    name: column.clone(),
-                },
-                Action::Insert,
-            );
+            let name = column.clone();
+            self.info
+                .use_column(ColumnRef::Of { table: index, name }, action);
         }
         columns
     }
@@ -169,15 +175,7 @@ impl Walker<'_> {
                     hidden: false,
                 });
                 if let Some(ConflictTarget::Columns(columns)) = &on_conflict.conflict_target {
-                    for column in columns {
-                        self.info.use_column(
-                            ColumnRef::Of {
-                                table: index,
-                                name: fold(column),
-                            },
-                            Action::Select,
-                        );
-                    }
+                    self.column_list(index, columns, Action::Select);
                 }
                 if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
                     self.info.access(index, Action::Update);
