@@ -647,6 +647,11 @@ async fn without_the_primary_writes_fail_fast_reads_go_on_and_it_recovers() {
         s.primary
     );
 
+    // The client's own write must be visible on a replica, and pgward must have seen that
+    // (its checks run every 250 ms), or read-your-writes rightly keeps its reads on the
+    // primary, which is about to go.
+    s.wait_replicas_caught_up();
+    tokio::time::sleep(Duration::from_millis(800)).await;
     s.cluster
         .primary
         .stop("fast")
