@@ -85,22 +85,23 @@ impl Pool {
     /// A connection of this pool, waiting up to checkout_timeout for one to be free; a new
     /// one logs in with `credential`.
     pub async fn checkout(self: &Arc<Self>, credential: &Credential) -> Result<Lease, ProxyError> {
-        let settings = self.settings.load_full();
+        let (checkout_timeout, connect_timeout) = {
+            let settings = self.settings.load();
+            (settings.checkout_timeout, settings.connect_timeout)
+        };
         let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let acquired = tokio::time::timeout(
-                    settings.checkout_timeout,
-                    self.permits.clone().acquire_owned(),
-                )
-                .await;
+                let acquired =
+                    tokio::time::timeout(checkout_timeout, self.permits.clone().acquire_owned())
+                        .await;
                 crate::metrics::pool_wait(started.elapsed());
                 match acquired {
                     Ok(permit) => permit.expect("pool semaphore is never closed"),
                     Err(_) => {
                         crate::metrics::checkout_timeout();
-                        return Err(ProxyError::PoolTimeout(settings.checkout_timeout));
+                        return Err(ProxyError::PoolTimeout(checkout_timeout));
                     }
                 }
             }
@@ -117,7 +118,7 @@ impl Pool {
             });
         }
         let conn = tokio::time::timeout(
-            settings.connect_timeout,
+            connect_timeout,
             ServerConn::connect(self.target.clone(), &self.key.user, credential, &self.key.database),
         )
         .await
