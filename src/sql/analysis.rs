@@ -120,6 +120,129 @@ pub enum ValueSource {
 pub struct ValueTarget {
     pub value: ValueSource,
     pub column: ColumnRef,
+    pub usage: ValueUse,
+}
+
+/// What a [`ValueTarget`]'s value is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueUse {
+    /// Inserted or assigned (INSERT VALUES, UPDATE SET, ON CONFLICT DO UPDATE SET, MERGE).
+    Assigned,
+    /// Compared with the column by `op`; `value_first` when the value is the left operand.
+    Compared { op: CompareOp, value_first: bool },
+}
+
+/// A comparison between a column and a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `=`
+    Eq,
+    /// `<>` or `!=`
+    NotEq,
+    /// An item of `IN (...)`.
+    In,
+    /// An item of `NOT IN (...)`.
+    NotIn,
+    /// `IS DISTINCT FROM`
+    Distinct,
+    /// `IS NOT DISTINCT FROM`
+    NotDistinct,
+    /// `CASE col WHEN value`
+    CaseWhen,
+    /// Anything else: `<`, `>=`, BETWEEN, LIKE, ...
+    Other,
+}
+
+/// How one occurrence of a column is used, as column encryption sees it: whether the server
+/// would compute on the stored value (which for an encrypted column is ciphertext).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    /// Returned as it is: a select-list or RETURNING item that is only the column
+    /// (parenthesised or aliased), including items of subqueries and CTEs.
+    Output,
+    /// Compared with a value (`$n` or a literal, see [`ValueTarget`]) by `=`, `<>`, `!=`,
+    /// `IN` / `NOT IN`, `IS [NOT] DISTINCT FROM` or `CASE col WHEN`.
+    Equality,
+    /// `IS NULL`, `IS NOT NULL`, `count(col)`.
+    NullTest,
+    /// Compared by `=`, `<>` or `IS [NOT] DISTINCT FROM` with another column (`a.x = b.y`,
+    /// JOIN ... ON, USING, NATURAL).
+    EqualsColumn(ColumnRef),
+    /// Grouped or deduplicated: GROUP BY, DISTINCT, DISTINCT ON, PARTITION BY, the outputs
+    /// of UNION / INTERSECT / EXCEPT without ALL, `count(DISTINCT col)`.
+    Grouped,
+    /// Anything else; the text names it for error messages ("LIKE", "ORDER BY", "a function
+    /// call", "a cast", "an operator", "a range comparison", ...).
+    Computed(&'static str),
+}
+
+/// One occurrence of a column and its use (`StatementInfo::contexts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnContext {
+    pub column: ColumnRef,
+    pub context: Context,
+}
+
+/// The column an INSERT, UPDATE, MERGE or COPY FROM writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignTarget {
+    Named(String),
+    /// By position (0-based) in the table's column order: an INSERT without a column list.
+    Position(usize),
+}
+
+/// Where a written value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assigned {
+    /// `$n` or a literal.
+    Value(ValueSource),
+    Null,
+    Default,
+    /// A column's value as it is: INSERT ... SELECT col, UPDATE SET a = b, a MERGE source
+    /// column. `ColumnRef::All` for a `*` of INSERT ... SELECT (positions then need the catalog).
+    Column(ColumnRef),
+    /// `EXCLUDED.col` in ON CONFLICT DO UPDATE: what the INSERT was writing into `col`.
+    Excluded(String),
+    /// Anything computed: an expression, a function's result, a subquery.
+    Expr,
+}
+
+/// A value written into a column (`StatementInfo::assignments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Index into [`StatementInfo::tables`].
+    pub table: usize,
+    pub target: AssignTarget,
+    pub value: Assigned,
+}
+
+/// The data format of a COPY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+    Binary,
+}
+
+/// A `COPY table [(columns)] FROM STDIN / TO STDOUT` (or `COPY (query) TO STDOUT`, where
+/// `table` is None and the columns are the query's `outputs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInfo {
+    pub table: Option<usize>,
+    /// The column list, None when absent (every column in table order).
+    pub columns: Option<Vec<String>>,
+    pub format: CopyFormat,
+    /// DELIMITER, one character (default tab for text, comma for CSV).
+    pub delimiter: Option<char>,
+    /// NULL string (default `\N` for text, empty for CSV).
+    pub null: Option<String>,
+    pub header: bool,
+    /// QUOTE and ESCAPE (CSV; default `"` for both).
+    pub quote: Option<char>,
+    pub escape: Option<char>,
+    /// An option pgward does not model (FORCE_QUOTE, FORCE_NOT_NULL, FORCE_NULL, ENCODING,
+    /// DEFAULT, HEADER MATCH, ...): column encryption refuses the COPY.
+    pub other_options: bool,
 }
 
 /// A function the statement calls.
@@ -159,6 +282,12 @@ pub struct StatementInfo {
     pub values: Vec<ValueTarget>,
     pub functions: Vec<FunctionCall>,
     pub outputs: Vec<Output>,
+    /// Every occurrence of a column with its use (for column encryption).
+    pub contexts: Vec<ColumnContext>,
+    /// Every value written into a column, by INSERT, UPDATE, MERGE.
+    pub assignments: Vec<Assignment>,
+    /// COPY FROM STDIN / TO STDOUT details.
+    pub copy: Option<CopyInfo>,
     /// false when the statement parsed but something in it was not understood (a construct
     /// the walker does not model, a DO block, SQL-level EXECUTE): policy and crypto refuse
     /// it, the cache declines it, routing sends it to the primary.
@@ -175,6 +304,9 @@ impl StatementInfo {
             values: Vec::new(),
             functions: Vec::new(),
             outputs: Vec::new(),
+            contexts: Vec::new(),
+            assignments: Vec::new(),
+            copy: None,
             understood: true,
         }
     }

@@ -26,7 +26,10 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Tokenizer;
 
-pub use analysis::{Action, ColumnRef, Kind, Output, RelName, StatementInfo};
+pub use analysis::{
+    Action, AssignTarget, Assigned, Assignment, ColumnContext, ColumnRef, CompareOp, Context,
+    CopyFormat, CopyInfo, Kind, Output, RelName, StatementInfo, ValueSource, ValueTarget, ValueUse,
+};
 use classify::WriteFunctions;
 
 /// What the router needs to know about one SQL string (which may hold several statements).

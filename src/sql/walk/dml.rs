@@ -8,7 +8,7 @@ use sqlparser::ast::{
     UpdateTableFromKind,
 };
 
-use crate::sql::analysis::{Action, ColumnRef, Kind, Output, RelName};
+use crate::sql::analysis::{Action, ColumnRef, Kind, Output, RelName, ValueUse};
 
 use super::expr::{strip_value, value_source};
 use super::{fold, fold_parts, Body, Item, Scope, Source, Walker};
@@ -236,6 +236,7 @@ impl Walker<'_> {
                             table,
                             name: column.clone(),
                         },
+                        ValueUse::Assigned,
                     );
                 }
             }
@@ -386,6 +387,7 @@ impl Walker<'_> {
                                                 table: index,
                                                 name: column.clone(),
                                             },
+                                            ValueUse::Assigned,
                                         );
                                     }
                                 }
@@ -442,7 +444,7 @@ impl Walker<'_> {
             };
             for (column, value) in columns.into_iter().zip(values) {
                 if let (Some(name), Some(value)) = (column, value_source(value)) {
-                    self.add_value(value, ColumnRef::Of { table, name });
+                    self.add_value(value, ColumnRef::Of { table, name }, ValueUse::Assigned);
                 }
             }
         }

@@ -9,7 +9,9 @@ use sqlparser::ast::{
     WindowType,
 };
 
-use crate::sql::analysis::{Action, ColumnRef, FunctionCall, Output, ValueSource, ValueTarget};
+use crate::sql::analysis::{
+    Action, ColumnRef, CompareOp, FunctionCall, Output, ValueSource, ValueTarget, ValueUse,
+};
 
 use super::{
     conclude, exposes, fold, fold_parts, gather, last_name, leaf_tables, Candidates, Item,
@@ -768,21 +770,29 @@ impl Walker<'_> {
             return;
         }
         let target = match (value_source(left), value_source(right)) {
-            (None, Some(value)) => self.value_column(left).map(|column| (value, column)),
-            (Some(value), None) => self.value_column(right).map(|column| (value, column)),
+            (None, Some(value)) => self.value_column(left).map(|column| (value, column, false)),
+            (Some(value), None) => self.value_column(right).map(|column| (value, column, true)),
             _ => None,
         };
-        if let Some((value, column)) = target {
-            self.add_value(value, column);
+        if let Some((value, column, value_first)) = target {
+            let usage = ValueUse::Compared {
+                op: CompareOp::Other,
+                value_first,
+            };
+            self.add_value(value, column, usage);
         }
     }
 
-    pub(super) fn add_value(&mut self, value: ValueSource, column: ColumnRef) {
+    pub(super) fn add_value(&mut self, value: ValueSource, column: ColumnRef, usage: ValueUse) {
         // A literal that cannot be located cannot be rewritten (encrypted) in place.
         if let ValueSource::Literal { line: 0, .. } = value {
             self.not_understood();
         }
-        let target = ValueTarget { value, column };
+        let target = ValueTarget {
+            value,
+            column,
+            usage,
+        };
         if !self.info.values.contains(&target) {
             self.info.values.push(target);
         }
