@@ -124,10 +124,17 @@ impl DecryptError {
     }
 }
 
+/// A designated column's place in the keyring that issued it: cheap to copy, compare and
+/// store in a plan. Meaningful only with that `Crypto` (a plan keeps its `Arc` alongside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ColumnId(usize);
+
 /// Every designated column with its ciphers, built once per configuration and shared.
 pub struct Crypto {
-    /// In configuration order.
+    /// In configuration order; `ColumnId` indexes it.
     columns: Vec<ColumnCipher>,
+    /// Every (schema, table) with a designated column, once each, in configuration order.
+    tables: Vec<(String, String)>,
     /// schema -> table -> column -> index into `columns`; looked up with `&str`, no allocation.
     index: HashMap<String, HashMap<String, HashMap<String, usize>>>,
     without_decrypt: WithoutDecrypt,
@@ -195,12 +202,16 @@ impl Crypto {
 
         let mut crypto = Crypto {
             columns: Vec::with_capacity(designated.len()),
+            tables: Vec::new(),
             index: HashMap::new(),
             without_decrypt: cfg.without_decrypt,
             active_key: active.to_owned(),
         };
         for ((schema, table, column), mode) in designated {
             let identity = column_identity(&schema, &table, &column);
+            if !crypto.table_has_columns(&schema, &table) {
+                crypto.tables.push((schema.clone(), table.clone()));
+            }
             let keys = masters
                 .iter()
                 .zip(&hkdfs)
@@ -227,8 +238,23 @@ impl Crypto {
 
     /// The designated column of that name (names as PostgreSQL folds them), if it is one.
     pub fn column(&self, schema: &str, table: &str, column: &str) -> Option<&ColumnCipher> {
+        self.id_of(schema, table, column).map(|id| self.by_id(id))
+    }
+
+    /// Like `column`, but the id, for plans that refer to the column later.
+    pub fn id_of(&self, schema: &str, table: &str, column: &str) -> Option<ColumnId> {
         let i = *self.index.get(schema)?.get(table)?.get(column)?;
-        Some(&self.columns[i])
+        Some(ColumnId(i))
+    }
+
+    /// The column `id` names. Panics for an id this keyring did not issue and cannot hold.
+    pub fn by_id(&self, id: ColumnId) -> &ColumnCipher {
+        &self.columns[id.0]
+    }
+
+    /// Every (schema, table) with a designated column, once each, in configuration order.
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tables.iter().map(|(s, t)| (s.as_str(), t.as_str()))
     }
 
     /// Does the table have any designated column?

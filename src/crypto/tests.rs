@@ -92,6 +92,11 @@ fn lookups_use_folded_names() {
     assert!(crypto.column("public", "orders", "ssn").is_none());
     assert!(crypto.table_has_columns("billing", "cards"));
     assert!(!crypto.table_has_columns("billing", "customers"));
+    let id = crypto.id_of("public", "customers", "ssn").unwrap();
+    assert_eq!(crypto.by_id(id).name(), "public.customers.ssn");
+    assert_eq!(crypto.id_of("public", "customers", "name"), None);
+    let tables: Vec<_> = crypto.tables().collect();
+    assert_eq!(tables, [("public", "customers"), ("billing", "cards")]);
     let names: Vec<_> = crypto.columns().map(ColumnCipher::name).collect();
     assert_eq!(
         names,
