@@ -10,8 +10,12 @@
 //!
 //! NULL is the caller's business: it stays NULL and is never passed in.
 
+pub mod copy;
 mod envelope;
 mod keys;
+pub mod literal;
+pub mod plan;
+pub mod rows;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -128,6 +132,13 @@ impl DecryptError {
 /// store in a plan. Meaningful only with that `Crypto` (a plan keeps its `Arc` alongside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ColumnId(usize);
+
+impl ColumnId {
+    /// The column's position in configuration order (for tables indexed by column).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// Every designated column with its ciphers, built once per configuration and shared.
 pub struct Crypto {
