@@ -83,7 +83,7 @@ impl RelName {
 }
 
 /// A column reference, by index into [`StatementInfo::tables`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ColumnRef {
     /// A column of a known table: qualified by the table's name or alias, or unqualified
     /// with only one table in scope.
@@ -107,7 +107,7 @@ pub struct ColumnUse {
 }
 
 /// Where a value comes from in the statement text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueSource {
     /// `$n` (1-based).
     Param(u32),
@@ -116,7 +116,7 @@ pub enum ValueSource {
 }
 
 /// A value compared with, assigned to or inserted into a column (for column encryption).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ValueTarget {
     pub value: ValueSource,
     pub column: ColumnRef,
@@ -124,7 +124,7 @@ pub struct ValueTarget {
 }
 
 /// What a [`ValueTarget`]'s value is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueUse {
     /// Inserted or assigned (INSERT VALUES, UPDATE SET, ON CONFLICT DO UPDATE SET, MERGE).
     Assigned,
@@ -133,7 +133,7 @@ pub enum ValueUse {
 }
 
 /// A comparison between a column and a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CompareOp {
     /// `=`
     Eq,
@@ -155,7 +155,7 @@ pub enum CompareOp {
 
 /// How one occurrence of a column is used, as column encryption sees it: whether the server
 /// would compute on the stored value (which for an encrypted column is ciphertext).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Context {
     /// Returned as it is: a select-list or RETURNING item that is only the column
     /// (parenthesised or aliased), including items of subqueries and CTEs.
@@ -177,14 +177,14 @@ pub enum Context {
 }
 
 /// One occurrence of a column and its use (`StatementInfo::contexts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ColumnContext {
     pub column: ColumnRef,
     pub context: Context,
 }
 
 /// The column an INSERT, UPDATE, MERGE or COPY FROM writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AssignTarget {
     Named(String),
     /// By position (0-based) in the table's column order: an INSERT without a column list.
@@ -192,7 +192,7 @@ pub enum AssignTarget {
 }
 
 /// Where a written value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Assigned {
     /// `$n` or a literal.
     Value(ValueSource),
@@ -208,7 +208,7 @@ pub enum Assigned {
 }
 
 /// A value written into a column (`StatementInfo::assignments`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assignment {
     /// Index into [`StatementInfo::tables`].
     pub table: usize,

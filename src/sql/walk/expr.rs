@@ -243,12 +243,13 @@ impl Walker<'_> {
                 self.walk_expr(timestamp);
                 self.walk_expr(time_zone);
             }
-            Expr::IsDistinctFrom(left, right) | Expr::IsNotDistinctFrom(left, right) => {
-                self.comparison(left, right)
+            Expr::IsDistinctFrom(left, right) => self.comparison(left, right, CompareOp::Distinct),
+            Expr::IsNotDistinctFrom(left, right) => {
+                self.comparison(left, right, CompareOp::NotDistinct)
             }
             Expr::BinaryOp { left, op, right } => {
-                if is_comparison(op) {
-                    self.comparison(left, right);
+                if let Some(op) = comparison_op(op) {
+                    self.comparison(left, right, op);
                 } else {
                     self.walk_expr(left);
                     self.walk_expr(right);
@@ -264,7 +265,7 @@ impl Walker<'_> {
                     self.walk_expr(expr);
                     self.walk_expr(pattern);
                 } else {
-                    self.comparison(expr, pattern);
+                    self.comparison(expr, pattern, CompareOp::Other);
                 }
             }
             Expr::SimilarTo { expr, pattern, .. } | Expr::RLike { expr, pattern, .. } => {
@@ -275,7 +276,11 @@ impl Walker<'_> {
                 self.walk_expr(left);
                 self.walk_expr(right);
             }
-            Expr::InList { expr, list, .. } => self.in_list(expr, list),
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => self.in_list(expr, list, *negated),
             Expr::InSubquery { expr, subquery, .. } => {
                 self.walk_expr(expr);
                 self.walk_query(subquery);
@@ -460,18 +465,23 @@ impl Walker<'_> {
     }
 
     #[inline(never)]
-    fn comparison(&mut self, left: &Expr, right: &Expr) {
+    fn comparison(&mut self, left: &Expr, right: &Expr, op: CompareOp) {
         self.walk_expr(left);
         self.walk_expr(right);
-        self.compare(left, right);
+        self.compare(left, right, op);
     }
 
     #[inline(never)]
-    fn in_list(&mut self, expr: &Expr, list: &[Expr]) {
+    fn in_list(&mut self, expr: &Expr, list: &[Expr], negated: bool) {
+        let op = if negated {
+            CompareOp::NotIn
+        } else {
+            CompareOp::In
+        };
         self.walk_expr(expr);
         for item in list {
             self.walk_expr(item);
-            self.compare(expr, item);
+            self.compare(expr, item, op);
         }
     }
 
@@ -480,8 +490,8 @@ impl Walker<'_> {
         self.walk_expr(expr);
         self.walk_expr(low);
         self.walk_expr(high);
-        self.compare(expr, low);
-        self.compare(expr, high);
+        self.compare(expr, low, CompareOp::Other);
+        self.compare(expr, high, CompareOp::Other);
     }
 
     #[inline(never)]
@@ -499,7 +509,7 @@ impl Walker<'_> {
             self.walk_expr(&when.result);
             // `CASE col WHEN $1 ...` compares col with $1.
             if let Some(operand) = operand {
-                self.compare(operand, &when.condition);
+                self.compare(operand, &when.condition, CompareOp::CaseWhen);
             }
         }
         if let Some(otherwise) = otherwise {
@@ -760,11 +770,11 @@ impl Walker<'_> {
     }
 
     /// `column <op> value` or `value <op> column` (row constructors pairwise).
-    fn compare(&mut self, left: &Expr, right: &Expr) {
+    fn compare(&mut self, left: &Expr, right: &Expr, op: CompareOp) {
         if let (Expr::Tuple(lefts), Expr::Tuple(rights)) = (strip_value(left), strip_value(right)) {
             if lefts.len() == rights.len() {
                 for (left, right) in lefts.iter().zip(rights) {
-                    self.compare(left, right);
+                    self.compare(left, right, op);
                 }
             }
             return;
@@ -775,10 +785,7 @@ impl Walker<'_> {
             _ => None,
         };
         if let Some((value, column, value_first)) = target {
-            let usage = ValueUse::Compared {
-                op: CompareOp::Other,
-                value_first,
-            };
+            let usage = ValueUse::Compared { op, value_first };
             self.add_value(value, column, usage);
         }
     }
@@ -804,17 +811,17 @@ fn is_value_function(ident: &Ident) -> bool {
         && VALUE_FUNCTIONS.contains(&ident.value.to_ascii_lowercase().as_str())
 }
 
-fn is_comparison(op: &sqlparser::ast::BinaryOperator) -> bool {
+/// The comparison a binary operator makes between a column and a value, if any.
+fn comparison_op(op: &sqlparser::ast::BinaryOperator) -> Option<CompareOp> {
     use sqlparser::ast::BinaryOperator;
-    matches!(
-        op,
-        BinaryOperator::Eq
-            | BinaryOperator::NotEq
-            | BinaryOperator::Lt
-            | BinaryOperator::LtEq
-            | BinaryOperator::Gt
-            | BinaryOperator::GtEq
-    )
+    match op {
+        BinaryOperator::Eq => Some(CompareOp::Eq),
+        BinaryOperator::NotEq => Some(CompareOp::NotEq),
+        BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq => {
+            Some(CompareOp::Other)
+        }
+        _ => None,
+    }
 }
 
 /// The expression under parentheses, casts and COLLATE.

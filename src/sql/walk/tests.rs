@@ -2,7 +2,7 @@
 //! per statement, plus random statements that must never panic.
 
 use super::*;
-use crate::sql::analysis::ValueSource;
+use crate::sql::analysis::{CompareOp, ValueSource, ValueUse};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -82,6 +82,40 @@ fn values(info: &StatementInfo) -> Vec<String> {
         };
         format!("{value}={}", column(info, &target.column))
     }))
+}
+
+/// "value=column usage" with usage "assigned" or the comparison ("eq", "in", ...) followed
+/// by "<" when the value is the left operand, sorted.
+fn usages(info: &StatementInfo) -> Vec<String> {
+    sorted(info.values.iter().map(|target| {
+        let value = match target.value {
+            ValueSource::Param(n) => format!("${n}"),
+            ValueSource::Literal { line, column } => format!("L{line}:{column}"),
+        };
+        let usage = match target.usage {
+            ValueUse::Assigned => "assigned".to_owned(),
+            ValueUse::Compared { op, value_first } => {
+                let op = match op {
+                    CompareOp::Eq => "eq",
+                    CompareOp::NotEq => "ne",
+                    CompareOp::In => "in",
+                    CompareOp::NotIn => "not in",
+                    CompareOp::Distinct => "distinct",
+                    CompareOp::NotDistinct => "not distinct",
+                    CompareOp::CaseWhen => "case",
+                    CompareOp::Other => "other",
+                };
+                format!("{op}{}", if value_first { "<" } else { "" })
+            }
+        };
+        format!("{value}={} {usage}", column(info, &target.column))
+    }))
+}
+
+fn check_usages(sql: &str, expected: &[&str]) {
+    let info = info(sql);
+    assert!(info.understood, "not understood: {sql}");
+    assert_eq!(usages(&info), strings(expected), "value usages of {sql}");
 }
 
 /// In order: a column, or "expr".
@@ -1158,6 +1192,51 @@ fn output_provenance() {
     check_outputs(
         "SELECT x FROM (SELECT a AS x FROM t UNION SELECT b FROM u) s",
         &["expr"],
+    );
+}
+
+#[test]
+fn value_usages_name_the_comparison() {
+    check_usages(
+        "SELECT 1 FROM t WHERE a = $1 AND $2 = b AND c <> $3 AND d != $4 AND e IN ($5, $6) \
+         AND f NOT IN ($7) AND (g IS DISTINCT FROM $8) AND ($9 IS NOT DISTINCT FROM h)",
+        &[
+            "$1=t.a eq",
+            "$2=t.b eq<",
+            "$3=t.c ne",
+            "$4=t.d ne",
+            "$5=t.e in",
+            "$6=t.e in",
+            "$7=t.f not in",
+            "$8=t.g distinct",
+            "$9=t.h not distinct<",
+        ],
+    );
+    check_usages(
+        "SELECT CASE a WHEN $1 THEN 1 END FROM t WHERE b < $2 AND $3 >= c \
+         AND d BETWEEN $4 AND $5 AND e LIKE $6 AND $7 IN (f, g)",
+        &[
+            "$1=t.a case",
+            "$2=t.b other",
+            "$3=t.c other<",
+            "$4=t.d other",
+            "$5=t.d other",
+            "$6=t.e other",
+            "$7=t.f in<",
+            "$7=t.g in<",
+        ],
+    );
+    check_usages(
+        "SELECT 1 FROM t WHERE (a, b) = ($1, $2) AND (c, d) IN (($3, $4))",
+        &["$1=t.a eq", "$2=t.b eq", "$3=t.c in", "$4=t.d in"],
+    );
+    check_usages(
+        "UPDATE t SET a = $1 WHERE b = $2",
+        &["$1=t.a assigned", "$2=t.b eq"],
+    );
+    check_usages(
+        "INSERT INTO t (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE SET b = $3",
+        &["$1=t.a assigned", "$2=t.b assigned", "$3=t.b assigned"],
     );
 }
 
