@@ -8,9 +8,9 @@ use sqlparser::ast::{
     UpdateTableFromKind,
 };
 
-use crate::sql::analysis::{Action, ColumnRef, Kind, Output, RelName, ValueUse};
+use crate::sql::analysis::{Action, ColumnRef, Context, Kind, Output, RelName, ValueUse};
 
-use super::expr::{strip_value, value_source};
+use super::expr::{strip_nested, value_source, CONDITION};
 use super::{fold, fold_parts, Body, Item, Scope, Source, Walker};
 
 impl Walker<'_> {
@@ -170,18 +170,22 @@ impl Walker<'_> {
                 self.scopes.push(Scope {
                     items: vec![
                         item.clone(),
-                        Item::other(Some("excluded".into()), Source::Excluded),
+                        Item::other(Some("excluded".into()), Source::Excluded { table: index }),
                     ],
                     hidden: false,
                 });
                 if let Some(ConflictTarget::Columns(columns)) = &on_conflict.conflict_target {
-                    self.column_list(index, columns, Action::Select);
+                    // The unique index compares the stored values: Grouped.
+                    for name in self.column_list(index, columns, Action::Select) {
+                        let column = ColumnRef::Of { table: index, name };
+                        self.add_context(column, Context::Grouped);
+                    }
                 }
                 if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
                     self.info.access(index, Action::Update);
                     self.assignments(index, &update.assignments, Action::Update);
                     if let Some(selection) = &update.selection {
-                        self.walk_expr(selection);
+                        self.walk_expr_as(selection, CONDITION);
                     }
                 }
                 self.scopes.pop();
@@ -287,7 +291,7 @@ impl Walker<'_> {
             }
         }
         if let Some(selection) = selection {
-            self.walk_expr(selection);
+            self.walk_expr_as(selection, CONDITION);
         }
         let body = self.returning(returning);
         self.scopes.pop();
@@ -329,9 +333,9 @@ impl Walker<'_> {
             self.walk_table_with_joins(using);
         }
         if let Some(selection) = &delete.selection {
-            self.walk_expr(selection);
+            self.walk_expr_as(selection, CONDITION);
         }
-        self.walk_order_by_exprs(&delete.order_by);
+        self.walk_order_by_exprs(&delete.order_by, &[]);
         if let Some(limit) = &delete.limit {
             self.walk_expr(limit);
         }
@@ -361,10 +365,10 @@ impl Walker<'_> {
             }
         };
         self.add_factor(source);
-        self.walk_expr(on);
+        self.walk_expr_as(on, CONDITION);
         for clause in clauses {
             if let Some(predicate) = &clause.predicate {
-                self.walk_expr(predicate);
+                self.walk_expr_as(predicate, CONDITION);
             }
             let Some(index) = index else {
                 continue;
@@ -375,7 +379,10 @@ impl Walker<'_> {
                     match &insert.kind {
                         MergeInsertKind::Values(values) => {
                             for row in &values.rows {
-                                self.walk_exprs(row);
+                                for expr in row {
+                                    // A source column inserted as it is.
+                                    self.walk_expr_as(expr, Context::Output);
+                                }
                                 if columns.is_empty() {
                                     continue;
                                 }
@@ -406,8 +413,8 @@ impl Walker<'_> {
         self.scopes.pop();
     }
 
-    /// SET clauses: the target columns get `action`, the values are read, and a value
-    /// assigned directly maps to its column.
+    /// SET clauses: the target columns get `action`, the values are read (a plain column is
+    /// written as it is: Output), and a value assigned directly maps to its column.
     fn assignments(&mut self, table: usize, assignments: &[Assignment], action: Action) {
         for assignment in assignments {
             let targets: Vec<&ObjectName> = match &assignment.target {
@@ -436,12 +443,18 @@ impl Walker<'_> {
                     _ => None,
                 });
             }
-            self.walk_expr(&assignment.value);
-            let values: Vec<&Expr> = match (columns.len(), strip_value(&assignment.value)) {
+            let values: Vec<&Expr> = match (columns.len(), strip_nested(&assignment.value)) {
                 (1, _) => vec![&assignment.value],
                 (n, Expr::Tuple(values)) if n == values.len() => values.iter().collect(),
                 _ => Vec::new(),
             };
+            if values.is_empty() {
+                // `(a, b) = (SELECT ...)`: the subquery's columns are written as they are.
+                self.walk_expr_as(&assignment.value, Context::Output);
+            }
+            for value in &values {
+                self.walk_expr_as(value, Context::Output);
+            }
             for (column, value) in columns.into_iter().zip(values) {
                 if let (Some(name), Some(value)) = (column, value_source(value)) {
                     self.add_value(value, ColumnRef::Of { table, name }, ValueUse::Assigned);
@@ -503,6 +516,9 @@ impl Walker<'_> {
                 for column in refs {
                     if kind == Kind::CopyOut {
                         self.info.outputs.push(Output::Column(column.clone()));
+                    }
+                    if to {
+                        self.add_context(column.clone(), Context::Output);
                     }
                     self.info.use_column(column, action);
                 }
