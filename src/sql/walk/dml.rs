@@ -8,9 +8,11 @@ use sqlparser::ast::{
     UpdateTableFromKind,
 };
 
-use crate::sql::analysis::{Action, ColumnRef, Context, Kind, Output, RelName, ValueUse};
+use crate::sql::analysis::{
+    Action, AssignTarget, Assigned, ColumnRef, Context, Kind, Output, RelName, ValueUse,
+};
 
-use super::expr::{strip_nested, value_source, CONDITION};
+use super::expr::{column_parts, constant, strip_nested, value_source, CONDITION};
 use super::{fold, fold_parts, Body, Item, Scope, Source, Walker};
 
 impl Walker<'_> {
@@ -151,8 +153,9 @@ impl Walker<'_> {
         let index = self.info.table(rel.clone());
         let columns = self.inserted_columns(index, &insert.columns);
         if let Some(source) = &insert.source {
-            self.walk_query(source);
+            let body = self.walk_query(source);
             self.insert_values(index, &columns, source);
+            self.insert_assignments(index, &columns, source, &body);
         }
         let item = Item::table(index, &rel, insert.table_alias.as_ref().map(fold), false);
         if !insert.assignments.is_empty() {
@@ -245,6 +248,110 @@ impl Walker<'_> {
                 }
             }
         }
+    }
+
+    /// What INSERT writes: each VALUES item, or each result column of its query, into the
+    /// listed column (or the column at that position).
+    fn insert_assignments(
+        &mut self,
+        table: usize,
+        columns: &[String],
+        source: &Query,
+        body: &Body,
+    ) {
+        let target = |position: usize| match columns {
+            [] => Some(AssignTarget::Position(position)),
+            _ => columns.get(position).cloned().map(AssignTarget::Named),
+        };
+        if let SetExpr::Values(values) = source.body.as_ref() {
+            for row in &values.rows {
+                for (position, expr) in row.iter().enumerate() {
+                    let Some(target) = target(position) else {
+                        break;
+                    };
+                    let value = self.assigned(expr);
+                    self.assign(table, target, value);
+                }
+            }
+            return;
+        }
+        for (position, out) in body.outputs.iter().enumerate() {
+            let value = match (&out.constant, &out.output) {
+                (Some(constant), _) => constant.clone(),
+                (None, Output::Column(all @ ColumnRef::All { .. })) => {
+                    // How many columns the `*` yields needs the catalog: the star's position
+                    // (or each listed column from it on) gets the whole table, and the
+                    // mapping stops.
+                    match columns {
+                        [] => self.assign(
+                            table,
+                            AssignTarget::Position(position),
+                            Assigned::Column(all.clone()),
+                        ),
+                        _ => {
+                            for name in columns.iter().skip(position) {
+                                let target = AssignTarget::Named(name.clone());
+                                self.assign(table, target, Assigned::Column(all.clone()));
+                            }
+                        }
+                    }
+                    break;
+                }
+                (None, Output::Column(column)) => Assigned::Column(column.clone()),
+                (None, Output::Expr) => Assigned::Expr,
+            };
+            let Some(target) = target(position) else {
+                break;
+            };
+            self.assign(table, target, value);
+        }
+    }
+
+    fn assign(&mut self, table: usize, target: AssignTarget, value: Assigned) {
+        self.add_assignment(crate::sql::analysis::Assignment {
+            table,
+            target,
+            value,
+        });
+    }
+
+    /// What an expression assigned to a column writes.
+    fn assigned(&self, expr: &Expr) -> Assigned {
+        if let Some(constant) = constant(expr) {
+            return constant;
+        }
+        if let Expr::Identifier(ident) = strip_nested(expr) {
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default") {
+                return Assigned::Default;
+            }
+        }
+        let Some(parts) = column_parts(expr) else {
+            return Assigned::Expr;
+        };
+        if let Some(column) = self.excluded_column(&parts) {
+            return Assigned::Excluded(column);
+        }
+        match self.output_of(expr) {
+            Output::Column(column) if !matches!(column, ColumnRef::All { .. }) => {
+                Assigned::Column(column)
+            }
+            _ => Assigned::Expr,
+        }
+    }
+
+    /// `excluded.col` in ON CONFLICT DO UPDATE: col.
+    fn excluded_column(&self, parts: &[String]) -> Option<String> {
+        let [qualifier, column] = parts else {
+            return None;
+        };
+        let qualifier = std::slice::from_ref(qualifier);
+        let item = self
+            .scopes
+            .iter()
+            .rev()
+            .filter(|scope| !scope.hidden)
+            .find_map(|scope| scope.items.iter().find(|item| item.matches(qualifier)))?;
+        matches!(item.source, Source::Excluded { .. }).then(|| column.clone())
     }
 
     fn walk_update(
@@ -379,9 +486,18 @@ impl Walker<'_> {
                     match &insert.kind {
                         MergeInsertKind::Values(values) => {
                             for row in &values.rows {
-                                for expr in row {
+                                for (position, expr) in row.iter().enumerate() {
                                     // A source column inserted as it is.
                                     self.walk_expr_as(expr, Context::Output);
+                                    let target = match columns.as_slice() {
+                                        [] => AssignTarget::Position(position),
+                                        _ => match columns.get(position) {
+                                            Some(name) => AssignTarget::Named(name.clone()),
+                                            None => continue,
+                                        },
+                                    };
+                                    let value = self.assigned(expr);
+                                    self.assign(index, target, value);
                                 }
                                 if columns.is_empty() {
                                     continue;
@@ -421,6 +537,9 @@ impl Walker<'_> {
                 AssignmentTarget::ColumnName(name) => vec![name],
                 AssignmentTarget::Tuple(names) => names.iter().collect(),
             };
+            // The column each target writes (a field's column for `SET c.f = ...`), and
+            // whether it is written whole.
+            let mut written: Vec<Option<(String, bool)>> = Vec::new();
             let mut columns = Vec::new();
             for target in targets {
                 // `SET c.field = ...` assigns a field of c; other parts are recorded too in
@@ -442,6 +561,7 @@ impl Walker<'_> {
                     [column] => Some(column.clone()),
                     _ => None,
                 });
+                written.push(parts.first().map(|first| (first.clone(), parts.len() == 1)));
             }
             let values: Vec<&Expr> = match (columns.len(), strip_nested(&assignment.value)) {
                 (1, _) => vec![&assignment.value],
@@ -454,6 +574,16 @@ impl Walker<'_> {
             }
             for value in &values {
                 self.walk_expr_as(value, Context::Output);
+            }
+            for (position, column) in written.into_iter().enumerate() {
+                let Some((name, whole)) = column else {
+                    continue;
+                };
+                let value = match values.get(position) {
+                    Some(value) if whole => self.assigned(value),
+                    _ => Assigned::Expr,
+                };
+                self.assign(table, AssignTarget::Named(name), value);
             }
             for (column, value) in columns.into_iter().zip(values) {
                 if let (Some(name), Some(value)) = (column, value_source(value)) {

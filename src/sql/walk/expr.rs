@@ -10,7 +10,8 @@ use sqlparser::ast::{
 };
 
 use crate::sql::analysis::{
-    Action, ColumnRef, CompareOp, Context, FunctionCall, Output, ValueSource, ValueTarget, ValueUse,
+    Action, Assigned, ColumnRef, CompareOp, Context, FunctionCall, Output, ValueSource,
+    ValueTarget, ValueUse,
 };
 
 use super::{
@@ -1184,5 +1185,16 @@ pub(super) fn value_source(expr: &Expr) -> Option<ValueSource> {
             line: value.span.start.line,
             column: value.span.start.column,
         }),
+    }
+}
+
+/// What a whole item assigns when it is a constant: `$n`, a literal or NULL (casts allowed).
+pub(super) fn constant(expr: &Expr) -> Option<Assigned> {
+    if let Some(value) = value_source(expr) {
+        return Some(Assigned::Value(value));
+    }
+    match strip_value(expr) {
+        Expr::Value(value) if value.value == Value::Null => Some(Assigned::Null),
+        _ => None,
     }
 }

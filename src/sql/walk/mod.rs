@@ -40,7 +40,8 @@ use std::collections::HashSet;
 use sqlparser::ast::{DeclareType, Ident, ObjectName, ObjectNamePart, SetExpr, Statement};
 
 use super::analysis::{
-    Action, ColumnContext, ColumnRef, Context, Kind, Output, RelName, StatementInfo, ValueTarget,
+    Action, Assigned, Assignment, ColumnContext, ColumnRef, Context, Kind, Output, RelName,
+    StatementInfo, ValueTarget,
 };
 use super::classify::WriteFunctions;
 
@@ -60,6 +61,7 @@ pub(crate) fn describe(statement: &Statement, functions: &WriteFunctions) -> Sta
         select_into: false,
         cte_pending: false,
         seen_contexts: HashSet::new(),
+        seen_assignments: HashSet::new(),
         seen_values: HashSet::new(),
     };
     walker.statement(statement);
@@ -75,6 +77,8 @@ struct OutCol {
     /// The columns whose stored value it may be as it is (several after a set operation):
     /// a reference to it from an enclosing query is an occurrence of these (contexts).
     sources: Vec<Carry>,
+    /// `$n`, a literal or NULL as the whole item (what INSERT ... SELECT assigns).
+    constant: Option<Assigned>,
 }
 
 impl OutCol {
@@ -83,6 +87,7 @@ impl OutCol {
             name: None,
             output: Output::Expr,
             sources: Vec::new(),
+            constant: None,
         }
     }
 
@@ -93,6 +98,7 @@ impl OutCol {
             name: None,
             output: Output::Column(all.clone()),
             sources: vec![Carry::exact(all)],
+            constant: None,
         }
     }
 }
@@ -274,8 +280,10 @@ struct Walker<'a> {
     select_into: bool,
     /// A CTE was referenced before its body was walked (WITH RECURSIVE).
     cte_pending: bool,
-    /// What `info.contexts` and `info.values` hold, for deduplication in constant time.
+    /// What `info.contexts`, `info.assignments` and `info.values` hold, for deduplication
+    /// in constant time.
     seen_contexts: HashSet<ColumnContext>,
+    seen_assignments: HashSet<Assignment>,
     seen_values: HashSet<ValueTarget>,
 }
 
@@ -497,6 +505,13 @@ impl Walker<'_> {
     fn add_carries(&mut self, carries: &[Carry], context: &Context) {
         for carry in carries {
             self.add_context(carry.column.clone(), carry.context(context));
+        }
+    }
+
+    /// Records a value written into a column (deduplicated).
+    fn add_assignment(&mut self, assignment: Assignment) {
+        if self.seen_assignments.insert(assignment.clone()) {
+            self.info.assignments.push(assignment);
         }
     }
 

@@ -12,7 +12,7 @@ use sqlparser::ast::{
 
 use crate::sql::analysis::{Action, ColumnRef, Context, Output, RelName};
 
-use super::expr::{strip_nested, CONDITION, ORDER_BY};
+use super::expr::{constant, strip_nested, CONDITION, ORDER_BY};
 use super::{
     add_carry, column_ref, conclude, fold, fold_parts, gather, item_carries, last_name,
     leaf_tables, scope_tables, Body, Candidates, Carry, CteDef, Item, OutCol, Scope, Source,
@@ -850,6 +850,7 @@ impl Walker<'_> {
             name,
             output: self.output_of(expr),
             sources: self.sources_of(expr),
+            constant: constant(expr),
         }
     }
 
@@ -981,6 +982,9 @@ fn merge_branches(mut left: Body, right: Body) -> Body {
             if out.output != other.output {
                 out.output = Output::Expr;
             }
+            if out.constant != other.constant {
+                out.constant = None;
+            }
             for carry in other.sources {
                 add_carry(&mut out.sources, carry);
             }
@@ -989,6 +993,7 @@ fn merge_branches(mut left: Body, right: Body) -> Body {
         // PostgreSQL refuses the statement.
         for out in &mut left.outputs {
             out.output = Output::Expr;
+            out.constant = None;
         }
     }
     for table in right.tables {

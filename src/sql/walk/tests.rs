@@ -2,7 +2,7 @@
 //! per statement, plus random statements that must never panic.
 
 use super::*;
-use crate::sql::analysis::{CompareOp, Context, ValueSource, ValueUse};
+use crate::sql::analysis::{AssignTarget, Assigned, CompareOp, Context, ValueSource, ValueUse};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -138,6 +138,38 @@ fn check_contexts(sql: &str, expected: &[&str]) -> StatementInfo {
     let info = info(sql);
     assert!(info.understood, "not understood: {sql}");
     assert_eq!(contexts(&info), strings(expected), "contexts of {sql}");
+    info
+}
+
+/// "table.target<-value", sorted: target a column name or "#k" (a position), value "$n",
+/// "Lline:col", "null", "default", a column, "excluded.c" or "expr".
+fn assignments(info: &StatementInfo) -> Vec<String> {
+    sorted(info.assignments.iter().map(|assignment| {
+        let target = match &assignment.target {
+            AssignTarget::Named(name) => name.clone(),
+            AssignTarget::Position(k) => format!("#{k}"),
+        };
+        let value = match &assignment.value {
+            Assigned::Value(ValueSource::Param(n)) => format!("${n}"),
+            Assigned::Value(ValueSource::Literal { line, column }) => format!("L{line}:{column}"),
+            Assigned::Null => "null".to_owned(),
+            Assigned::Default => "default".to_owned(),
+            Assigned::Column(c) => column(info, c),
+            Assigned::Excluded(name) => format!("excluded.{name}"),
+            Assigned::Expr => "expr".to_owned(),
+        };
+        format!("{}.{target}<-{value}", table(info, assignment.table))
+    }))
+}
+
+fn check_assignments(sql: &str, expected: &[&str]) -> StatementInfo {
+    let info = info(sql);
+    assert!(info.understood, "not understood: {sql}");
+    assert_eq!(
+        assignments(&info),
+        strings(expected),
+        "assignments of {sql}"
+    );
     info
 }
 
@@ -1653,6 +1685,107 @@ fn contexts_of_data_modifications() {
             "s.a:(a function call)",
         ],
     );
+}
+
+#[test]
+fn assignments_of_insert() {
+    let sql = "INSERT INTO t (a, b, c, d) VALUES ($1, 'x', NULL, DEFAULT)";
+    let literal = format!("t.b<-{}", position(sql, "'x'"));
+    check_assignments(sql, &["t.a<-$1", &literal, "t.c<-null", "t.d<-default"]);
+    check_assignments(
+        "INSERT INTO t VALUES ($1, $2::int, lower($3), NULL::text, (SELECT 1))",
+        &[
+            "t.#0<-$1",
+            "t.#1<-$2",
+            "t.#2<-expr",
+            "t.#3<-null",
+            "t.#4<-expr",
+        ],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b) VALUES ($1, $2), ($3, DEFAULT), ($4, DEFAULT)",
+        &["t.a<-$1", "t.a<-$3", "t.a<-$4", "t.b<-$2", "t.b<-default"],
+    );
+    check_assignments("INSERT INTO t DEFAULT VALUES", &[]);
+    check_assignments(
+        "INSERT INTO t (a, b, c, d) SELECT x, $1, x || y, NULL FROM u",
+        &["t.a<-u.x", "t.b<-$1", "t.c<-expr", "t.d<-null"],
+    );
+    check_assignments(
+        "INSERT INTO t SELECT id, * FROM u",
+        &["t.#0<-u.id", "t.#1<-u.*"],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b, c) SELECT id, *, 1 FROM u",
+        &["t.a<-u.id", "t.b<-u.*", "t.c<-u.*"],
+    );
+    check_assignments(
+        "INSERT INTO t SELECT * FROM (SELECT b, a FROM u) s",
+        &["t.#0<-u.b", "t.#1<-u.a"],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b) SELECT a, $1 FROM u UNION SELECT b, $1 FROM v",
+        &["t.a<-expr", "t.b<-$1"],
+    );
+    check_assignments(
+        "WITH s AS (SELECT x FROM u) INSERT INTO t (a) SELECT x FROM s",
+        &["t.a<-u.x"],
+    );
+}
+
+#[test]
+fn assignments_of_update_upsert_and_merge() {
+    check_assignments(
+        "UPDATE t SET a = $1, b = NULL, c = DEFAULT, d = e, f = e + 1, \
+         (g, h) = ($2, i), (j, k) = (SELECT 1, 2), l = (m)",
+        &[
+            "t.a<-$1",
+            "t.b<-null",
+            "t.c<-default",
+            "t.d<-t.e",
+            "t.f<-expr",
+            "t.g<-$2",
+            "t.h<-t.i",
+            "t.j<-expr",
+            "t.k<-expr",
+            "t.l<-t.m",
+        ],
+    );
+    check_assignments(
+        "UPDATE t SET a = u.b FROM u WHERE t.id = u.id",
+        &["t.a<-u.b"],
+    );
+    check_assignments(
+        "UPDATE t SET a = s.x FROM (SELECT b AS x FROM u) s",
+        &["t.a<-u.b"],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE \
+         SET b = EXCLUDED.b, c = t.c || EXCLUDED.b, d = excluded.a",
+        &[
+            "t.a<-$1",
+            "t.b<-$2",
+            "t.b<-excluded.b",
+            "t.c<-expr",
+            "t.d<-excluded.a",
+        ],
+    );
+    check_assignments(
+        "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING",
+        &["t.a<-$1"],
+    );
+    check_assignments(
+        "MERGE INTO t USING s ON t.id = s.id \
+         WHEN MATCHED THEN UPDATE SET a = s.a, b = $1 \
+         WHEN NOT MATCHED THEN INSERT (id, a) VALUES (s.id, $2)",
+        &["t.a<-s.a", "t.b<-$1", "t.id<-s.id", "t.a<-$2"],
+    );
+    check_assignments(
+        "MERGE INTO t USING s ON t.id = s.id \
+         WHEN NOT MATCHED THEN INSERT VALUES (s.id, DEFAULT, s.a || 'x')",
+        &["t.#0<-s.id", "t.#1<-default", "t.#2<-expr"],
+    );
+    check_assignments("DELETE FROM t WHERE a = $1", &[]);
 }
 
 /// A tiny xorshift generator: deterministic, no crates.
