@@ -2,14 +2,15 @@
 //! targets their assignments and inserted rows imply.
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, ConflictTarget, CopySource, CopyTarget, Delete, Expr, FromTable,
-    Ident, Insert, MergeAction, MergeClause, MergeInsertKind, ObjectName, OnConflictAction,
-    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    UpdateTableFromKind,
+    Assignment, AssignmentTarget, ConflictTarget, CopyLegacyCsvOption, CopyLegacyOption,
+    CopyOption, CopySource, CopyTarget, Delete, Expr, FromTable, Ident, Insert, MergeAction,
+    MergeClause, MergeInsertKind, ObjectName, OnConflictAction, OnInsert, Query, SelectItem,
+    SetExpr, Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind,
 };
 
 use crate::sql::analysis::{
-    Action, AssignTarget, Assigned, ColumnRef, Context, Kind, Output, RelName, ValueUse,
+    Action, AssignTarget, Assigned, ColumnRef, Context, CopyFormat, CopyInfo, Kind, Output,
+    RelName, ValueUse,
 };
 
 use super::expr::{column_parts, constant, strip_nested, value_source, CONDITION};
@@ -607,7 +608,14 @@ impl Walker<'_> {
 
     // ----- COPY -----
 
-    pub(super) fn copy(&mut self, source: &CopySource, to: bool, target: &CopyTarget) {
+    pub(super) fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+    ) {
         let kind = match (target, to) {
             (CopyTarget::Stdin, false) => Kind::CopyIn,
             (CopyTarget::Stdout, true) => Kind::CopyOut,
@@ -652,6 +660,8 @@ impl Walker<'_> {
                     }
                     self.info.use_column(column, action);
                 }
+                let columns = (!columns.is_empty()).then(|| columns.iter().map(fold).collect());
+                self.copy_options(Some(index), columns, options, legacy_options);
             }
             CopySource::Query(query) => {
                 if !to {
@@ -664,7 +674,78 @@ impl Walker<'_> {
                 if kind == Kind::CopyOut {
                     self.set_outputs(body);
                 }
+                self.copy_options(None, None, options, legacy_options);
             }
         }
+    }
+
+    /// The data format of a COPY, from its options (`WITH (FORMAT csv, ...)`) or the
+    /// pre-9.0 syntax (`WITH CSV HEADER`, `BINARY`, ...). An option that is not PostgreSQL's
+    /// (sqlparser reads Redshift's too) is not understood.
+    fn copy_options(
+        &mut self,
+        table: Option<usize>,
+        columns: Option<Vec<String>>,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+    ) {
+        let mut copy = CopyInfo {
+            table,
+            columns,
+            format: CopyFormat::Text,
+            delimiter: None,
+            null: None,
+            header: false,
+            quote: None,
+            escape: None,
+            other_options: false,
+        };
+        for option in options {
+            match option {
+                CopyOption::Format(name) => match fold(name).as_str() {
+                    "text" => copy.format = CopyFormat::Text,
+                    "csv" => copy.format = CopyFormat::Csv,
+                    "binary" => copy.format = CopyFormat::Binary,
+                    // PostgreSQL refuses the statement.
+                    _ => copy.other_options = true,
+                },
+                // FREEZE changes nothing in the data.
+                CopyOption::Freeze(_) => {}
+                CopyOption::Delimiter(delimiter) => copy.delimiter = Some(*delimiter),
+                CopyOption::Null(null) => copy.null = Some(null.clone()),
+                CopyOption::Header(header) => copy.header = *header,
+                CopyOption::Quote(quote) => copy.quote = Some(*quote),
+                CopyOption::Escape(escape) => copy.escape = Some(*escape),
+                CopyOption::ForceQuote(_)
+                | CopyOption::ForceNotNull(_)
+                | CopyOption::ForceNull(_)
+                | CopyOption::Encoding(_) => copy.other_options = true,
+            }
+        }
+        for option in legacy_options {
+            match option {
+                CopyLegacyOption::Binary => copy.format = CopyFormat::Binary,
+                CopyLegacyOption::Csv(csv_options) => {
+                    copy.format = CopyFormat::Csv;
+                    for csv_option in csv_options {
+                        match csv_option {
+                            CopyLegacyCsvOption::Header => copy.header = true,
+                            CopyLegacyCsvOption::Quote(quote) => copy.quote = Some(*quote),
+                            CopyLegacyCsvOption::Escape(escape) => copy.escape = Some(*escape),
+                            CopyLegacyCsvOption::ForceQuote(_)
+                            | CopyLegacyCsvOption::ForceNotNull(_) => copy.other_options = true,
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(delimiter) => copy.delimiter = Some(*delimiter),
+                CopyLegacyOption::Null(null) => copy.null = Some(null.clone()),
+                CopyLegacyOption::Header => copy.header = true,
+                _ => {
+                    self.not_understood();
+                    copy.other_options = true;
+                }
+            }
+        }
+        self.info.copy = Some(copy);
     }
 }

@@ -319,8 +319,13 @@ impl Walker<'_> {
                 self.set_outputs(body);
             }
             Statement::Copy {
-                source, to, target, ..
-            } => self.copy(source, *to, target),
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, *to, target, options, legacy_options),
             Statement::Truncate {
                 table_names,
                 partitions,

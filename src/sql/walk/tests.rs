@@ -888,6 +888,104 @@ fn copy() {
     assert!(info.outputs.is_empty());
 }
 
+/// The CopyInfo of `sql` as "format table(columns) delimiter null header quote escape other",
+/// with "-" for what is absent.
+fn copy_info(sql: &str) -> String {
+    let info = info(sql);
+    let Some(copy) = &info.copy else {
+        return "none".to_owned();
+    };
+    let table = copy.table.map_or("-".to_owned(), |t| table(&info, t));
+    let columns = copy
+        .columns
+        .as_ref()
+        .map_or(String::new(), |columns| format!("({})", columns.join(",")));
+    let char_or_dash = |c: Option<char>| c.map_or("-".to_owned(), String::from);
+    format!(
+        "{:?} {table}{columns} {} {} {} {} {} {}{}",
+        copy.format,
+        char_or_dash(copy.delimiter),
+        copy.null.as_deref().unwrap_or("-"),
+        if copy.header { "header" } else { "-" },
+        char_or_dash(copy.quote),
+        char_or_dash(copy.escape),
+        if copy.other_options { "other" } else { "-" },
+        if info.understood {
+            ""
+        } else {
+            " not-understood"
+        },
+    )
+}
+
+#[test]
+fn copy_details() {
+    for (sql, expected) in [
+        ("COPY t FROM STDIN;", "Text t - - - - - -"),
+        ("COPY s.t (a, \"B\") TO STDOUT", "Text s.t(a,B) - - - - - -"),
+        (
+            "COPY t (a, b) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER ';', \
+             NULL 'nil', QUOTE '''', ESCAPE '\\', FREEZE);",
+            "Csv t(a,b) ; nil header ' \\ -",
+        ),
+        ("COPY t FROM STDIN (FORMAT binary);", "Binary t - - - - - -"),
+        (
+            "COPY t FROM STDIN (FORMAT text, HEADER false);",
+            "Text t - - - - - -",
+        ),
+        (
+            "COPY t FROM STDIN (FORMAT CSV, HEADER);",
+            "Csv t - - header - - -",
+        ),
+        (
+            "COPY (SELECT a FROM t) TO STDOUT WITH (FORMAT csv)",
+            "Csv - - - - - - -",
+        ),
+        // The pre-9.0 syntax.
+        ("COPY t TO STDOUT BINARY", "Binary t - - - - - -"),
+        (
+            "COPY t FROM STDIN WITH CSV HEADER QUOTE AS '\"' ESCAPE AS '!';",
+            "Csv t - - header \" ! -",
+        ),
+        (
+            "COPY t FROM STDIN DELIMITER AS '|' NULL AS 'x';",
+            "Text t | x - - - -",
+        ),
+        // Options pgward does not model.
+        (
+            "COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE (a))",
+            "Csv t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN (FORMAT csv, FORCE_NOT_NULL (a));",
+            "Csv t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN (FORMAT csv, FORCE_NULL (a));",
+            "Csv t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN (ENCODING 'LATIN1');",
+            "Text t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN CSV FORCE NOT NULL a;",
+            "Csv t - - - - - other",
+        ),
+        ("COPY t FROM STDIN (FORMAT json);", "Text t - - - - - other"),
+        // Redshift's options are not PostgreSQL's.
+        (
+            "COPY t FROM STDIN GZIP;",
+            "Text t - - - - - other not-understood",
+        ),
+        // A server file: Admin, described all the same.
+        ("COPY t FROM '/tmp/x' (FORMAT csv)", "Csv t - - - - - -"),
+        ("SELECT 1", "none"),
+    ] {
+        assert_eq!(copy_info(sql), expected, "{sql}");
+    }
+}
+
 #[test]
 fn ddl() {
     let cases: &[(&str, &[&str], &[&str])] = &[
