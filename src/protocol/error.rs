@@ -138,6 +138,7 @@ impl ProxyError {
             | ProxyError::Syntax { message, .. }
             | ProxyError::Admin { message, .. } => message.clone(),
             ProxyError::TransactionAborted => self.to_string(),
+            ProxyError::Unsupported(message) if message.starts_with("pgward") => message.clone(),
             other => format!("pgward: {other}"),
         }
     }
