@@ -1515,8 +1515,8 @@ fn contexts_of_comparisons_with_values() {
         &["t.a:(a comparison with an expression)", "t.b:(a collation)"],
     );
     check_contexts(
-        "SELECT 1 FROM t WHERE a IS NULL AND (b) IS NOT NULL",
-        &["t.a:null", "t.b:null"],
+        "SELECT 1 FROM t WHERE a IS NULL AND (b) IS NOT NULL AND (c, d) IS NULL",
+        &["t.a:null", "t.b:null", "t.c:null", "t.d:null"],
     );
     check_contexts(
         "SELECT count(a), count(*), count(DISTINCT b), pg_catalog.count(c), s.count(d) FROM t",
