@@ -203,9 +203,11 @@ const COMPARED_WITH_EXPRESSION: &str = "a comparison with an expression";
 /// One side of an equality comparison, for contexts.
 enum Operand {
     /// `$n` or a literal.
-    Value,
-    /// A plain column reference (or a subquery's only result column): what it carries.
+    Value(ValueSource),
+    /// A plain column reference: what it carries (its value targets come from `compare`).
     Columns(Vec<Carry>),
+    /// A subquery's only result column: what it carries (its value targets come from `pair`).
+    Result(Vec<Carry>),
     Other,
 }
 
@@ -319,7 +321,11 @@ impl Walker<'_> {
                 list,
                 negated,
             } => self.in_list(expr, list, *negated),
-            Expr::InSubquery { expr, subquery, .. } => self.in_subquery(expr, subquery),
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => self.in_subquery(expr, subquery, *negated),
             Expr::InUnnest {
                 expr, array_expr, ..
             } => {
@@ -556,35 +562,47 @@ impl Walker<'_> {
         if let Expr::Subquery(query) = strip_nested(expr) {
             let body = self.walk_query(query);
             return match body.outputs.as_slice() {
-                [only] if !only.sources.is_empty() => Operand::Columns(only.sources.clone()),
+                [only] if !only.sources.is_empty() => Operand::Result(only.sources.clone()),
                 _ => Operand::Other,
             };
         }
         self.walk_expr(expr);
         // A value under COLLATE changes how the column compares: not a plain equality.
-        if value_source(expr).is_some() && !has_collate(expr) {
-            Operand::Value
-        } else {
-            Operand::Other
+        match value_source(expr) {
+            Some(value) if !has_collate(expr) => Operand::Value(value),
+            _ => Operand::Other,
         }
     }
 
-    /// Contexts of two compared operands: Equality for a column compared with a value,
-    /// EqualsColumn for two columns, Computed for a column compared with anything else.
-    fn pair(&mut self, left: &Operand, right: &Operand) {
+    /// Contexts of two operands compared by `op`: Equality for a column compared with a
+    /// value, EqualsColumn for two columns, Computed for a column compared with anything
+    /// else. A subquery's column compared with a value also gets its value target.
+    fn pair(&mut self, left: &Operand, right: &Operand, op: CompareOp) {
         match (left, right) {
-            (Operand::Columns(columns), Operand::Value)
-            | (Operand::Value, Operand::Columns(columns)) => {
+            (Operand::Columns(columns) | Operand::Result(columns), Operand::Value(_))
+            | (Operand::Value(_), Operand::Columns(columns) | Operand::Result(columns)) => {
                 self.add_carries(columns, &Context::Equality)
             }
-            (Operand::Columns(left), Operand::Columns(right)) => {
-                self.equate(left, right, COMPARED_WITH_EXPRESSION)
-            }
-            (Operand::Columns(columns), Operand::Other)
-            | (Operand::Other, Operand::Columns(columns)) => {
+            (
+                Operand::Columns(left) | Operand::Result(left),
+                Operand::Columns(right) | Operand::Result(right),
+            ) => self.equate(left, right, COMPARED_WITH_EXPRESSION),
+            (Operand::Columns(columns) | Operand::Result(columns), Operand::Other)
+            | (Operand::Other, Operand::Columns(columns) | Operand::Result(columns)) => {
                 self.add_carries(columns, &Context::Computed(COMPARED_WITH_EXPRESSION))
             }
-            _ => {}
+            (Operand::Value(_) | Operand::Other, Operand::Value(_) | Operand::Other) => {}
+        }
+        let (value, columns, value_first) = match (left, right) {
+            (Operand::Result(columns), Operand::Value(value)) => (value, columns, false),
+            (Operand::Value(value), Operand::Result(columns)) => (value, columns, true),
+            _ => return,
+        };
+        for carry in columns {
+            if carry.lossy.is_none() && !matches!(carry.column, ColumnRef::All { .. }) {
+                let usage = ValueUse::Compared { op, value_first };
+                self.add_value(*value, carry.column.clone(), usage);
+            }
         }
     }
 
@@ -625,7 +643,7 @@ impl Walker<'_> {
         }
         let left_operand = self.operand(left);
         let right_operand = self.operand(right);
-        self.pair(&left_operand, &right_operand);
+        self.pair(&left_operand, &right_operand, op);
         self.compare(left, right, op);
     }
 
@@ -658,25 +676,30 @@ impl Walker<'_> {
             };
             if rights.len() == lefts.len() {
                 for (left, right) in lefts.iter().zip(&rights) {
-                    self.pair(left, right);
+                    self.pair(left, right, op);
                 }
             } else {
                 for left in &lefts {
-                    self.pair(left, &Operand::Other);
+                    self.pair(left, &Operand::Other, op);
                 }
             }
             self.compare(expr, item, op);
         }
         if list.is_empty() {
             for left in &lefts {
-                self.pair(left, &Operand::Other);
+                self.pair(left, &Operand::Other, op);
             }
         }
     }
 
     /// `x IN (SELECT y ...)`: x compared with the subquery's result columns.
     #[inline(never)]
-    fn in_subquery(&mut self, expr: &Expr, subquery: &Query) {
+    fn in_subquery(&mut self, expr: &Expr, subquery: &Query, negated: bool) {
+        let op = if negated {
+            CompareOp::NotIn
+        } else {
+            CompareOp::In
+        };
         let lefts = self.operands(expr);
         let body = self.walk_query(subquery);
         let rights: Vec<Operand> = body
@@ -684,16 +707,16 @@ impl Walker<'_> {
             .iter()
             .map(|out| match out.sources.is_empty() {
                 true => Operand::Other,
-                false => Operand::Columns(out.sources.clone()),
+                false => Operand::Result(out.sources.clone()),
             })
             .collect();
         if rights.len() == lefts.len() {
             for (left, right) in lefts.iter().zip(&rights) {
-                self.pair(left, right);
+                self.pair(left, right, op);
             }
         } else {
             for left in &lefts {
-                self.pair(left, &Operand::Other);
+                self.pair(left, &Operand::Other, op);
             }
         }
     }
@@ -720,12 +743,12 @@ impl Walker<'_> {
                 let left = self.operand(operand);
                 for when in conditions {
                     let right = self.operand(&when.condition);
-                    self.pair(&left, &right);
+                    self.pair(&left, &right, CompareOp::CaseWhen);
                     self.compare(operand, &when.condition, CompareOp::CaseWhen);
                     self.walk_expr_as(&when.result, &CASE);
                 }
                 if conditions.is_empty() {
-                    self.pair(&left, &Operand::Other);
+                    self.pair(&left, &Operand::Other, CompareOp::CaseWhen);
                 }
             }
             None => {

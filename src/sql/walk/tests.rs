@@ -1387,6 +1387,17 @@ fn value_usages_name_the_comparison() {
         "UPDATE t SET a = $1 WHERE b = $2",
         &["$1=t.a assigned", "$2=t.b eq"],
     );
+    // A subquery's result column compared with a value.
+    check_usages(
+        "SELECT 1 FROM t WHERE (SELECT u.y FROM u LIMIT 1) = $1 \
+         AND $2 NOT IN (SELECT u.z FROM u)",
+        &["$1=u.y eq", "$2=u.z not in<"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE (SELECT u.y FROM u LIMIT 1) = $1 \
+         AND $2 NOT IN (SELECT u.z FROM u)",
+        &["u.y:output", "u.y:eq", "u.z:output", "u.z:eq"],
+    );
     // A result column of a set operation is either branch's column.
     check_usages(
         "SELECT * FROM (SELECT a FROM t UNION SELECT b FROM u) s WHERE s.a = $1",
