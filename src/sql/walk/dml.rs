@@ -189,7 +189,7 @@ impl Walker<'_> {
                     self.info.access(index, Action::Update);
                     self.assignments(index, &update.assignments, Action::Update);
                     if let Some(selection) = &update.selection {
-                        self.walk_expr_as(selection, CONDITION);
+                        self.walk_expr_as(selection, &CONDITION);
                     }
                 }
                 self.scopes.pop();
@@ -399,7 +399,7 @@ impl Walker<'_> {
             }
         }
         if let Some(selection) = selection {
-            self.walk_expr_as(selection, CONDITION);
+            self.walk_expr_as(selection, &CONDITION);
         }
         let body = self.returning(returning);
         self.scopes.pop();
@@ -441,7 +441,7 @@ impl Walker<'_> {
             self.walk_table_with_joins(using);
         }
         if let Some(selection) = &delete.selection {
-            self.walk_expr_as(selection, CONDITION);
+            self.walk_expr_as(selection, &CONDITION);
         }
         self.walk_order_by_exprs(&delete.order_by, &[]);
         if let Some(limit) = &delete.limit {
@@ -473,10 +473,10 @@ impl Walker<'_> {
             }
         };
         self.add_factor(source);
-        self.walk_expr_as(on, CONDITION);
+        self.walk_expr_as(on, &CONDITION);
         for clause in clauses {
             if let Some(predicate) = &clause.predicate {
-                self.walk_expr_as(predicate, CONDITION);
+                self.walk_expr_as(predicate, &CONDITION);
             }
             let Some(index) = index else {
                 continue;
@@ -489,7 +489,7 @@ impl Walker<'_> {
                             for row in &values.rows {
                                 for (position, expr) in row.iter().enumerate() {
                                     // A source column inserted as it is.
-                                    self.walk_expr_as(expr, Context::Output);
+                                    self.walk_expr_as(expr, &Context::Output);
                                     let target = match columns.as_slice() {
                                         [] => AssignTarget::Position(position),
                                         _ => match columns.get(position) {
@@ -571,10 +571,10 @@ impl Walker<'_> {
             };
             if values.is_empty() {
                 // `(a, b) = (SELECT ...)`: the subquery's columns are written as they are.
-                self.walk_expr_as(&assignment.value, Context::Output);
+                self.walk_expr_as(&assignment.value, &Context::Output);
             }
             for value in &values {
-                self.walk_expr_as(value, Context::Output);
+                self.walk_expr_as(value, &Context::Output);
             }
             for (position, column) in written.into_iter().enumerate() {
                 let Some((name, whole)) = column else {

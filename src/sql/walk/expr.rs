@@ -203,9 +203,11 @@ const COMPARED_WITH_EXPRESSION: &str = "a comparison with an expression";
 /// One side of an equality comparison, for contexts.
 enum Operand {
     /// `$n` or a literal.
-    Value,
-    /// A plain column reference (or a subquery's only result column): what it carries.
+    Value(ValueSource),
+    /// A plain column reference: what it carries (its value targets come from `compare`).
     Columns(Vec<Carry>),
+    /// A subquery's only result column: what it carries (its value targets come from `pair`).
+    Result(Vec<Carry>),
     Other,
 }
 
@@ -220,13 +222,13 @@ impl Walker<'_> {
 
     /// Walks an expression whose place names no context: its columns are `Computed`.
     pub(super) fn walk_expr(&mut self, expr: &Expr) {
-        self.walk_expr_as(expr, EXPRESSION);
+        self.walk_expr_as(expr, &EXPRESSION);
     }
 
     /// Walks an expression in place `context`: the context of the expression itself if it is
     /// a column reference (parentheses are transparent); its sub-expressions get the context
     /// of their own place, `Computed` unless a rule says otherwise.
-    pub(super) fn walk_expr_as(&mut self, expr: &Expr, context: Context) {
+    pub(super) fn walk_expr_as(&mut self, expr: &Expr, context: &Context) {
         match expr {
             Expr::Identifier(ident) => {
                 // DEFAULT in VALUES and SET is a keyword, not a column.
@@ -237,18 +239,18 @@ impl Walker<'_> {
                     self.builtin(&fold(ident));
                     return;
                 }
-                self.column(&[fold(ident)], &context);
+                self.column(&[fold(ident)], context);
             }
             Expr::CompoundIdentifier(idents) => {
                 let parts: Vec<String> = idents.iter().map(fold).collect();
-                self.column(&parts, &context);
+                self.column(&parts, context);
             }
             Expr::CompoundFieldAccess { root, access_chain } => {
                 self.field_access(root, access_chain, context)
             }
             Expr::Nested(inner) => self.walk_expr_as(inner, context),
             Expr::JsonAccess { value, path } => {
-                self.walk_expr_as(value, OPERATOR);
+                self.walk_expr_as(value, &OPERATOR);
                 for element in &path.path {
                     if let JsonPathElem::Bracket { key } = element {
                         self.walk_expr(key);
@@ -256,95 +258,106 @@ impl Walker<'_> {
                 }
             }
             Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
-                self.walk_expr_as(inner, Context::NullTest)
+                self.walk_expr_as(inner, &Context::NullTest)
             }
             Expr::IsFalse(inner)
             | Expr::IsNotFalse(inner)
             | Expr::IsTrue(inner)
             | Expr::IsNotTrue(inner)
             | Expr::IsUnknown(inner)
-            | Expr::IsNotUnknown(inner) => self.walk_expr_as(inner, OPERATOR),
+            | Expr::IsNotUnknown(inner) => self.walk_expr_as(inner, &OPERATOR),
             Expr::UnaryOp { op, expr: inner } => {
                 let context = match op {
-                    UnaryOperator::Not => CONDITION,
-                    _ => OPERATOR,
+                    UnaryOperator::Not => &CONDITION,
+                    _ => &OPERATOR,
                 };
                 self.walk_expr_as(inner, context);
             }
             Expr::Collate { expr: inner, .. } => {
-                self.walk_expr_as(inner, Context::Computed("a collation"))
+                self.walk_expr_as(inner, &Context::Computed("a collation"))
             }
-            Expr::IsNormalized { expr: inner, .. } => self.walk_expr_as(inner, FUNCTION_CALL),
+            Expr::IsNormalized { expr: inner, .. } => self.walk_expr_as(inner, &FUNCTION_CALL),
             Expr::AtTimeZone {
                 timestamp,
                 time_zone,
             } => {
-                self.walk_expr_as(timestamp, OPERATOR);
-                self.walk_expr_as(time_zone, OPERATOR);
+                self.walk_expr_as(timestamp, &OPERATOR);
+                self.walk_expr_as(time_zone, &OPERATOR);
             }
             Expr::IsDistinctFrom(left, right) => self.comparison(left, right, CompareOp::Distinct),
             Expr::IsNotDistinctFrom(left, right) => {
                 self.comparison(left, right, CompareOp::NotDistinct)
             }
-            Expr::BinaryOp { left, op, right } => self.binary_op(left, op, right),
+            // Left-deep chains of operators recurse once per operator: one frame each.
+            Expr::BinaryOp { left, op, right } => match operand_context(op) {
+                Some(context) => {
+                    self.walk_expr_as(left, context);
+                    self.walk_expr_as(right, context);
+                }
+                None => self.binary_comparison(left, op, right),
+            },
             Expr::Like {
                 any, expr, pattern, ..
             }
             | Expr::ILike {
                 any, expr, pattern, ..
             } => {
-                self.walk_expr_as(expr, LIKE);
-                self.walk_expr_as(pattern, LIKE);
+                self.walk_expr_as(expr, &LIKE);
+                self.walk_expr_as(pattern, &LIKE);
                 if !*any {
                     self.compare(expr, pattern, CompareOp::Other);
                 }
             }
             Expr::SimilarTo { expr, pattern, .. } | Expr::RLike { expr, pattern, .. } => {
-                self.walk_expr_as(expr, LIKE);
-                self.walk_expr_as(pattern, LIKE);
+                self.walk_expr_as(expr, &LIKE);
+                self.walk_expr_as(pattern, &LIKE);
             }
             Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. } => {
-                self.walk_expr_as(left, OPERATOR);
-                self.walk_expr_as(right, OPERATOR);
+                self.walk_expr_as(left, &OPERATOR);
+                self.walk_expr_as(right, &OPERATOR);
             }
             Expr::InList {
                 expr,
                 list,
                 negated,
             } => self.in_list(expr, list, *negated),
-            Expr::InSubquery { expr, subquery, .. } => self.in_subquery(expr, subquery),
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => self.in_subquery(expr, subquery, *negated),
             Expr::InUnnest {
                 expr, array_expr, ..
             } => {
-                self.walk_expr_as(expr, OPERATOR);
-                self.walk_expr_as(array_expr, OPERATOR);
+                self.walk_expr_as(expr, &OPERATOR);
+                self.walk_expr_as(array_expr, &OPERATOR);
             }
             Expr::Between {
                 expr, low, high, ..
             } => self.between(expr, low, high),
-            Expr::Cast { expr, .. } => self.walk_expr_as(expr, Context::Computed("a cast")),
+            Expr::Cast { expr, .. } => self.walk_expr_as(expr, &Context::Computed("a cast")),
             Expr::Convert { expr, styles, .. } => {
                 self.builtin("convert");
-                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
                 self.walk_exprs(styles);
             }
             Expr::Extract { expr, .. } => {
                 // date_part on timestamptz depends on the TimeZone setting: stable.
                 self.builtin("extract");
-                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
             }
             Expr::Ceil { expr, .. } => {
                 self.builtin("ceil");
-                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
             }
             Expr::Floor { expr, .. } => {
                 self.builtin("floor");
-                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
             }
             Expr::Position { expr, r#in } => {
                 self.builtin("position");
-                self.walk_expr_as(expr, FUNCTION_CALL);
-                self.walk_expr_as(r#in, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
+                self.walk_expr_as(r#in, &FUNCTION_CALL);
             }
             Expr::Substring {
                 expr,
@@ -353,9 +366,9 @@ impl Walker<'_> {
                 ..
             } => {
                 self.builtin("substring");
-                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
                 for part in [substring_from, substring_for].into_iter().flatten() {
-                    self.walk_expr_as(part, FUNCTION_CALL);
+                    self.walk_expr_as(part, &FUNCTION_CALL);
                 }
             }
             Expr::Trim {
@@ -365,12 +378,12 @@ impl Walker<'_> {
                 ..
             } => {
                 self.builtin("trim");
-                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
                 if let Some(what) = trim_what {
-                    self.walk_expr_as(what, FUNCTION_CALL);
+                    self.walk_expr_as(what, &FUNCTION_CALL);
                 }
                 for characters in trim_characters.iter().flatten() {
-                    self.walk_expr_as(characters, FUNCTION_CALL);
+                    self.walk_expr_as(characters, &FUNCTION_CALL);
                 }
             }
             Expr::Overlay {
@@ -380,11 +393,11 @@ impl Walker<'_> {
                 overlay_for,
             } => {
                 self.builtin("overlay");
-                self.walk_expr_as(expr, FUNCTION_CALL);
-                self.walk_expr_as(overlay_what, FUNCTION_CALL);
-                self.walk_expr_as(overlay_from, FUNCTION_CALL);
+                self.walk_expr_as(expr, &FUNCTION_CALL);
+                self.walk_expr_as(overlay_what, &FUNCTION_CALL);
+                self.walk_expr_as(overlay_from, &FUNCTION_CALL);
                 if let Some(overlay_for) = overlay_for {
-                    self.walk_expr_as(overlay_for, FUNCTION_CALL);
+                    self.walk_expr_as(overlay_for, &FUNCTION_CALL);
                 }
             }
             Expr::Value(_) | Expr::TypedString(_) => {}
@@ -403,27 +416,29 @@ impl Walker<'_> {
                 // A scalar subquery is its result column's value.
                 let body = self.walk_query(subquery);
                 for out in &body.outputs {
-                    self.add_carries(&out.sources, &context);
+                    self.add_carries(&out.sources, context);
                 }
             }
             Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
                 for expr in sets.iter().flatten() {
-                    self.walk_expr_as(expr, Context::Grouped);
+                    self.walk_expr_as(expr, &Context::Grouped);
                 }
             }
             Expr::Tuple(exprs) => {
                 // `GROUP BY (a, b)` groups by a and b; elsewhere a row is built.
+                // `(a, b) IS NULL` tests each.
                 let context = match context {
-                    Context::Grouped => Context::Grouped,
-                    _ => Context::Computed("a row constructor"),
+                    Context::Grouped => &Context::Grouped,
+                    Context::NullTest => &Context::NullTest,
+                    _ => &Context::Computed("a row constructor"),
                 };
                 for expr in exprs {
-                    self.walk_expr_as(expr, context.clone());
+                    self.walk_expr_as(expr, context);
                 }
             }
             Expr::Array(array) => {
                 for expr in &array.elem {
-                    self.walk_expr_as(expr, Context::Computed("an array constructor"));
+                    self.walk_expr_as(expr, &Context::Computed("an array constructor"));
                 }
             }
             Expr::Interval(interval) => self.walk_expr(&interval.value),
@@ -464,40 +479,23 @@ impl Walker<'_> {
                 self.walk_expr(&member.value);
                 self.walk_expr(&member.array);
             }
-            Expr::Wildcard(_) => self.whole_scope(&context),
+            Expr::Wildcard(_) => self.whole_scope(context),
             Expr::QualifiedWildcard(name, _) => self.qualified_star(name, None, context),
         }
     }
 
+    /// `=`, `<>` and range comparisons.
     #[inline(never)]
-    fn binary_op(&mut self, left: &Expr, op: &BinaryOperator, right: &Expr) {
-        let context = match op {
-            BinaryOperator::Eq => return self.comparison(left, right, CompareOp::Eq),
-            BinaryOperator::NotEq => return self.comparison(left, right, CompareOp::NotEq),
-            BinaryOperator::Lt
-            | BinaryOperator::LtEq
-            | BinaryOperator::Gt
-            | BinaryOperator::GtEq => {
-                self.walk_expr_as(left, RANGE);
-                self.walk_expr_as(right, RANGE);
+    fn binary_comparison(&mut self, left: &Expr, op: &BinaryOperator, right: &Expr) {
+        match op {
+            BinaryOperator::Eq => self.comparison(left, right, CompareOp::Eq),
+            BinaryOperator::NotEq => self.comparison(left, right, CompareOp::NotEq),
+            _ => {
+                self.walk_expr_as(left, &RANGE);
+                self.walk_expr_as(right, &RANGE);
                 self.compare(left, right, CompareOp::Other);
-                return;
             }
-            BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor => CONDITION,
-            BinaryOperator::PGRegexMatch
-            | BinaryOperator::PGRegexIMatch
-            | BinaryOperator::PGRegexNotMatch
-            | BinaryOperator::PGRegexNotIMatch
-            | BinaryOperator::PGLikeMatch
-            | BinaryOperator::PGILikeMatch
-            | BinaryOperator::PGNotLikeMatch
-            | BinaryOperator::PGNotILikeMatch
-            | BinaryOperator::PGStartsWith
-            | BinaryOperator::Regexp => LIKE,
-            _ => OPERATOR,
-        };
-        self.walk_expr_as(left, context.clone());
-        self.walk_expr_as(right, context);
+        }
     }
 
     /// `(t).c`, `(t.c).f`, `c[1]`: leading field names after a plain name extend it as
@@ -507,7 +505,7 @@ impl Walker<'_> {
         &mut self,
         root: &Expr,
         chain: &[sqlparser::ast::AccessExpr],
-        context: Context,
+        context: &Context,
     ) {
         use sqlparser::ast::AccessExpr;
         let mut base = root;
@@ -527,10 +525,10 @@ impl Walker<'_> {
             }
         }
         // A subscript or a field of something else computes on the value.
-        let context = if rest.is_empty() { context } else { OPERATOR };
+        let context = if rest.is_empty() { context } else { &OPERATOR };
         match parts {
-            Some(parts) => self.column(&parts, &context),
-            None => self.walk_expr_as(root, OPERATOR),
+            Some(parts) => self.column(&parts, context),
+            None => self.walk_expr_as(root, &OPERATOR),
         }
         for access in rest {
             match access {
@@ -564,35 +562,47 @@ impl Walker<'_> {
         if let Expr::Subquery(query) = strip_nested(expr) {
             let body = self.walk_query(query);
             return match body.outputs.as_slice() {
-                [only] if !only.sources.is_empty() => Operand::Columns(only.sources.clone()),
+                [only] if !only.sources.is_empty() => Operand::Result(only.sources.clone()),
                 _ => Operand::Other,
             };
         }
         self.walk_expr(expr);
         // A value under COLLATE changes how the column compares: not a plain equality.
-        if value_source(expr).is_some() && !has_collate(expr) {
-            Operand::Value
-        } else {
-            Operand::Other
+        match value_source(expr) {
+            Some(value) if !has_collate(expr) => Operand::Value(value),
+            _ => Operand::Other,
         }
     }
 
-    /// Contexts of two compared operands: Equality for a column compared with a value,
-    /// EqualsColumn for two columns, Computed for a column compared with anything else.
-    fn pair(&mut self, left: &Operand, right: &Operand) {
+    /// Contexts of two operands compared by `op`: Equality for a column compared with a
+    /// value, EqualsColumn for two columns, Computed for a column compared with anything
+    /// else. A subquery's column compared with a value also gets its value target.
+    fn pair(&mut self, left: &Operand, right: &Operand, op: CompareOp) {
         match (left, right) {
-            (Operand::Columns(columns), Operand::Value)
-            | (Operand::Value, Operand::Columns(columns)) => {
+            (Operand::Columns(columns) | Operand::Result(columns), Operand::Value(_))
+            | (Operand::Value(_), Operand::Columns(columns) | Operand::Result(columns)) => {
                 self.add_carries(columns, &Context::Equality)
             }
-            (Operand::Columns(left), Operand::Columns(right)) => {
-                self.equate(left, right, COMPARED_WITH_EXPRESSION)
-            }
-            (Operand::Columns(columns), Operand::Other)
-            | (Operand::Other, Operand::Columns(columns)) => {
+            (
+                Operand::Columns(left) | Operand::Result(left),
+                Operand::Columns(right) | Operand::Result(right),
+            ) => self.equate(left, right, COMPARED_WITH_EXPRESSION),
+            (Operand::Columns(columns) | Operand::Result(columns), Operand::Other)
+            | (Operand::Other, Operand::Columns(columns) | Operand::Result(columns)) => {
                 self.add_carries(columns, &Context::Computed(COMPARED_WITH_EXPRESSION))
             }
-            _ => {}
+            (Operand::Value(_) | Operand::Other, Operand::Value(_) | Operand::Other) => {}
+        }
+        let (value, columns, value_first) = match (left, right) {
+            (Operand::Result(columns), Operand::Value(value)) => (value, columns, false),
+            (Operand::Value(value), Operand::Result(columns)) => (value, columns, true),
+            _ => return,
+        };
+        for carry in columns {
+            if carry.lossy.is_none() && !matches!(carry.column, ColumnRef::All { .. }) {
+                let usage = ValueUse::Compared { op, value_first };
+                self.add_value(*value, carry.column.clone(), usage);
+            }
         }
     }
 
@@ -633,7 +643,7 @@ impl Walker<'_> {
         }
         let left_operand = self.operand(left);
         let right_operand = self.operand(right);
-        self.pair(&left_operand, &right_operand);
+        self.pair(&left_operand, &right_operand, op);
         self.compare(left, right, op);
     }
 
@@ -666,25 +676,30 @@ impl Walker<'_> {
             };
             if rights.len() == lefts.len() {
                 for (left, right) in lefts.iter().zip(&rights) {
-                    self.pair(left, right);
+                    self.pair(left, right, op);
                 }
             } else {
                 for left in &lefts {
-                    self.pair(left, &Operand::Other);
+                    self.pair(left, &Operand::Other, op);
                 }
             }
             self.compare(expr, item, op);
         }
         if list.is_empty() {
             for left in &lefts {
-                self.pair(left, &Operand::Other);
+                self.pair(left, &Operand::Other, op);
             }
         }
     }
 
     /// `x IN (SELECT y ...)`: x compared with the subquery's result columns.
     #[inline(never)]
-    fn in_subquery(&mut self, expr: &Expr, subquery: &Query) {
+    fn in_subquery(&mut self, expr: &Expr, subquery: &Query, negated: bool) {
+        let op = if negated {
+            CompareOp::NotIn
+        } else {
+            CompareOp::In
+        };
         let lefts = self.operands(expr);
         let body = self.walk_query(subquery);
         let rights: Vec<Operand> = body
@@ -692,25 +707,25 @@ impl Walker<'_> {
             .iter()
             .map(|out| match out.sources.is_empty() {
                 true => Operand::Other,
-                false => Operand::Columns(out.sources.clone()),
+                false => Operand::Result(out.sources.clone()),
             })
             .collect();
         if rights.len() == lefts.len() {
             for (left, right) in lefts.iter().zip(&rights) {
-                self.pair(left, right);
+                self.pair(left, right, op);
             }
         } else {
             for left in &lefts {
-                self.pair(left, &Operand::Other);
+                self.pair(left, &Operand::Other, op);
             }
         }
     }
 
     #[inline(never)]
     fn between(&mut self, expr: &Expr, low: &Expr, high: &Expr) {
-        self.walk_expr_as(expr, RANGE);
-        self.walk_expr_as(low, RANGE);
-        self.walk_expr_as(high, RANGE);
+        self.walk_expr_as(expr, &RANGE);
+        self.walk_expr_as(low, &RANGE);
+        self.walk_expr_as(high, &RANGE);
         self.compare(expr, low, CompareOp::Other);
         self.compare(expr, high, CompareOp::Other);
     }
@@ -728,23 +743,23 @@ impl Walker<'_> {
                 let left = self.operand(operand);
                 for when in conditions {
                     let right = self.operand(&when.condition);
-                    self.pair(&left, &right);
+                    self.pair(&left, &right, CompareOp::CaseWhen);
                     self.compare(operand, &when.condition, CompareOp::CaseWhen);
-                    self.walk_expr_as(&when.result, CASE);
+                    self.walk_expr_as(&when.result, &CASE);
                 }
                 if conditions.is_empty() {
-                    self.pair(&left, &Operand::Other);
+                    self.pair(&left, &Operand::Other, CompareOp::CaseWhen);
                 }
             }
             None => {
                 for when in conditions {
-                    self.walk_expr_as(&when.condition, CASE);
-                    self.walk_expr_as(&when.result, CASE);
+                    self.walk_expr_as(&when.condition, &CASE);
+                    self.walk_expr_as(&when.result, &CASE);
                 }
             }
         }
         if let Some(otherwise) = otherwise {
-            self.walk_expr_as(otherwise, CASE);
+            self.walk_expr_as(otherwise, &CASE);
         }
     }
 
@@ -780,15 +795,15 @@ impl Walker<'_> {
         // count(col) only tests for NULL, count(DISTINCT col) also groups.
         let context = match &function.args {
             FunctionArguments::List(list) if builtin_count => match list.duplicate_treatment {
-                Some(DuplicateTreatment::Distinct) => Context::Grouped,
-                _ => Context::NullTest,
+                Some(DuplicateTreatment::Distinct) => &Context::Grouped,
+                _ => &Context::NullTest,
             },
-            _ => FUNCTION_CALL,
+            _ => &FUNCTION_CALL,
         };
-        self.function_arguments(&function.parameters, false, FUNCTION_CALL);
+        self.function_arguments(&function.parameters, false, &FUNCTION_CALL);
         self.function_arguments(&function.args, counts, context);
         if let Some(filter) = &function.filter {
-            self.walk_expr_as(filter, CONDITION);
+            self.walk_expr_as(filter, &CONDITION);
         }
         match &function.over {
             Some(WindowType::WindowSpec(spec)) => self.walk_window(spec),
@@ -801,7 +816,7 @@ impl Walker<'_> {
         &mut self,
         arguments: &FunctionArguments,
         counts: bool,
-        context: Context,
+        context: &Context,
     ) {
         match arguments {
             FunctionArguments::None => {}
@@ -814,7 +829,7 @@ impl Walker<'_> {
             }
             FunctionArguments::List(list) => {
                 for arg in &list.args {
-                    self.function_arg(arg, counts, context.clone());
+                    self.function_arg(arg, counts, context);
                 }
                 for clause in &list.clauses {
                     match clause {
@@ -845,7 +860,7 @@ impl Walker<'_> {
 
     /// One argument in place `context`; `counts` when the function is count, whose `*`
     /// reads no column.
-    pub(super) fn function_arg(&mut self, arg: &FunctionArg, counts: bool, context: Context) {
+    pub(super) fn function_arg(&mut self, arg: &FunctionArg, counts: bool, context: &Context) {
         let arg = match arg {
             FunctionArg::Named { arg, .. } | FunctionArg::Unnamed(arg) => arg,
             FunctionArg::ExprNamed { name, arg, .. } => {
@@ -861,7 +876,7 @@ impl Walker<'_> {
             FunctionArgExpr::QualifiedWildcard(name) => self.qualified_star(name, None, context),
             FunctionArgExpr::Wildcard => {
                 if !counts {
-                    self.whole_scope(&context);
+                    self.whole_scope(context);
                 }
             }
         }
@@ -869,7 +884,7 @@ impl Walker<'_> {
 
     pub(super) fn walk_window(&mut self, spec: &WindowSpec) {
         for expr in &spec.partition_by {
-            self.walk_expr_as(expr, Context::Grouped);
+            self.walk_expr_as(expr, &Context::Grouped);
         }
         self.walk_order_by_exprs(&spec.order_by, &[]);
         if let Some(frame) = &spec.window_frame {
@@ -1112,6 +1127,31 @@ impl Resolved {
         for carry in &mut self.carries {
             carry.lossy.get_or_insert("a field access");
         }
+    }
+}
+
+/// The place of a binary operator's operands; None for the comparisons that
+/// `binary_comparison` handles.
+fn operand_context(op: &BinaryOperator) -> Option<&'static Context> {
+    match op {
+        BinaryOperator::Eq
+        | BinaryOperator::NotEq
+        | BinaryOperator::Lt
+        | BinaryOperator::LtEq
+        | BinaryOperator::Gt
+        | BinaryOperator::GtEq => None,
+        BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor => Some(&CONDITION),
+        BinaryOperator::PGRegexMatch
+        | BinaryOperator::PGRegexIMatch
+        | BinaryOperator::PGRegexNotMatch
+        | BinaryOperator::PGRegexNotIMatch
+        | BinaryOperator::PGLikeMatch
+        | BinaryOperator::PGILikeMatch
+        | BinaryOperator::PGNotLikeMatch
+        | BinaryOperator::PGNotILikeMatch
+        | BinaryOperator::PGStartsWith
+        | BinaryOperator::Regexp => Some(&LIKE),
+        _ => Some(&OPERATOR),
     }
 }
 

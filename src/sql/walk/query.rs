@@ -221,7 +221,7 @@ impl Walker<'_> {
             }
             Some(Distinct::On(exprs)) => {
                 for expr in exprs {
-                    self.walk_expr_as(expr, Context::Grouped);
+                    self.walk_expr_as(expr, &Context::Grouped);
                     self.output_reference(expr, &outputs, &Context::Grouped);
                 }
             }
@@ -244,7 +244,7 @@ impl Walker<'_> {
         .into_iter()
         .flatten()
         {
-            self.walk_expr_as(expr, CONDITION);
+            self.walk_expr_as(expr, &CONDITION);
         }
         self.walk_exprs(&select.cluster_by);
         self.walk_exprs(&select.distribute_by);
@@ -256,7 +256,7 @@ impl Walker<'_> {
             }
             GroupByExpr::Expressions(exprs, modifiers) => {
                 for expr in exprs {
-                    self.walk_expr_as(expr, Context::Grouped);
+                    self.walk_expr_as(expr, &Context::Grouped);
                     self.output_reference(expr, &outputs, &Context::Grouped);
                 }
                 self.group_modifiers(modifiers);
@@ -287,7 +287,7 @@ impl Walker<'_> {
         for modifier in modifiers {
             match modifier {
                 GroupByWithModifier::GroupingSets(expr) => {
-                    self.walk_expr_as(expr, Context::Grouped)
+                    self.walk_expr_as(expr, &Context::Grouped)
                 }
                 _ => self.not_understood(),
             }
@@ -346,7 +346,7 @@ impl Walker<'_> {
     /// Sort keys, which may name a result column of `outputs` by name or position.
     pub(super) fn walk_order_by_exprs(&mut self, exprs: &[OrderByExpr], outputs: &[OutCol]) {
         for order in exprs {
-            self.walk_expr_as(&order.expr, ORDER_BY);
+            self.walk_expr_as(&order.expr, &ORDER_BY);
             self.output_reference(&order.expr, outputs, &ORDER_BY);
             if let Some(fill) = &order.with_fill {
                 self.not_understood();
@@ -468,7 +468,7 @@ impl Walker<'_> {
                     constraint,
                 } => {
                     self.not_understood();
-                    self.walk_expr_as(match_condition, CONDITION);
+                    self.walk_expr_as(match_condition, &CONDITION);
                     Some(constraint)
                 }
                 JoinOperator::CrossApply | JoinOperator::OuterApply => {
@@ -477,7 +477,7 @@ impl Walker<'_> {
                 }
             };
             match constraint {
-                Some(JoinConstraint::On(expr)) => self.walk_expr_as(expr, CONDITION),
+                Some(JoinConstraint::On(expr)) => self.walk_expr_as(expr, &CONDITION),
                 Some(JoinConstraint::Using(names)) => self.join_using(start, split, names),
                 Some(JoinConstraint::Natural) => self.natural_join(start),
                 Some(JoinConstraint::None) | None => {}
@@ -591,7 +591,7 @@ impl Walker<'_> {
                     }
                     self.record_function(&name);
                     for arg in &args.args {
-                        self.function_arg(arg, false, FUNCTION_CALL);
+                        self.function_arg(arg, false, &FUNCTION_CALL);
                     }
                     self.push_function_item(alias, last_name(&name), 1);
                 } else if let Some(body) = self.cte(&name) {
@@ -640,7 +640,7 @@ impl Walker<'_> {
             } => {
                 self.record_function(name);
                 for arg in args {
-                    self.function_arg(arg, false, FUNCTION_CALL);
+                    self.function_arg(arg, false, &FUNCTION_CALL);
                 }
                 self.push_function_item(alias.as_ref(), last_name(name), 1);
             }
@@ -656,7 +656,7 @@ impl Walker<'_> {
                 }
                 self.record_function(&ObjectName::from(vec![Ident::new("unnest")]));
                 for expr in array_exprs {
-                    self.walk_expr_as(expr, FUNCTION_CALL);
+                    self.walk_expr_as(expr, &FUNCTION_CALL);
                 }
                 let width = array_exprs.len() + usize::from(*with_ordinality);
                 self.push_function_item(alias.as_ref(), Some("unnest".into()), width);
@@ -667,7 +667,7 @@ impl Walker<'_> {
                 alias,
                 ..
             } => {
-                self.walk_expr_as(json_expr, FUNCTION_CALL);
+                self.walk_expr_as(json_expr, &FUNCTION_CALL);
                 self.push_function_item(alias.as_ref(), None, columns.len());
             }
             TableFactor::XmlTable {
@@ -680,9 +680,9 @@ impl Walker<'_> {
                 for namespace in namespaces {
                     self.walk_expr(&namespace.uri);
                 }
-                self.walk_expr_as(row_expression, FUNCTION_CALL);
+                self.walk_expr_as(row_expression, &FUNCTION_CALL);
                 for argument in &passing.arguments {
-                    self.walk_expr_as(&argument.expr, FUNCTION_CALL);
+                    self.walk_expr_as(&argument.expr, &FUNCTION_CALL);
                 }
                 for column in columns {
                     if let XmlTableColumnOption::NamedInfo { path, default, .. } = &column.option {
@@ -803,11 +803,11 @@ impl Walker<'_> {
     pub(super) fn walk_select_item(&mut self, item: &SelectItem, outputs: &mut Vec<OutCol>) {
         match item {
             SelectItem::UnnamedExpr(expr) => {
-                self.walk_expr_as(expr, Context::Output);
+                self.walk_expr_as(expr, &Context::Output);
                 outputs.push(self.out_col(expr, expr_name(expr)));
             }
             SelectItem::ExprWithAlias { expr, alias } => {
-                self.walk_expr_as(expr, Context::Output);
+                self.walk_expr_as(expr, &Context::Output);
                 outputs.push(self.out_col(expr, Some(fold(alias))));
             }
             SelectItem::Wildcard(options) => {
@@ -833,11 +833,11 @@ impl Walker<'_> {
                 self.wildcard_options(options);
                 match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(name) => {
-                        self.qualified_star(name, Some(outputs), Context::Output)
+                        self.qualified_star(name, Some(outputs), &Context::Output)
                     }
                     SelectItemQualifiedWildcardKind::Expr(expr) => {
                         // `(composite).*`
-                        self.walk_expr_as(expr, Context::Computed("a field access"));
+                        self.walk_expr_as(expr, &Context::Computed("a field access"));
                         outputs.push(OutCol::expr());
                     }
                 }
@@ -898,7 +898,7 @@ impl Walker<'_> {
         &mut self,
         name: &ObjectName,
         outputs: Option<&mut Vec<OutCol>>,
-        context: Context,
+        context: &Context,
     ) {
         let Some(parts) = fold_parts(name) else {
             self.not_understood();
@@ -935,7 +935,7 @@ impl Walker<'_> {
             .iter()
             .flat_map(|out| out.sources.iter().cloned())
             .collect();
-        self.add_carries(&carries, &context);
+        self.add_carries(&carries, context);
         if let Some(outputs) = outputs {
             outputs.extend(expanded);
         }

@@ -1387,6 +1387,17 @@ fn value_usages_name_the_comparison() {
         "UPDATE t SET a = $1 WHERE b = $2",
         &["$1=t.a assigned", "$2=t.b eq"],
     );
+    // A subquery's result column compared with a value.
+    check_usages(
+        "SELECT 1 FROM t WHERE (SELECT u.y FROM u LIMIT 1) = $1 \
+         AND $2 NOT IN (SELECT u.z FROM u)",
+        &["$1=u.y eq", "$2=u.z not in<"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE (SELECT u.y FROM u LIMIT 1) = $1 \
+         AND $2 NOT IN (SELECT u.z FROM u)",
+        &["u.y:output", "u.y:eq", "u.z:output", "u.z:eq"],
+    );
     // A result column of a set operation is either branch's column.
     check_usages(
         "SELECT * FROM (SELECT a FROM t UNION SELECT b FROM u) s WHERE s.a = $1",
@@ -1515,8 +1526,8 @@ fn contexts_of_comparisons_with_values() {
         &["t.a:(a comparison with an expression)", "t.b:(a collation)"],
     );
     check_contexts(
-        "SELECT 1 FROM t WHERE a IS NULL AND (b) IS NOT NULL",
-        &["t.a:null", "t.b:null"],
+        "SELECT 1 FROM t WHERE a IS NULL AND (b) IS NOT NULL AND (c, d) IS NULL",
+        &["t.a:null", "t.b:null", "t.c:null", "t.d:null"],
     );
     check_contexts(
         "SELECT count(a), count(*), count(DISTINCT b), pg_catalog.count(c), s.count(d) FROM t",
@@ -1956,10 +1967,12 @@ fn query(rng: &mut Rng, depth: usize) -> String {
             sql += &format!("{clause} {}", expr(rng, depth - 1));
         }
     }
-    match rng.below(8) {
+    match rng.below(10) {
         0 => sql += &format!(" UNION {}", query(rng, depth - 1)),
         1 => sql += " FOR UPDATE",
         2 => sql += &format!(" LIMIT {}", expr(rng, 1)),
+        3 => sql += " GROUP BY 1 ORDER BY 1",
+        4 => sql = sql.replacen("SELECT", "SELECT DISTINCT", 1),
         _ => {}
     }
     sql
@@ -1998,7 +2011,7 @@ fn expr(rng: &mut Rng, depth: usize) -> String {
             ])
             .into();
     }
-    match rng.below(10) {
+    match rng.below(13) {
         0 => format!("({})", query(rng, depth - 1)),
         1 => format!("EXISTS ({})", query(rng, depth - 1)),
         2 => format!(
@@ -2016,6 +2029,13 @@ fn expr(rng: &mut Rng, depth: usize) -> String {
         ),
         5 => format!("{}::text", expr(rng, depth - 1)),
         6 => format!("count(*) OVER (PARTITION BY {})", expr(rng, 0)),
+        7 => format!(
+            "({} IS NOT DISTINCT FROM {})",
+            expr(rng, depth - 1),
+            expr(rng, 0)
+        ),
+        8 => format!("{} IN ({})", expr(rng, 0), query(rng, depth - 1)),
+        9 => format!("count(DISTINCT {})", expr(rng, depth - 1)),
         _ => format!(
             "{} {} {}",
             expr(rng, depth - 1),
@@ -2105,7 +2125,7 @@ fn random_statements_never_panic() {
             let functions = WriteFunctions::new(&[]);
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
             let mut parsed = 0;
-            for round in 0..4000 {
+            for round in 0..6000 {
                 let sql = if round % 2 == 0 {
                     statement(&mut rng)
                 } else {
@@ -2124,6 +2144,26 @@ fn random_statements_never_panic() {
                         let info = describe(statement, &functions);
                         for (table, _) in &info.accesses {
                             assert!(*table < info.tables.len(), "{sql}");
+                        }
+                        let known = |column: &ColumnRef| match column {
+                            ColumnRef::Of { table, .. } | ColumnRef::All { table } => {
+                                *table < info.tables.len()
+                            }
+                            ColumnRef::Unqualified { scopes, .. } => {
+                                scopes.iter().flatten().all(|t| *t < info.tables.len())
+                            }
+                        };
+                        for entry in &info.contexts {
+                            assert!(known(&entry.column), "{sql}");
+                            if let Context::EqualsColumn(other) = &entry.context {
+                                assert!(known(other), "{sql}");
+                            }
+                        }
+                        for assignment in &info.assignments {
+                            assert!(assignment.table < info.tables.len(), "{sql}");
+                            if let Assigned::Column(column) = &assignment.value {
+                                assert!(known(column), "{sql}");
+                            }
                         }
                     }
                 }
