@@ -10,14 +10,14 @@ use crate::daemon::{Daemon, Signals};
 const SAMPLE_SCHEMA: &str = "
 CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text, ssn text);
 INSERT INTO customers (name, email, ssn)
-  SELECT 'customer ' || i, 'c' || i || '@example.com', lpad(i::text, 9, '0') FROM generate_series(1, 100) i;
+  SELECT 'customer ' || i, NULL, lpad(i::text, 9, '0') FROM generate_series(1, 100) i;
 CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2), created_at timestamptz DEFAULT now());
 ALTER TABLE customers OWNER TO app;
 ALTER TABLE orders OWNER TO app;
 ";
 
 /// The demo's access policy: `app` may do anything; `analyst` may read, but never a
-/// customer's ssn.
+/// customer's ssn, and sees NULL for the encrypted email (no `decrypt` action).
 const DEMO_POLICY: &str = "\
 p, app, appdb, *, *, *, allow
 p, analyst, appdb, public.*, *, select, allow
@@ -26,6 +26,25 @@ p, analyst, appdb, information_schema.*, *, select, allow
 p, pii_blocked, *, public.customers, ssn, *, deny
 g, analyst, pii_blocked
 ";
+
+/// Fills the sample customers' emails with ciphertext, as if they had been written through
+/// pgward (the plaintext never reaches PostgreSQL).
+fn encrypt_sample_emails(cluster: &Cluster, config: &Config) -> anyhow::Result<()> {
+    let crypto = crate::crypto::Crypto::from_config(&config.encryption, config.base_dir())?
+        .context("the demo config designates a column")?;
+    let email = crypto
+        .column("public", "customers", "email")
+        .context("customers.email is designated")?;
+    let rows: Vec<String> = (1..=100)
+        .map(|i| format!("({i}, '{}')", email.encrypt(format!("c{i}@example.com").as_bytes())))
+        .collect();
+    let sql = format!(
+        "UPDATE customers c SET email = v.email FROM (VALUES {}) v(id, email) WHERE c.id = v.id",
+        rows.join(", ")
+    );
+    cluster.psql(cluster.primary.port, "appdb", &sql)?;
+    Ok(())
+}
 
 pub async fn run(listen: &str) -> anyhow::Result<()> {
     println!("pgward demo: starting a PostgreSQL primary and one streaming replica...");
@@ -53,6 +72,12 @@ async fn serve(cluster: &Cluster, listen: &str) -> anyhow::Result<()> {
     );
     std::fs::write(&model, include_str!("../policies/model.conf"))?;
     std::fs::write(&policy, DEMO_POLICY)?;
+    let key = files.path().join("demo.key");
+    {
+        use base64::Engine;
+        let bytes: [u8; 32] = rand::random();
+        std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode(bytes))?;
+    }
     let quote = |p: &std::path::Path| toml::Value::String(p.to_string_lossy().into()).to_string();
     let text = format!(
         r#"
@@ -87,6 +112,16 @@ policy = {policy}
 mode = "transaction"
 size = 10
 
+[[encryption.keys]]
+id = "demo1"
+material = {key}
+active = true
+
+[[encryption.columns]]
+table = "public.customers"
+column = "email"
+mode = "deterministic"
+
 [[backends]]
 name = "primary"
 host = "127.0.0.1"
@@ -103,10 +138,12 @@ role = "replica"
         replica = replica.port,
         model = quote(&model),
         policy = quote(&policy),
+        key = toml::Value::String(format!("file:{}", key.display())).to_string(),
     );
     let path = std::env::temp_dir().join(format!("pgward-demo-{}.toml", std::process::id()));
     std::fs::write(&path, &text)?;
     let config = Config::load(&path)?;
+    encrypt_sample_emails(cluster, &config)?;
     let daemon = Daemon::bind(config).await?;
     let addr = daemon.listen_addr;
     let state = daemon.state.clone();
@@ -132,6 +169,17 @@ role = "replica"
         "  psql \"postgres://analyst:analyst-secret@{}:{}/appdb\" -c 'SELECT ssn FROM customers'",
         addr.ip(),
         addr.port()
+    );
+    println!("customers.email is encrypted by pgward (deterministic, so WHERE email = '...' works):");
+    println!(
+        "  psql \"postgres://app:app-secret@{}:{}/appdb\" -c \"SELECT id, email FROM customers WHERE email = 'c7@example.com'\"",
+        addr.ip(),
+        addr.port()
+    );
+    println!("PostgreSQL itself only ever sees ciphertext; look directly at the primary:");
+    println!(
+        "  psql \"postgres://app:app-secret@127.0.0.1:{}/appdb\" -c 'SELECT id, email FROM customers LIMIT 3'",
+        cluster.primary.port
     );
     println!("The admin console (SHOW POOLS, SHOW CLIENTS, SHOW BACKENDS, RELOAD, ...):");
     println!(

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 pub mod demo;
 pub mod metrics;

@@ -279,7 +279,7 @@ fn a_good_config_passes_with_a_summary() {
         "{GOOD}\n[[backends]]\nname = \"replica\"\nport = 5433\nrole = \"replica\"\n\n\
          [[users]]\nname = \"admin\"\npassword = \"a\"\n\n[[users]]\nname = \"reader\"\npassword = \"r\"\n\n\
          [policy]\nenabled = true\nmodel = \"model.conf\"\npolicy = \"policy.csv\"\n\n\
-         [[encryption.keys]]\nid = \"k1\"\nmaterial = \"file:k1.key\"\n"
+         [[encryption.keys]]\nid = \"k1\"\nmaterial = \"file:k1.key\"\nactive = true\n"
     );
     let text = text.replace(
         "method = \"scram-sha-256\"",
@@ -304,7 +304,7 @@ fn every_problem_is_reported_in_one_run() {
         "{GOOD}\n[[backends]]\nname = \"replica\"\nport = 5433\nrole = \"replca\"\n\n\
          [[users]]\nname = \"app\"\npassword = \"again\"\n\n\
          [routing]\nstrategy = \"random\"\ncheck_interval = \"often\"\n\n\
-         [[encryption.keys]]\nid = \"k1\"\nmaterial = \"env:PGWARD_TEST_UNSET_KEY\"\n"
+         [[encryption.keys]]\nid = \"k1\"\nmaterial = \"env:PGWARD_TEST_UNSET_KEY\"\nactive = true\n"
     )
     .replace("size = 4", "size = 4\nsise = 5")
     .replace(

@@ -19,7 +19,7 @@ use crate::sql::RelName;
 
 /// Every relation with a column list (tables, views, materialized views, foreign and
 /// partitioned tables), one row per column in order; relations without columns get a NULL.
-const RELATIONS_SQL: &str = "SELECT n.nspname, c.relname, a.attname \
+const RELATIONS_SQL: &str = "SELECT n.nspname, c.relname, a.attname, c.oid, a.attnum, a.atttypid \
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      LEFT JOIN pg_catalog.pg_attribute a \
@@ -45,8 +45,25 @@ pub struct Snapshot {
     relations: HashMap<String, HashMap<String, Vec<String>>>,
     /// The search_path a new session of this login gets, with `$user` expanded.
     pub default_search_path: Vec<String>,
+    /// Each relation's OID, with its columns' numbers and types (what RowDescription names).
+    details: HashMap<u32, Details>,
+    /// `(schema, relation) -> OID`.
+    oids: HashMap<(String, String), u32>,
     loaded_at: Option<Instant>,
 }
+
+/// A relation as RowDescription identifies it.
+#[derive(Debug)]
+struct Details {
+    schema: String,
+    name: String,
+    /// `(attnum, column, type OID)` in column order.
+    attributes: Vec<(i16, String, u32)>,
+}
+
+/// One row of the catalog query: schema, relation, and the column with its relation OID,
+/// number and type, when there is one.
+pub type CatalogRow<'a> = (&'a str, &'a str, Option<(&'a str, u32, i16, u32)>);
 
 /// Source of [`Snapshot::generation`].
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -70,8 +87,61 @@ impl Snapshot {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             relations,
             default_search_path,
+            details: HashMap::new(),
+            oids: HashMap::new(),
             loaded_at: Some(Instant::now()),
         }
+    }
+
+    /// A snapshot that also knows OIDs, column numbers and types (see [`CatalogRow`]).
+    pub fn from_detailed_rows<'a>(
+        rows: impl IntoIterator<Item = CatalogRow<'a>> + Clone,
+        default_search_path: Vec<String>,
+    ) -> Snapshot {
+        let mut snapshot = Snapshot::from_rows(
+            rows.clone()
+                .into_iter()
+                .map(|(schema, rel, column)| (schema, rel, column.map(|c| c.0))),
+            default_search_path,
+        );
+        for (schema, rel, column) in rows {
+            let Some((column, oid, attnum, type_oid)) = column else {
+                continue;
+            };
+            snapshot
+                .oids
+                .insert((schema.to_owned(), rel.to_owned()), oid);
+            snapshot
+                .details
+                .entry(oid)
+                .or_insert_with(|| Details {
+                    schema: schema.to_owned(),
+                    name: rel.to_owned(),
+                    attributes: Vec::new(),
+                })
+                .attributes
+                .push((attnum, column.to_owned(), type_oid));
+        }
+        snapshot
+    }
+
+    /// `(schema, relation, column)` of a result column RowDescription attributes to the
+    /// relation `oid` and column number `attnum`.
+    pub fn attribute(&self, oid: u32, attnum: i16) -> Option<(&str, &str, &str)> {
+        let details = self.details.get(&oid)?;
+        let (_, column, _) = details.attributes.iter().find(|a| a.0 == attnum)?;
+        Some((&details.schema, &details.name, column))
+    }
+
+    /// The type OID of a column, when the snapshot has the details.
+    pub fn column_type(&self, schema: &str, name: &str, column: &str) -> Option<u32> {
+        let oid = self.oids.get(&(schema.to_owned(), name.to_owned()))?;
+        let details = self.details.get(oid)?;
+        details
+            .attributes
+            .iter()
+            .find(|a| a.1 == column)
+            .map(|a| a.2)
     }
 
     /// The columns of `schema.name`, if it exists.
@@ -294,14 +364,23 @@ async fn load(source: &Source) -> Result<Snapshot, ServerError> {
         .and_then(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?)))
         .ok_or(ServerError::Unexpected(b'C'))?;
     let rows = conn.internal_query(RELATIONS_SQL).await?;
-    let rows = rows.iter().filter_map(|r| {
-        Some((
-            r.first()?.as_deref()?,
-            r.get(1)?.as_deref()?,
-            r.get(2)?.as_deref(),
-        ))
-    });
-    Ok(Snapshot::from_rows(rows, parse_search_path(&path, &user)))
+    fn number<T: std::str::FromStr>(r: &[Option<String>], i: usize) -> Option<T> {
+        r.get(i)?.as_deref()?.parse().ok()
+    }
+    let rows: Vec<CatalogRow> = rows
+        .iter()
+        .filter_map(|r| {
+            let column = r
+                .get(2)?
+                .as_deref()
+                .and_then(|column| Some((column, number(r, 3)?, number(r, 4)?, number(r, 5)?)));
+            Some((r.first()?.as_deref()?, r.get(1)?.as_deref()?, column))
+        })
+        .collect();
+    Ok(Snapshot::from_detailed_rows(
+        rows.iter().copied(),
+        parse_search_path(&path, &user),
+    ))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::ImDocument;
 
+use super::encryption::{identifier, schema_table, valid_key_id, KeySource, MAX_KEY_ID_LEN};
 use super::locate::{child, line_col, parent, within, Entry, Kind, Spans};
 use super::suggest::closest;
 use super::{AuthMethod, BackendRole, BackendTls, Config, ConfigError, TlsMode};
@@ -259,6 +260,7 @@ impl Checker<'_> {
         }
         self.backend_contradictions(config, listen);
         self.user_contradictions(config);
+        self.encryption_contradictions(config);
     }
 
     fn tls_contradictions(&mut self, config: &Config) {
@@ -412,6 +414,84 @@ impl Checker<'_> {
         }
     }
 
+    /// `[encryption]`: well-formed unique key ids, exactly one active key whenever there is a
+    /// key or a column, keys for the columns, columns named `schema.table`, none twice.
+    fn encryption_contradictions(&mut self, config: &Config) {
+        let e = &config.encryption;
+        let key_at = |i: usize, key: &str| at_index("encryption.keys", i, key);
+        let mut active: Option<usize> = None;
+        for (i, key) in e.keys.iter().enumerate() {
+            if !valid_key_id(&key.id) {
+                let message = format!(
+                    "encryption.keys.id {:?} must be 1 to {MAX_KEY_ID_LEN} of A-Z a-z 0-9 _ - \
+                     (it is written into every encrypted value)",
+                    key.id
+                );
+                self.at_value(&key_at(i, "id"), message);
+            } else if let Some(first) = e.keys[..i].iter().position(|o| o.id == key.id) {
+                let message = format!(
+                    "encryption key id {:?} is used twice (first at line {})",
+                    key.id,
+                    self.line(&key_at(first, "id"))
+                );
+                self.at_value(&key_at(i, "id"), message);
+            }
+            if let Err(problem) = KeySource::parse(&key.material) {
+                let message = format!("encryption.keys.material {problem}");
+                self.at_value(&key_at(i, "material"), message);
+            }
+            if !key.active {
+                continue;
+            }
+            let Some(first) = active else {
+                active = Some(i);
+                continue;
+            };
+            let message = format!(
+                "encryption key {:?} is active but {:?} (line {}) is already; exactly one key may be",
+                key.id,
+                e.keys[first].id,
+                self.line(&key_at(first, "active"))
+            );
+            self.at_value(&key_at(i, "active"), message);
+        }
+        let active_known = (0..e.keys.len()).all(|i| !self.broken(&key_at(i, "active")));
+        if e.keys.is_empty() && !e.columns.is_empty() && !self.broken("encryption.keys") {
+            let message = "[[encryption.columns]] are configured but there is no \
+                 [[encryption.keys]] entry to encrypt them with (make a key with `pgward keygen`)";
+            self.at_key("encryption.columns", message.to_owned());
+        } else if !e.keys.is_empty() && active.is_none() && active_known {
+            let message = "no [[encryption.keys]] entry has active = true; exactly one must \
+                 (new values are encrypted under it)";
+            self.at_key("encryption.keys", message.to_owned());
+        }
+
+        let mut seen: Vec<((String, String, String), usize)> = Vec::new();
+        for (i, c) in e.columns.iter().enumerate() {
+            let at = |key: &str| at_index("encryption.columns", i, key);
+            let table = schema_table(&c.table).map_err(|problem| {
+                self.at_value(&at("table"), format!("encryption.columns.{problem}"));
+            });
+            let column = identifier(&c.column).map_err(|problem| {
+                let message = format!("encryption.columns.column {:?}: {problem}", c.column);
+                self.at_value(&at("column"), message);
+            });
+            let (Ok((schema, table)), Ok(column)) = (table, column) else {
+                continue;
+            };
+            let names = (schema, table, column);
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == names) {
+                let (schema, table, column) = &names;
+                let message = format!(
+                    "encrypted column {schema}.{table}.{column} is listed twice (first at line {})",
+                    self.line(&at_index("encryption.columns", *first, "column"))
+                );
+                self.at_value(&at("column"), message);
+            }
+            seen.push((names, i));
+        }
+    }
+
     /// Files the config names: they must be readable and of the right kind.
     fn files(&mut self, config: &Config) {
         if let Some(cert) = &config.server.tls_cert {
@@ -448,32 +528,18 @@ impl Checker<'_> {
         self.key_material(config);
     }
 
-    /// `[[encryption.keys]] material`: `env:NAME` must be set, `file:PATH` readable.
+    /// `[[encryption.keys]] material`: `env:NAME` must be set, `file:PATH` readable, and
+    /// either must hold base64 of 32 bytes. What it holds never goes into a message.
     fn key_material(&mut self, config: &Config) {
-        let Some(toml::Value::Array(keys)) = config.encryption.get("keys") else {
-            return;
-        };
-        for (i, key) in keys.iter().enumerate() {
-            let Some(material) = key.get("material").and_then(toml::Value::as_str) else {
+        for (i, key) in config.encryption.keys.iter().enumerate() {
+            let path = at_index("encryption.keys", i, "material");
+            // A reference that is neither env: nor file: was reported with the contradictions.
+            if self.broken(&path) || KeySource::parse(&key.material).is_err() {
                 continue;
-            };
-            let path = format!("encryption.keys.{i}.material");
-            if let Some(name) = material.strip_prefix("env:") {
-                if std::env::var_os(name).is_none() {
-                    let message = format!(
-                        "encryption.keys.material: environment variable {name:?} is not set"
-                    );
-                    self.at_value(&path, message);
-                }
-            } else if let Some(file) = material.strip_prefix("file:") {
-                let file = config.resolve(Path::new(file));
-                if let Err(e) = std::fs::read(&file) {
-                    let message = format!(
-                        "encryption.keys.material {:?}: {e}",
-                        file.display().to_string()
-                    );
-                    self.at_value(&path, message);
-                }
+            }
+            if let Err(e) = crate::crypto::load_key(&key.material, config.base_dir()) {
+                let separator = if e.names_file() { " " } else { ": " };
+                self.at_value(&path, format!("encryption.keys.material{separator}{e}"));
             }
         }
     }
@@ -762,5 +828,134 @@ port = 5432
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].starts_with("t.toml:3:16: server.admin_listen"));
         assert!(found[1].starts_with("t.toml:10:8: backend \"pg1\" is pgward's own"));
+    }
+
+    /// A folder with key files `good.key` (32 bytes), `short.key` (16) and `junk.key`.
+    fn key_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("good.key", "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\n");
+        write("short.key", "MDEyMzQ1Njc4OTAxMjM0NQ==\n");
+        write("junk.key", "this is no key\n");
+        dir
+    }
+
+    fn key(dir: &tempfile::TempDir, id: &str, file: &str, active: bool) -> String {
+        let path = dir.path().join(file);
+        format!(
+            "\n[[encryption.keys]]\nid = \"{id}\"\nmaterial = \"file:{}\"\nactive = {active}\n",
+            path.display()
+        )
+    }
+
+    fn encrypted(table: &str, column: &str) -> String {
+        format!("\n[[encryption.columns]]\ntable = \"{table}\"\ncolumn = \"{column}\"\n")
+    }
+
+    #[test]
+    fn encryption_is_checked() {
+        let dir = key_files();
+        let good = key(&dir, "k1", "good.key", true);
+        let ssn = encrypted("public.customers", "ssn");
+        let report = read(&format!("{BASE}{good}{ssn}"), Path::new("t.toml"));
+        assert_eq!(report.problems, []);
+        let config = report.config.unwrap();
+        assert_eq!(
+            config.encryption.columns[0].mode,
+            crate::crypto::Mode::Randomized
+        );
+        assert!(config.summary().ends_with(", 1 encrypted column"));
+
+        // Lines 8 to 12 hold the first key, 13 to 17 the second; then the columns.
+        let found = problems(&format!(
+            "{BASE}{}{}",
+            key(&dir, "k1", "short.key", true),
+            key(&dir, "k2", "junk.key", false)
+        ));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with("t.toml:11:12: encryption.keys.material \""),
+            "{found:?}"
+        );
+        assert!(
+            found[0]
+                .ends_with("short.key\" holds 16 bytes, not 32 (make a key with `pgward keygen`)"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("t.toml:16:12: encryption.keys.material \""),
+            "{found:?}"
+        );
+        assert!(
+            found[1].ends_with("junk.key\" does not hold base64 (make a key with `pgward keygen`)"),
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|f| f.contains("this is")));
+
+        let found = problems(&format!(
+            "{BASE}{}{}",
+            key(&dir, "k1", "good.key", false),
+            key(&dir, "k2", "good.key", false)
+        ));
+        assert_eq!(found, ["t.toml:9:1: no [[encryption.keys]] entry has active = true; exactly one must (new values are encrypted under it)"]);
+
+        let found = problems(&format!(
+            "{BASE}{good}{}",
+            key(&dir, "k2", "good.key", true)
+        ));
+        assert_eq!(found, ["t.toml:17:10: encryption key \"k2\" is active but \"k1\" (line 12) is already; exactly one key may be"]);
+
+        let found = problems(&format!(
+            "{BASE}{good}{}",
+            key(&dir, "k1", "good.key", false)
+        ));
+        assert_eq!(
+            found,
+            ["t.toml:15:6: encryption key id \"k1\" is used twice (first at line 10)"]
+        );
+
+        let found = problems(&format!("{BASE}{}", key(&dir, "k:1", "good.key", true)));
+        assert!(
+            found[0].starts_with("t.toml:10:6: encryption.keys.id \"k:1\" must be 1 to 32 of"),
+            "{found:?}"
+        );
+
+        let text = format!("{BASE}\n[[encryption.keys]]\nid = \"k1\"\nmaterial = \"MDEyMzQ1Njc4OTAx\"\nactive = true\n");
+        let found = problems(&text);
+        assert_eq!(found, ["t.toml:11:12: encryption.keys.material must be env:NAME or file:PATH (the key itself does not go in the config)"]);
+        assert!(!found[0].contains("MDEy"));
+
+        let found = problems(&format!("{BASE}{ssn}"));
+        assert_eq!(found, ["t.toml:9:1: [[encryption.columns]] are configured but there is no [[encryption.keys]] entry to encrypt them with (make a key with `pgward keygen`)"]);
+
+        let text = format!(
+            "{BASE}{good}{ssn}{}{}",
+            encrypted("Public.Customers", "SSN"),
+            encrypted("customers", "email")
+        );
+        let found = problems(&text);
+        assert_eq!(found, [
+            "t.toml:20:10: encrypted column public.customers.ssn is listed twice (first at line 16)",
+            "t.toml:23:9: encryption.columns.table \"customers\" must be schema.table (like \"public.customers\"), not 1 part",
+        ]);
+
+        let text = format!("{BASE}{good}{ssn}mode = \"deterministc\"\n");
+        let found = problems(&text);
+        assert_eq!(found, ["t.toml:17:8: encryption.columns.mode = \"deterministc\" is not one of \"randomized\", \"deterministic\"; did you mean \"deterministic\"?"]);
+
+        let text = format!("{BASE}\n[encryption]\nwithout_decrypt = \"zero\"\n");
+        let found = problems(&text);
+        assert!(found[0].starts_with("t.toml:10:19: encryption.without_decrypt = \"zero\" is not one of \"null\", \"ciphertext\", \"deny\""), "{found:?}");
+    }
+
+    #[test]
+    fn a_missing_environment_variable_is_named() {
+        let text = format!(
+            "{BASE}\n[[encryption.keys]]\nid = \"k1\"\nmaterial = \"env:PGWARD_TEST_NEVER_SET_ANYWHERE\"\nactive = true\n"
+        );
+        assert_eq!(
+            problems(&text),
+            ["t.toml:11:12: encryption.keys.material: environment variable \"PGWARD_TEST_NEVER_SET_ANYWHERE\" is not set"]
+        );
     }
 }

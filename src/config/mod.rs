@@ -2,6 +2,7 @@
 //! (swapped whole on reload).
 
 mod check;
+mod encryption;
 mod locate;
 mod show;
 mod suggest;
@@ -15,6 +16,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use check::{Problem, Report};
+pub use encryption::{
+    identifier, schema_table, valid_key_id, ColumnConfig, EncryptionConfig, KeyConfig, KeySource,
+    WithoutDecrypt, MAX_KEY_ID_LEN,
+};
 pub use show::settings;
 pub use units::{parse_duration, parse_size};
 
@@ -61,7 +66,7 @@ pub struct Config {
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
-    pub encryption: toml::Table,
+    pub encryption: EncryptionConfig,
     /// Where the file was read from; relative paths inside it resolve against its folder.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -430,7 +435,9 @@ pub enum BackendTls {
     VerifyFull,
 }
 
-fn resolve_in(dir: Option<&Path>, path: &Path) -> PathBuf {
+/// Relative file paths are relative to the config file's folder `dir`... unless they exist
+/// relative to the working directory (the repo layout `config/`, `policies/`).
+pub(crate) fn resolve_in(dir: Option<&Path>, path: &Path) -> PathBuf {
     match dir {
         Some(dir) if path.is_relative() && !path.exists() && dir.join(path).exists() => {
             dir.join(path)
@@ -462,10 +469,10 @@ impl Config {
         check::parse(text, path).into_result()
     }
 
-    /// Relative file paths are relative to the config file's folder... unless they exist
-    /// relative to the working directory (the repo layout `config/`, `policies/`).
-    fn resolve(&self, path: &Path) -> PathBuf {
-        resolve_in(self.source.as_deref().and_then(Path::parent), path)
+    /// The folder of the config file, which relative paths in it (such as `file:` key
+    /// material) resolve against.
+    pub fn base_dir(&self) -> Option<&Path> {
+        self.source.as_deref().and_then(Path::parent)
     }
 
     fn resolve_paths(&mut self) {
@@ -489,12 +496,17 @@ impl Config {
             PoolMode::Transaction => "transaction",
             PoolMode::Session => "session",
         };
-        format!(
+        let mut summary = format!(
             "{}, {}, {mode} pooling, policy {}",
             count(self.backends.len(), "backend"),
             count(self.users.len(), "user"),
             if self.policy.enabled { "on" } else { "off" }
-        )
+        );
+        if self.encryption.enabled() {
+            let columns = count(self.encryption.columns.len(), "encrypted column");
+            summary.push_str(&format!(", {columns}"));
+        }
+        summary
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {

@@ -12,6 +12,12 @@ const MASK: &str = "********";
 
 /// Every setting as `section.key = value`, in file order.
 pub fn settings(config: &Config) -> Vec<(String, String)> {
+    let mut cache = Vec::new();
+    flatten(
+        "cache",
+        &toml::Value::Table(config.cache.clone()),
+        &mut cache,
+    );
     let mut out = Vec::new();
     let mut put = |key: &str, value: String| out.push((key.to_owned(), value));
     let duration = |d: Duration| humantime::format_duration(d).to_string();
@@ -73,8 +79,37 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
     put("policy.on_unparsed", word(&pol.on_unparsed));
     put("policy.catalog_refresh", duration(pol.catalog_refresh));
 
-    for (section, table) in [("cache", &config.cache), ("encryption", &config.encryption)] {
-        flatten(section, &toml::Value::Table(table.clone()), &mut out);
+    for (key, value) in cache {
+        put(&key, value);
+    }
+
+    let e = &config.encryption;
+    put(
+        "encryption.without_decrypt",
+        e.without_decrypt.as_str().into(),
+    );
+    for (i, key) in e.keys.iter().enumerate() {
+        put(&format!("encryption.keys[{i}].id"), key.id.clone());
+        // Only where the key is, but a key pasted in by mistake must not show.
+        put(&format!("encryption.keys[{i}].material"), MASK.into());
+        put(
+            &format!("encryption.keys[{i}].active"),
+            key.active.to_string(),
+        );
+    }
+    for (i, column) in e.columns.iter().enumerate() {
+        put(
+            &format!("encryption.columns[{i}].table"),
+            column.table.clone(),
+        );
+        put(
+            &format!("encryption.columns[{i}].column"),
+            column.column.clone(),
+        );
+        put(
+            &format!("encryption.columns[{i}].mode"),
+            column.mode.as_str().into(),
+        );
     }
     out
 }
@@ -83,7 +118,7 @@ fn show_path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Sections kept as raw TOML (features still to come), flattened; key material masked.
+/// Sections kept as raw TOML (features still to come), flattened; secrets masked.
 fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
     match value {
         toml::Value::Table(table) => {
@@ -128,6 +163,10 @@ without_decrypt = "null"
 [[encryption.keys]]
 id = "k1"
 material = "env:KEY"
+active = true
+[[encryption.columns]]
+table = "public.customers"
+column = "ssn"
 "#,
             Path::new("t.toml"),
         )
@@ -141,7 +180,10 @@ material = "env:KEY"
         assert_eq!(get("routing.check_password"), Some(MASK));
         assert_eq!(get("encryption.keys[0].material"), Some(MASK));
         assert_eq!(get("encryption.keys[0].id"), Some("k1"));
+        assert_eq!(get("encryption.keys[0].active"), Some("true"));
         assert_eq!(get("encryption.without_decrypt"), Some("null"));
+        assert_eq!(get("encryption.columns[0].table"), Some("public.customers"));
+        assert_eq!(get("encryption.columns[0].mode"), Some("randomized"));
         assert_eq!(get("pool.checkout_timeout"), Some("5s"));
         assert_eq!(get("server.log_format"), Some("text"));
         assert!(!all.iter().any(|(_, v)| v.contains("hunter2")));

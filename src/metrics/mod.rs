@@ -2,9 +2,9 @@
 //! DESIGN.md). Labels are bounded: backend names from the config, fixed state and route
 //! names, SQLSTATE classes; never SQL text or anything a client chose.
 //!
-//! Still to come with their features: `pgward_cache_*` (result cache), `pgward_crypto_*`
-//! (column encryption), `pgward_pinned_clients` and `pgward_pins_total` (pinning). They join
-//! this module when those land.
+//! Still to come with their features: `pgward_cache_*` (result cache),
+//! `pgward_pinned_clients` and `pgward_pins_total` (pinning). They join this module when those
+//! land.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -70,6 +70,9 @@ struct Metrics {
     reloads_failed: IntCounter,
     last_reload: Gauge,
     policy_denials: IntCounter,
+    crypto_encrypts: IntCounter,
+    crypto_decrypts: IntCounter,
+    crypto_failures: IntCounter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -116,6 +119,11 @@ fn metrics() -> &'static Metrics {
             "pgward_reloads_total",
             "Configuration reloads (SIGHUP or RELOAD) by result",
             &["result"],
+        );
+        let crypto_operations = counter_vec(
+            "pgward_crypto_operations_total",
+            "Values of designated columns encrypted (including each searched envelope) and decrypted",
+            &["op"],
         );
         let last_reload = Gauge::new(
             "pgward_config_last_reload_timestamp_seconds",
@@ -175,6 +183,12 @@ fn metrics() -> &'static Metrics {
             policy_denials: counter(
                 "pgward_policy_denials_total",
                 "Statements the access policy refused (including unanalysable ones under on_unparsed = deny)",
+            ),
+            crypto_encrypts: crypto_operations.with_label_values(&["encrypt"]),
+            crypto_decrypts: crypto_operations.with_label_values(&["decrypt"]),
+            crypto_failures: counter(
+                "pgward_crypto_failures_total",
+                "Stored values that did not decrypt (not a pgward ciphertext, unknown key, or failed authentication)",
             ),
             registry,
         }
@@ -314,6 +328,20 @@ pub fn policy_denied() {
     let m = metrics();
     m.policy_denials.inc();
     query(Route::Denied);
+}
+
+/// Counts `count` values encrypted (a searched value counts once per key it is searched under).
+pub fn crypto_encrypted(count: u64) {
+    metrics().crypto_encrypts.inc_by(count);
+}
+
+/// Counts one value decrypted, and a failure when it did not decrypt.
+pub fn crypto_decrypted(ok: bool) {
+    let m = metrics();
+    m.crypto_decrypts.inc();
+    if !ok {
+        m.crypto_failures.inc();
+    }
 }
 
 /// Sets the server connection gauges to `counts` (backend, active, idle), replacing all.

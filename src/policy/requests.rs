@@ -50,7 +50,7 @@ pub fn requests(info: &StatementInfo, lookup: &Lookup) -> (BTreeSet<Request>, bo
         }
     }
     for used in &info.columns {
-        for (tbl, col) in columns(&used.column, &tables, lookup.snapshot) {
+        for (tbl, col) in columns_of(&used.column, &tables, lookup.snapshot) {
             out.insert(Request {
                 tbl,
                 col,
@@ -64,7 +64,7 @@ pub fn requests(info: &StatementInfo, lookup: &Lookup) -> (BTreeSet<Request>, bo
 /// `schema.name` of each relation `name` may stand for, and whether the catalog knows it.
 /// A name the catalog lacks resolves where PostgreSQL would create it (the first schema of
 /// the path), so CREATE TABLE and a table made moments ago by someone else are named right.
-fn resolve(name: &RelName, lookup: &Lookup) -> (Vec<String>, bool) {
+pub fn resolve(name: &RelName, lookup: &Lookup) -> (Vec<String>, bool) {
     if name.is_database() {
         return (vec!["*".into()], true);
     }
@@ -95,7 +95,7 @@ fn resolve(name: &RelName, lookup: &Lookup) -> (Vec<String>, bool) {
 }
 
 /// The (`schema.table`, column) pairs a column reference stands for.
-fn columns(
+pub fn columns_of(
     column: &ColumnRef,
     tables: &[Vec<String>],
     snapshot: &Snapshot,

@@ -34,6 +34,10 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// A stored value of an encrypted column that does not decrypt; the text names the
+    /// column and why, never the value.
+    #[error("{0}")]
+    Undecryptable(String),
     #[error("prepared statement \"{0}\" does not exist")]
     UnknownStatement(String),
     #[error("prepared statement \"{0}\" already exists")]
@@ -77,6 +81,7 @@ impl ProxyError {
             ProxyError::ServerUnavailable(_) | ProxyError::ServerLost => "08006",
             ProxyError::ShuttingDown | ProxyError::Killed => "57P01",
             ProxyError::Unsupported(_) => "0A000",
+            ProxyError::Undecryptable(_) => "XX001",
             ProxyError::UnknownStatement(_) => "26000",
             ProxyError::DuplicateStatement(_) => "42P05",
             ProxyError::InvalidParameter(_) => "22023",
@@ -94,6 +99,7 @@ impl ProxyError {
             ProxyError::PoolTimeout(_)
             | ProxyError::ServerUnavailable(_)
             | ProxyError::Unsupported(_)
+            | ProxyError::Undecryptable(_)
             | ProxyError::UnknownStatement(_)
             | ProxyError::DuplicateStatement(_)
             | ProxyError::InvalidParameter(_)
@@ -128,9 +134,11 @@ impl ProxyError {
             }
             ProxyError::Protocol(_) => format!("pgward: {self}"),
             ProxyError::PermissionDenied(message)
+            | ProxyError::Undecryptable(message)
             | ProxyError::Syntax { message, .. }
             | ProxyError::Admin { message, .. } => message.clone(),
             ProxyError::TransactionAborted => self.to_string(),
+            ProxyError::Unsupported(message) if message.starts_with("pgward") => message.clone(),
             other => format!("pgward: {other}"),
         }
     }

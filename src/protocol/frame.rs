@@ -35,6 +35,13 @@ pub enum FrameError {
 pub struct Frame(Bytes);
 
 impl Frame {
+    /// A message made by pgward: `tag`, then the body `body` writes, with its length.
+    pub fn build(tag: u8, body: impl FnOnce(&mut bytes::BytesMut)) -> Frame {
+        let mut buf = bytes::BytesMut::new();
+        super::messages::frontend(&mut buf, tag, body);
+        Frame(buf.freeze())
+    }
+
     pub fn tag(&self) -> u8 {
         self.0[0]
     }

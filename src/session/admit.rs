@@ -96,28 +96,7 @@ impl Session {
         let path_certain = !(self.settings_unknown
             || (self.server.is_some() && self.link.session_dirty)
             || (statements > 1 && frames.iter().any(changes_settings)));
-        let entry = self
-            .catalog
-            .get_or_insert_with(|| self.state.catalogs.entry(&self.database, &self.pool_user))
-            .clone();
-        let mut snapshot = match entry.current(self.rt.config.policy.catalog_refresh) {
-            (Some(snapshot), false) => snapshot,
-            (Some(snapshot), true) => {
-                if let Some(source) = self.catalog_source() {
-                    entry.refresh_in_background(source);
-                }
-                snapshot
-            }
-            (None, _) => {
-                let source = self.catalog_source().ok_or_else(|| {
-                    ProxyError::ServerUnavailable("no backend to read the catalog from".into())
-                })?;
-                entry.first(&source).await.map_err(|e| {
-                    tracing::warn!(error = %e, database = %self.database, "cannot read the catalog for the access policy");
-                    ProxyError::ServerUnavailable(e.to_string())
-                })?
-            }
-        };
+        let (entry, mut snapshot) = self.current_snapshot().await?;
         for analysis in &analyses {
             let subject = self.subject(&snapshot, path_certain);
             let verdict = match policy.decide(&subject, analysis, &snapshot, false) {
@@ -145,8 +124,65 @@ impl Session {
         Ok(())
     }
 
+    /// The catalog entry of this client's database and login, and its current snapshot
+    /// (loaded now if there is none yet; refreshed in the background when due).
+    pub(super) async fn current_snapshot(
+        &mut self,
+    ) -> Result<(Arc<crate::catalog::Entry>, Arc<Snapshot>), ProxyError> {
+        let entry = self
+            .catalog
+            .get_or_insert_with(|| self.state.catalogs.entry(&self.database, &self.pool_user))
+            .clone();
+        let snapshot = match entry.current(self.rt.config.policy.catalog_refresh) {
+            (Some(snapshot), false) => snapshot,
+            (Some(snapshot), true) => {
+                if let Some(source) = self.catalog_source() {
+                    entry.refresh_in_background(source);
+                }
+                snapshot
+            }
+            (None, _) => {
+                let source = self.catalog_source().ok_or_else(|| {
+                    ProxyError::ServerUnavailable("no backend to read the catalog from".into())
+                })?;
+                entry.first(&source).await.map_err(|e| {
+                    tracing::warn!(error = %e, database = %self.database, "cannot read the catalog");
+                    ProxyError::ServerUnavailable(e.to_string())
+                })?
+            }
+        };
+        Ok((entry, snapshot))
+    }
+
+    /// A snapshot for column encryption to plan `analysis` with (fresh when it names a
+    /// relation the current one lacks), and whether the client's search_path is certain.
+    pub(super) async fn snapshot_for(
+        &mut self,
+        analysis: &Analysis,
+    ) -> Result<(Arc<Snapshot>, bool), ProxyError> {
+        let path_certain = !(self.settings_unknown
+            || (self.server.is_some() && self.link.session_dirty)
+            || (analysis.statements.len() > 1
+                && analysis.statements.iter().any(|s| s.kind == Kind::Set)));
+        let (entry, snapshot) = self.current_snapshot().await?;
+        let missing = analysis.statements.iter().flat_map(|s| &s.tables).any(|t| {
+            !t.is_database()
+                && match &t.schema {
+                    Some(schema) => snapshot.columns(schema, &t.name).is_none(),
+                    None => snapshot.schemas_with(&t.name).is_empty(),
+                }
+        });
+        if !missing {
+            return Ok((snapshot, path_certain));
+        }
+        match self.catalog_source() {
+            Some(source) => Ok((entry.after_miss(snapshot, &source).await, path_certain)),
+            None => Ok((snapshot, path_certain)),
+        }
+    }
+
     /// Logs and counts a refusal; the log names the action and object, never values.
-    fn refused(&self, message: String, action: &str, object: &str) -> ProxyError {
+    pub(super) fn refused(&self, message: String, action: &str, object: &str) -> ProxyError {
         tracing::warn!(user = %self.user, database = %self.database, action, object, "policy denied a statement");
         crate::metrics::policy_denied();
         ProxyError::PermissionDenied(message)
@@ -162,7 +198,7 @@ impl Session {
 
     /// Who asks, with the client's search_path: its own setting, else the login's default.
     /// Kept between statements until the setting or the catalog copy changes.
-    fn subject(&mut self, snapshot: &Snapshot, path_certain: bool) -> Subject {
+    pub(super) fn subject(&mut self, snapshot: &Snapshot, path_certain: bool) -> Subject {
         let setting = self.wanted.get("search_path");
         let current = self.subject.as_ref().is_some_and(|cached| {
             cached.generation == snapshot.generation && cached.setting.as_ref() == setting

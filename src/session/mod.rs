@@ -8,6 +8,7 @@
 
 mod admit;
 pub mod auth;
+mod encrypt;
 pub mod params;
 pub mod prepared;
 mod pump;
@@ -217,6 +218,7 @@ async fn login(
         link: Link::default(),
         client,
         traffic: (0, 0),
+        crypt: Default::default(),
         client_r: reader,
         client_w: writer,
     };
@@ -319,6 +321,8 @@ pub(crate) struct Session {
     client: ClientHandle,
     /// Bytes received from and sent to the client since the last request was accounted.
     traffic: (u64, u64),
+    /// Column encryption's state (plans of prepared statements, the result being read).
+    crypt: encrypt::Crypt,
     client_r: FrameReader,
     client_w: FrameWriter,
 }
@@ -374,11 +378,15 @@ impl Session {
                     tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
                     _ => {}
                 }
-                let Some(request) = self.read_request(frame).await? else {
+                let Some(mut request) = self.read_request(frame).await? else {
                     return Ok(());
                 };
-                // The pipeline, in order: policy, then where the request runs.
+                // The pipeline, in order: policy, encryption, then where the request runs.
                 if let Err(err) = self.admit(&request.frames).await {
+                    self.fail_request(&request.frames, &err).await?;
+                    continue;
+                }
+                if let Err(err) = self.encrypt(&mut request.frames).await {
                     self.fail_request(&request.frames, &err).await?;
                     continue;
                 }

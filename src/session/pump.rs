@@ -46,14 +46,17 @@ pub(super) enum Pending {
         statement: Option<Arc<Statement>>,
         hidden: bool,
     },
-    Bind,
-    Describe,
-    Execute,
+    /// What column encryption sets up when the reply comes (when it is on).
+    Bind(Option<Box<super::encrypt::BindCrypt>>),
+    Describe(Option<Box<super::encrypt::DescribeCrypt>>),
+    /// The portal, when column encryption is on.
+    Execute(Option<Box<str>>),
     Close,
     /// When it was sent, for the request's duration.
     Sync(Instant),
     /// A simple Query or FunctionCall: ends with ReadyForQuery, errors do not skip ahead.
-    Query(Instant),
+    /// The plan is column encryption's, for a text touching designated columns.
+    Query(Instant, Option<Arc<crate::crypto::plan::Plan>>),
     /// A reply pgward writes itself when its turn comes.
     Reply(Reply),
     /// pgward's failing Parse after a refusal (see `admit`): its error is not the client's.
@@ -174,8 +177,15 @@ impl Session {
                 };
                 // The retry copy covers only the request as first sent.
                 self.retry = None;
+                let mut frame = frame;
                 if runs_sql(frame.tag()) {
                     if let Err(err) = self.admit(std::slice::from_ref(&frame)).await {
+                        self.refuse_attached(&frame, err);
+                        continue;
+                    }
+                }
+                if stages_rewrite(frame.tag()) {
+                    if let Err(err) = self.encrypt(std::slice::from_mut(&mut frame)).await {
                         self.refuse_attached(&frame, err);
                         continue;
                     }
@@ -279,7 +289,7 @@ impl Session {
                         errored = true;
                     }
                 }
-                Pending::Sync(_) | Pending::Query(_) | Pending::Reply(Reply::Ready) => {
+                Pending::Sync(_) | Pending::Query(..) | Pending::Reply(Reply::Ready) => {
                     if !errored {
                         messages::error_response(self.client_w.buffer(), err, false);
                     }
@@ -352,14 +362,15 @@ impl Session {
                                 self.route.setting = setting;
                             }
                         }
-                        self.forward(&frame, Some(Pending::Query(Instant::now())));
+                        let plan = self.crypt.next_query.take();
+                        self.forward(&frame, Some(Pending::Query(Instant::now(), plan)));
                         self.request_sent();
                     }
                 }
             }
             tag::FUNCTION_CALL => {
                 self.note_write(false);
-                self.forward(&frame, Some(Pending::Query(Instant::now())));
+                self.forward(&frame, Some(Pending::Query(Instant::now(), None)));
                 self.request_sent();
             }
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => {
@@ -377,7 +388,8 @@ impl Session {
             }
             tag::EXECUTE => {
                 self.link.in_batch = true;
-                self.forward(&frame, Some(Pending::Execute));
+                let portal = self.execute_crypt(&frame);
+                self.forward(&frame, Some(Pending::Execute(portal)));
             }
             tag::FLUSH => {
                 self.link.in_batch = true;
@@ -386,7 +398,9 @@ impl Session {
             tag::SYNC if self.link.copy_in => self.forward(&frame, None),
             tag::COPY_DONE | tag::COPY_FAIL => {
                 self.link.copy_in = false;
-                self.forward(&frame, None);
+                if let Some(frame) = self.copy_in_frame(frame) {
+                    self.forward(&frame, None);
+                }
             }
             tag::SYNC => {
                 self.link.in_batch = false;
@@ -394,7 +408,11 @@ impl Session {
                 self.forward(&frame, Some(Pending::Sync(Instant::now())));
                 self.request_sent();
             }
-            tag::COPY_DATA => self.forward(&frame, None),
+            tag::COPY_DATA => {
+                if let Some(frame) = self.copy_in_frame(frame) {
+                    self.forward(&frame, None);
+                }
+            }
             tag::TERMINATE => return Ok(Some(Exit::ClientGone)),
             other => {
                 return Err(ProxyError::protocol(format!(
@@ -581,14 +599,15 @@ impl Session {
         let portal = r.name()?;
         let name = r.name()?;
         self.link.in_batch = true;
+        let crypt = self.bind_crypt(&frame);
         if !self.transaction_mode() {
-            self.forward(&frame, Some(Pending::Bind));
+            self.forward(&frame, Some(Pending::Bind(crypt)));
         } else if name.is_empty() {
             self.ensure_unnamed();
             if let Some(setting) = self.unnamed_parse.as_ref().and_then(|u| u.route_setting) {
                 self.route.setting = setting;
             }
-            self.forward(&frame, Some(Pending::Bind));
+            self.forward(&frame, Some(Pending::Bind(crypt)));
         } else {
             let Some(statement) = self.server_statement(name) else {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
@@ -609,7 +628,7 @@ impl Session {
                 b.put_u8(0);
                 b.put_slice(rest);
             });
-            self.link.queue.push_back(Pending::Bind);
+            self.link.queue.push_back(Pending::Bind(crypt));
         }
         Ok(())
     }
@@ -619,11 +638,12 @@ impl Session {
         let kind = r.u8()?;
         let name = r.name()?;
         self.link.in_batch = true;
+        let crypt = self.describe_crypt(&frame);
         if kind != b'S' || !self.transaction_mode() {
-            self.forward(&frame, Some(Pending::Describe));
+            self.forward(&frame, Some(Pending::Describe(crypt)));
         } else if name.is_empty() {
             self.ensure_unnamed();
-            self.forward(&frame, Some(Pending::Describe));
+            self.forward(&frame, Some(Pending::Describe(crypt)));
         } else {
             let Some(statement) = self.server_statement(name) else {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
@@ -634,7 +654,7 @@ impl Session {
                 b.put_slice(statement.server_name.as_bytes());
                 b.put_u8(0);
             });
-            self.link.queue.push_back(Pending::Describe);
+            self.link.queue.push_back(Pending::Describe(crypt));
         }
         Ok(())
     }
@@ -661,6 +681,18 @@ impl Session {
     }
 
     fn on_server_frame(&mut self, frame: Frame) {
+        if !self.crypt.enabled {
+            return self.relay_server_frame(frame);
+        }
+        let (frame, withhold) = self.decrypt_reply(frame);
+        let mark = self.client_w.pending();
+        self.relay_server_frame(frame);
+        if withhold {
+            self.client_w.buffer().truncate(mark);
+        }
+    }
+
+    fn relay_server_frame(&mut self, frame: Frame) {
         let t = frame.tag();
         self.traffic.1 += frame.as_bytes().len() as u64;
         match t {
@@ -699,7 +731,7 @@ impl Session {
                 }
                 // Pop through the Sync/Query this answers (anything before it was skipped).
                 while let Some(p) = self.link.queue.pop_front() {
-                    if let Pending::Sync(sent) | Pending::Query(sent) = p {
+                    if let Pending::Sync(sent) | Pending::Query(sent, _) = p {
                         self.request_done(sent.elapsed());
                         break;
                     }
@@ -710,7 +742,7 @@ impl Session {
                         .link
                         .queue
                         .iter()
-                        .any(|p| matches!(p, Pending::Sync(_) | Pending::Query(_)))
+                        .any(|p| matches!(p, Pending::Sync(_) | Pending::Query(..)))
                 {
                     self.link.may_begin = false;
                 }
@@ -724,7 +756,7 @@ impl Session {
                 while let Some(p) = self.link.queue.front() {
                     if matches!(
                         p,
-                        Pending::Sync(_) | Pending::Query(_) | Pending::HiddenSync
+                        Pending::Sync(_) | Pending::Query(..) | Pending::HiddenSync
                     ) {
                         break;
                     }
@@ -735,9 +767,9 @@ impl Session {
             _ => {
                 let (terminal, hidden) = match self.link.queue.front() {
                     Some(Pending::Parse { hidden, .. }) => (t == b'1', *hidden),
-                    Some(Pending::Bind) => (t == b'2', false),
-                    Some(Pending::Describe) => (matches!(t, b'T' | b'n'), false),
-                    Some(Pending::Execute) => (matches!(t, b'C' | b'I' | b's'), false),
+                    Some(Pending::Bind(_)) => (t == b'2', false),
+                    Some(Pending::Describe(_)) => (matches!(t, b'T' | b'n'), false),
+                    Some(Pending::Execute(_)) => (matches!(t, b'C' | b'I' | b's'), false),
                     Some(Pending::Close) => (t == b'3', false),
                     _ => (false, false),
                 };
@@ -802,6 +834,11 @@ pub(super) fn runs_sql(tag: u8) -> bool {
         tag,
         tag::QUERY | tag::PARSE | tag::BIND | tag::FUNCTION_CALL
     )
+}
+
+/// Messages the encryption stage may rewrite or must see (statement names it tracks).
+fn stages_rewrite(tag: u8) -> bool {
+    matches!(tag, tag::QUERY | tag::PARSE | tag::BIND | tag::CLOSE)
 }
 
 /// The SQLSTATE of an ErrorResponse.

@@ -83,7 +83,7 @@ impl RelName {
 }
 
 /// A column reference, by index into [`StatementInfo::tables`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ColumnRef {
     /// A column of a known table: qualified by the table's name or alias, or unqualified
     /// with only one table in scope.
@@ -107,7 +107,7 @@ pub struct ColumnUse {
 }
 
 /// Where a value comes from in the statement text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueSource {
     /// `$n` (1-based).
     Param(u32),
@@ -116,7 +116,7 @@ pub enum ValueSource {
 }
 
 /// A value compared with, assigned to or inserted into a column (for column encryption).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ValueTarget {
     pub value: ValueSource,
     pub column: ColumnRef,
@@ -124,7 +124,7 @@ pub struct ValueTarget {
 }
 
 /// What a [`ValueTarget`]'s value is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueUse {
     /// Inserted or assigned (INSERT VALUES, UPDATE SET, ON CONFLICT DO UPDATE SET, MERGE).
     Assigned,
@@ -133,7 +133,7 @@ pub enum ValueUse {
 }
 
 /// A comparison between a column and a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CompareOp {
     /// `=`
     Eq,
@@ -155,60 +155,97 @@ pub enum CompareOp {
 
 /// How one occurrence of a column is used, as column encryption sees it: whether the server
 /// would compute on the stored value (which for an encrypted column is ciphertext).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Only the places listed for the first five variants get them; every other place is
+/// `Computed` (fail-closed). Over-reporting is possible (a name that may be a column of
+/// several tables, an ORDER BY name that may be an input or a result column), never
+/// under-reporting: a query is safe when every entry is acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Context {
     /// Returned as it is: a select-list or RETURNING item that is only the column
-    /// (parenthesised or aliased), including items of subqueries and CTEs.
+    /// (parenthesised or aliased), `*` and `t.*` (as `ColumnRef::All`, or the columns of a
+    /// subquery under it), at any query level (subqueries, CTEs, set-operation branches,
+    /// INSERT ... SELECT); a scalar subquery's column where the subquery is such an item; a
+    /// column of `COPY ... TO`. Also a value written as it is, which
+    /// [`StatementInfo::assignments`] describes: `UPDATE SET a = b`, MERGE's
+    /// `INSERT VALUES (s.b)`, `SET a = EXCLUDED.a` (an occurrence of the target's `a`).
     Output,
     /// Compared with a value (`$n` or a literal, see [`ValueTarget`]) by `=`, `<>`, `!=`,
-    /// `IN` / `NOT IN`, `IS [NOT] DISTINCT FROM` or `CASE col WHEN`.
+    /// `IN` / `NOT IN`, `IS [NOT] DISTINCT FROM` or `CASE col WHEN`. A cast on the value is
+    /// fine; a cast or COLLATE on the column, or a COLLATE on the value, is not Equality.
     Equality,
-    /// `IS NULL`, `IS NOT NULL`, `count(col)`.
+    /// `IS NULL`, `IS NOT NULL`, `count(col)` (count and pg_catalog.count only).
     NullTest,
     /// Compared by `=`, `<>` or `IS [NOT] DISTINCT FROM` with another column (`a.x = b.y`,
-    /// JOIN ... ON, USING, NATURAL).
+    /// JOIN ... ON, USING), an item of `IN (..., b)`, `CASE a WHEN b`, `a IN (SELECT b ...)`,
+    /// `a = (SELECT b ...)`. Both columns get an entry naming the other; a column that may
+    /// be several (`ColumnRef::Unqualified`, a union's result column) gets one entry per
+    /// candidate. NATURAL JOIN, whose columns need the catalog, is `Computed("a join")`.
     EqualsColumn(ColumnRef),
-    /// Grouped or deduplicated: GROUP BY, DISTINCT, DISTINCT ON, PARTITION BY, the outputs
-    /// of UNION / INTERSECT / EXCEPT without ALL, `count(DISTINCT col)`.
+    /// Grouped or deduplicated: GROUP BY (including ROLLUP, CUBE, GROUPING SETS, and a result
+    /// column named by position or alias), DISTINCT (every result column), DISTINCT ON,
+    /// PARTITION BY, the result columns of each branch of UNION without ALL and of INTERSECT
+    /// and EXCEPT (with or without ALL: they match rows too), `count(DISTINCT col)`, and an
+    /// `ON CONFLICT (col)` target (the unique index compares stored values).
     Grouped,
-    /// Anything else; the text names it for error messages ("LIKE", "ORDER BY", "a function
-    /// call", "a cast", "an operator", "a range comparison", ...).
+    /// Anything else; the text names it for error messages: "LIKE" (also ILIKE, SIMILAR TO,
+    /// regular expressions), "ORDER BY" (also window and aggregate ORDER BY, WITHIN GROUP),
+    /// "a range comparison" (`<`, `<=`, `>`, `>=`, BETWEEN), "a function call", "a cast",
+    /// "a collation", "an operator" (arithmetic, `||`, unary, JSON, ANY / ALL, subscripts),
+    /// "a condition" (a column alone as a WHERE / ON / HAVING / FILTER condition), "a CASE
+    /// expression", "a comparison with an expression" (`col = f(x)`, `col = NULL`), "a join",
+    /// "a row constructor", "an array constructor", "a field access" (`(col).f`), "a
+    /// whole-row reference" (`SELECT t FROM t`, `row_to_json(t)`), "a column alias list"
+    /// (`FROM t AS x(p, q)` hides which column `p` is: `ColumnRef::All`), "an expression"
+    /// (the fallback).
     Computed(&'static str),
 }
 
-/// One occurrence of a column and its use (`StatementInfo::contexts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One occurrence of a column and its use (`StatementInfo::contexts`). A reference to a
+/// result column of a subquery or CTE is an occurrence of the columns it comes from (of
+/// either branch of a set operation). Columns written by INSERT, UPDATE, MERGE or COPY FROM
+/// have no entry as targets: `assignments` and `copy` describe them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ColumnContext {
     pub column: ColumnRef,
     pub context: Context,
 }
 
-/// The column an INSERT, UPDATE, MERGE or COPY FROM writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The column an INSERT, UPDATE or MERGE writes (COPY FROM: see [`CopyInfo`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AssignTarget {
+    /// A listed column; for `SET c.field = ...` the column c (value `Expr`).
     Named(String),
-    /// By position (0-based) in the table's column order: an INSERT without a column list.
+    /// By position (0-based) in the table's column order: an INSERT or MERGE INSERT without a
+    /// column list.
     Position(usize),
 }
 
 /// Where a written value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Assigned {
     /// `$n` or a literal.
     Value(ValueSource),
     Null,
     Default,
     /// A column's value as it is: INSERT ... SELECT col, UPDATE SET a = b, a MERGE source
-    /// column. `ColumnRef::All` for a `*` of INSERT ... SELECT (positions then need the catalog).
+    /// column (through subqueries and CTEs, the column it comes from).
+    ///
+    /// `ColumnRef::All` for a `*` of INSERT ... SELECT: how many columns it yields needs the
+    /// catalog, so the mapping stops there. Without a column list the star's position gets
+    /// one entry (`Position(k)`: the star's columns start there); with one, every listed
+    /// column from the star's position on gets an entry.
     Column(ColumnRef),
     /// `EXCLUDED.col` in ON CONFLICT DO UPDATE: what the INSERT was writing into `col`.
     Excluded(String),
-    /// Anything computed: an expression, a function's result, a subquery.
+    /// Anything computed: an expression, a function's result, a subquery (also a row
+    /// subquery or `ROW(...)` assigned to a column tuple).
     Expr,
 }
 
-/// A value written into a column (`StatementInfo::assignments`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A value written into a column (`StatementInfo::assignments`). Multi-row VALUES give one
+/// per row and column (identical ones once); `INSERT ... DEFAULT VALUES` gives none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assignment {
     /// Index into [`StatementInfo::tables`].
     pub table: usize,
@@ -225,7 +262,10 @@ pub enum CopyFormat {
 }
 
 /// A `COPY table [(columns)] FROM STDIN / TO STDOUT` (or `COPY (query) TO STDOUT`, where
-/// `table` is None and the columns are the query's `outputs`).
+/// `table` is None and the columns are the query's `outputs`). Filled for a COPY with a
+/// server file or program too (Kind::Admin). Options are read from both the `WITH (...)`
+/// list and the pre-9.0 syntax (`CSV HEADER`, `BINARY`, `DELIMITER AS`, ...); the last
+/// occurrence wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyInfo {
     pub table: Option<usize>,
@@ -241,7 +281,9 @@ pub struct CopyInfo {
     pub quote: Option<char>,
     pub escape: Option<char>,
     /// An option pgward does not model (FORCE_QUOTE, FORCE_NOT_NULL, FORCE_NULL, ENCODING,
-    /// DEFAULT, HEADER MATCH, ...): column encryption refuses the COPY.
+    /// an unknown FORMAT, ...): column encryption refuses the COPY. FREEZE is harmless and
+    /// does not count. (sqlparser 0.59 does not parse HEADER MATCH, DEFAULT or ON_ERROR:
+    /// such a COPY is not analysed at all.)
     pub other_options: bool,
 }
 
@@ -282,9 +324,11 @@ pub struct StatementInfo {
     pub values: Vec<ValueTarget>,
     pub functions: Vec<FunctionCall>,
     pub outputs: Vec<Output>,
-    /// Every occurrence of a column with its use (for column encryption).
+    /// Every occurrence of a column with its use (for column encryption), each distinct
+    /// entry once.
     pub contexts: Vec<ColumnContext>,
-    /// Every value written into a column, by INSERT, UPDATE, MERGE.
+    /// Every value written into a column, by INSERT, UPDATE, ON CONFLICT DO UPDATE, MERGE,
+    /// each distinct entry once.
     pub assignments: Vec<Assignment>,
     /// COPY FROM STDIN / TO STDOUT details.
     pub copy: Option<CopyInfo>,

@@ -190,6 +190,12 @@ impl Analyzer {
             .get_with_by_ref(text, || Arc::new(self.analyze_uncached(text)))
     }
 
+    /// The analysis of `sql` itself, not of its normalized text and not cached: literal
+    /// positions are then this text's own (column encryption rewrites literals in place).
+    pub fn analyze_exact(&self, sql: &str) -> Analysis {
+        self.analyze_uncached(sql)
+    }
+
     /// Runs [`analyze_text`] where the stack is large enough for `sql`. A text that
     /// cannot be analysed safely is Write and unparsed.
     fn analyze_uncached(&self, sql: &str) -> Analysis {

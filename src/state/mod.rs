@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalogs;
 use crate::config::{BackendTls, Config, UserConfig};
+use crate::crypto::Crypto;
 use crate::policy::Policy;
 use crate::pool::verifiers::Verifiers;
 use crate::pool::{BackendTarget, PoolSettings, Pools};
@@ -43,6 +44,8 @@ pub struct Runtime {
     pub pool: PoolSettings,
     /// Password verifiers of roles without a `[[users]]` entry (`auth.passthrough`).
     pub verifiers: Option<Verifiers>,
+    /// The designated columns and their keys (None when no column is designated).
+    pub crypto: Option<Arc<Crypto>>,
 }
 
 pub struct UserEntry {
@@ -108,8 +111,10 @@ impl Runtime {
             idle_timeout: config.pool.idle_timeout,
         };
         let verifiers = Verifiers::new(&config);
+        let crypto = Crypto::from_config(&config.encryption, config.base_dir().as_deref())?;
         Ok(Runtime {
             verifiers,
+            crypto,
             config: Arc::new(config),
             users,
             tls,

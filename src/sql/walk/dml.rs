@@ -2,15 +2,18 @@
 //! targets their assignments and inserted rows imply.
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, ConflictTarget, CopySource, CopyTarget, Delete, Expr, FromTable,
-    Ident, Insert, MergeAction, MergeClause, MergeInsertKind, ObjectName, OnConflictAction,
-    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    UpdateTableFromKind,
+    Assignment, AssignmentTarget, ConflictTarget, CopyLegacyCsvOption, CopyLegacyOption,
+    CopyOption, CopySource, CopyTarget, Delete, Expr, FromTable, Ident, Insert, MergeAction,
+    MergeClause, MergeInsertKind, ObjectName, OnConflictAction, OnInsert, Query, SelectItem,
+    SetExpr, Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind,
 };
 
-use crate::sql::analysis::{Action, ColumnRef, Kind, Output, RelName, ValueUse};
+use crate::sql::analysis::{
+    Action, AssignTarget, Assigned, ColumnRef, Context, CopyFormat, CopyInfo, Kind, Output,
+    RelName, ValueUse,
+};
 
-use super::expr::{strip_value, value_source};
+use super::expr::{column_parts, constant, strip_nested, value_source, CONDITION};
 use super::{fold, fold_parts, Body, Item, Scope, Source, Walker};
 
 impl Walker<'_> {
@@ -151,8 +154,9 @@ impl Walker<'_> {
         let index = self.info.table(rel.clone());
         let columns = self.inserted_columns(index, &insert.columns);
         if let Some(source) = &insert.source {
-            self.walk_query(source);
+            let body = self.walk_query(source);
             self.insert_values(index, &columns, source);
+            self.insert_assignments(index, &columns, source, &body);
         }
         let item = Item::table(index, &rel, insert.table_alias.as_ref().map(fold), false);
         if !insert.assignments.is_empty() {
@@ -170,18 +174,22 @@ impl Walker<'_> {
                 self.scopes.push(Scope {
                     items: vec![
                         item.clone(),
-                        Item::other(Some("excluded".into()), Source::Excluded),
+                        Item::other(Some("excluded".into()), Source::Excluded { table: index }),
                     ],
                     hidden: false,
                 });
                 if let Some(ConflictTarget::Columns(columns)) = &on_conflict.conflict_target {
-                    self.column_list(index, columns, Action::Select);
+                    // The unique index compares the stored values: Grouped.
+                    for name in self.column_list(index, columns, Action::Select) {
+                        let column = ColumnRef::Of { table: index, name };
+                        self.add_context(column, Context::Grouped);
+                    }
                 }
                 if let OnConflictAction::DoUpdate(update) = &on_conflict.action {
                     self.info.access(index, Action::Update);
                     self.assignments(index, &update.assignments, Action::Update);
                     if let Some(selection) = &update.selection {
-                        self.walk_expr(selection);
+                        self.walk_expr_as(selection, CONDITION);
                     }
                 }
                 self.scopes.pop();
@@ -243,6 +251,110 @@ impl Walker<'_> {
         }
     }
 
+    /// What INSERT writes: each VALUES item, or each result column of its query, into the
+    /// listed column (or the column at that position).
+    fn insert_assignments(
+        &mut self,
+        table: usize,
+        columns: &[String],
+        source: &Query,
+        body: &Body,
+    ) {
+        let target = |position: usize| match columns {
+            [] => Some(AssignTarget::Position(position)),
+            _ => columns.get(position).cloned().map(AssignTarget::Named),
+        };
+        if let SetExpr::Values(values) = source.body.as_ref() {
+            for row in &values.rows {
+                for (position, expr) in row.iter().enumerate() {
+                    let Some(target) = target(position) else {
+                        break;
+                    };
+                    let value = self.assigned(expr);
+                    self.assign(table, target, value);
+                }
+            }
+            return;
+        }
+        for (position, out) in body.outputs.iter().enumerate() {
+            let value = match (&out.constant, &out.output) {
+                (Some(constant), _) => constant.clone(),
+                (None, Output::Column(all @ ColumnRef::All { .. })) => {
+                    // How many columns the `*` yields needs the catalog: the star's position
+                    // (or each listed column from it on) gets the whole table, and the
+                    // mapping stops.
+                    match columns {
+                        [] => self.assign(
+                            table,
+                            AssignTarget::Position(position),
+                            Assigned::Column(all.clone()),
+                        ),
+                        _ => {
+                            for name in columns.iter().skip(position) {
+                                let target = AssignTarget::Named(name.clone());
+                                self.assign(table, target, Assigned::Column(all.clone()));
+                            }
+                        }
+                    }
+                    break;
+                }
+                (None, Output::Column(column)) => Assigned::Column(column.clone()),
+                (None, Output::Expr) => Assigned::Expr,
+            };
+            let Some(target) = target(position) else {
+                break;
+            };
+            self.assign(table, target, value);
+        }
+    }
+
+    fn assign(&mut self, table: usize, target: AssignTarget, value: Assigned) {
+        self.add_assignment(crate::sql::analysis::Assignment {
+            table,
+            target,
+            value,
+        });
+    }
+
+    /// What an expression assigned to a column writes.
+    fn assigned(&self, expr: &Expr) -> Assigned {
+        if let Some(constant) = constant(expr) {
+            return constant;
+        }
+        if let Expr::Identifier(ident) = strip_nested(expr) {
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default") {
+                return Assigned::Default;
+            }
+        }
+        let Some(parts) = column_parts(expr) else {
+            return Assigned::Expr;
+        };
+        if let Some(column) = self.excluded_column(&parts) {
+            return Assigned::Excluded(column);
+        }
+        match self.output_of(expr) {
+            Output::Column(column) if !matches!(column, ColumnRef::All { .. }) => {
+                Assigned::Column(column)
+            }
+            _ => Assigned::Expr,
+        }
+    }
+
+    /// `excluded.col` in ON CONFLICT DO UPDATE: col.
+    fn excluded_column(&self, parts: &[String]) -> Option<String> {
+        let [qualifier, column] = parts else {
+            return None;
+        };
+        let qualifier = std::slice::from_ref(qualifier);
+        let item = self
+            .scopes
+            .iter()
+            .rev()
+            .filter(|scope| !scope.hidden)
+            .find_map(|scope| scope.items.iter().find(|item| item.matches(qualifier)))?;
+        matches!(item.source, Source::Excluded { .. }).then(|| column.clone())
+    }
+
     fn walk_update(
         &mut self,
         table: &TableWithJoins,
@@ -287,7 +399,7 @@ impl Walker<'_> {
             }
         }
         if let Some(selection) = selection {
-            self.walk_expr(selection);
+            self.walk_expr_as(selection, CONDITION);
         }
         let body = self.returning(returning);
         self.scopes.pop();
@@ -329,9 +441,9 @@ impl Walker<'_> {
             self.walk_table_with_joins(using);
         }
         if let Some(selection) = &delete.selection {
-            self.walk_expr(selection);
+            self.walk_expr_as(selection, CONDITION);
         }
-        self.walk_order_by_exprs(&delete.order_by);
+        self.walk_order_by_exprs(&delete.order_by, &[]);
         if let Some(limit) = &delete.limit {
             self.walk_expr(limit);
         }
@@ -361,10 +473,10 @@ impl Walker<'_> {
             }
         };
         self.add_factor(source);
-        self.walk_expr(on);
+        self.walk_expr_as(on, CONDITION);
         for clause in clauses {
             if let Some(predicate) = &clause.predicate {
-                self.walk_expr(predicate);
+                self.walk_expr_as(predicate, CONDITION);
             }
             let Some(index) = index else {
                 continue;
@@ -375,7 +487,19 @@ impl Walker<'_> {
                     match &insert.kind {
                         MergeInsertKind::Values(values) => {
                             for row in &values.rows {
-                                self.walk_exprs(row);
+                                for (position, expr) in row.iter().enumerate() {
+                                    // A source column inserted as it is.
+                                    self.walk_expr_as(expr, Context::Output);
+                                    let target = match columns.as_slice() {
+                                        [] => AssignTarget::Position(position),
+                                        _ => match columns.get(position) {
+                                            Some(name) => AssignTarget::Named(name.clone()),
+                                            None => continue,
+                                        },
+                                    };
+                                    let value = self.assigned(expr);
+                                    self.assign(index, target, value);
+                                }
                                 if columns.is_empty() {
                                     continue;
                                 }
@@ -406,14 +530,17 @@ impl Walker<'_> {
         self.scopes.pop();
     }
 
-    /// SET clauses: the target columns get `action`, the values are read, and a value
-    /// assigned directly maps to its column.
+    /// SET clauses: the target columns get `action`, the values are read (a plain column is
+    /// written as it is: Output), and a value assigned directly maps to its column.
     fn assignments(&mut self, table: usize, assignments: &[Assignment], action: Action) {
         for assignment in assignments {
             let targets: Vec<&ObjectName> = match &assignment.target {
                 AssignmentTarget::ColumnName(name) => vec![name],
                 AssignmentTarget::Tuple(names) => names.iter().collect(),
             };
+            // The column each target writes (a field's column for `SET c.f = ...`), and
+            // whether it is written whole.
+            let mut written: Vec<Option<(String, bool)>> = Vec::new();
             let mut columns = Vec::new();
             for target in targets {
                 // `SET c.field = ...` assigns a field of c; other parts are recorded too in
@@ -435,13 +562,30 @@ impl Walker<'_> {
                     [column] => Some(column.clone()),
                     _ => None,
                 });
+                written.push(parts.first().map(|first| (first.clone(), parts.len() == 1)));
             }
-            self.walk_expr(&assignment.value);
-            let values: Vec<&Expr> = match (columns.len(), strip_value(&assignment.value)) {
+            let values: Vec<&Expr> = match (columns.len(), strip_nested(&assignment.value)) {
                 (1, _) => vec![&assignment.value],
                 (n, Expr::Tuple(values)) if n == values.len() => values.iter().collect(),
                 _ => Vec::new(),
             };
+            if values.is_empty() {
+                // `(a, b) = (SELECT ...)`: the subquery's columns are written as they are.
+                self.walk_expr_as(&assignment.value, Context::Output);
+            }
+            for value in &values {
+                self.walk_expr_as(value, Context::Output);
+            }
+            for (position, column) in written.into_iter().enumerate() {
+                let Some((name, whole)) = column else {
+                    continue;
+                };
+                let value = match values.get(position) {
+                    Some(value) if whole => self.assigned(value),
+                    _ => Assigned::Expr,
+                };
+                self.assign(table, AssignTarget::Named(name), value);
+            }
             for (column, value) in columns.into_iter().zip(values) {
                 if let (Some(name), Some(value)) = (column, value_source(value)) {
                     self.add_value(value, ColumnRef::Of { table, name }, ValueUse::Assigned);
@@ -464,7 +608,14 @@ impl Walker<'_> {
 
     // ----- COPY -----
 
-    pub(super) fn copy(&mut self, source: &CopySource, to: bool, target: &CopyTarget) {
+    pub(super) fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+    ) {
         let kind = match (target, to) {
             (CopyTarget::Stdin, false) => Kind::CopyIn,
             (CopyTarget::Stdout, true) => Kind::CopyOut,
@@ -504,8 +655,13 @@ impl Walker<'_> {
                     if kind == Kind::CopyOut {
                         self.info.outputs.push(Output::Column(column.clone()));
                     }
+                    if to {
+                        self.add_context(column.clone(), Context::Output);
+                    }
                     self.info.use_column(column, action);
                 }
+                let columns = (!columns.is_empty()).then(|| columns.iter().map(fold).collect());
+                self.copy_options(Some(index), columns, options, legacy_options);
             }
             CopySource::Query(query) => {
                 if !to {
@@ -518,7 +674,78 @@ impl Walker<'_> {
                 if kind == Kind::CopyOut {
                     self.set_outputs(body);
                 }
+                self.copy_options(None, None, options, legacy_options);
             }
         }
+    }
+
+    /// The data format of a COPY, from its options (`WITH (FORMAT csv, ...)`) or the
+    /// pre-9.0 syntax (`WITH CSV HEADER`, `BINARY`, ...). An option that is not PostgreSQL's
+    /// (sqlparser reads Redshift's too) is not understood.
+    fn copy_options(
+        &mut self,
+        table: Option<usize>,
+        columns: Option<Vec<String>>,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+    ) {
+        let mut copy = CopyInfo {
+            table,
+            columns,
+            format: CopyFormat::Text,
+            delimiter: None,
+            null: None,
+            header: false,
+            quote: None,
+            escape: None,
+            other_options: false,
+        };
+        for option in options {
+            match option {
+                CopyOption::Format(name) => match fold(name).as_str() {
+                    "text" => copy.format = CopyFormat::Text,
+                    "csv" => copy.format = CopyFormat::Csv,
+                    "binary" => copy.format = CopyFormat::Binary,
+                    // PostgreSQL refuses the statement.
+                    _ => copy.other_options = true,
+                },
+                // FREEZE changes nothing in the data.
+                CopyOption::Freeze(_) => {}
+                CopyOption::Delimiter(delimiter) => copy.delimiter = Some(*delimiter),
+                CopyOption::Null(null) => copy.null = Some(null.clone()),
+                CopyOption::Header(header) => copy.header = *header,
+                CopyOption::Quote(quote) => copy.quote = Some(*quote),
+                CopyOption::Escape(escape) => copy.escape = Some(*escape),
+                CopyOption::ForceQuote(_)
+                | CopyOption::ForceNotNull(_)
+                | CopyOption::ForceNull(_)
+                | CopyOption::Encoding(_) => copy.other_options = true,
+            }
+        }
+        for option in legacy_options {
+            match option {
+                CopyLegacyOption::Binary => copy.format = CopyFormat::Binary,
+                CopyLegacyOption::Csv(csv_options) => {
+                    copy.format = CopyFormat::Csv;
+                    for csv_option in csv_options {
+                        match csv_option {
+                            CopyLegacyCsvOption::Header => copy.header = true,
+                            CopyLegacyCsvOption::Quote(quote) => copy.quote = Some(*quote),
+                            CopyLegacyCsvOption::Escape(escape) => copy.escape = Some(*escape),
+                            CopyLegacyCsvOption::ForceQuote(_)
+                            | CopyLegacyCsvOption::ForceNotNull(_) => copy.other_options = true,
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(delimiter) => copy.delimiter = Some(*delimiter),
+                CopyLegacyOption::Null(null) => copy.null = Some(null.clone()),
+                CopyLegacyOption::Header => copy.header = true,
+                _ => {
+                    self.not_understood();
+                    copy.other_options = true;
+                }
+            }
+        }
+        self.info.copy = Some(copy);
     }
 }

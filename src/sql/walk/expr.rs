@@ -4,18 +4,19 @@
 use std::slice;
 
 use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Ident,
-    JsonPathElem, ListAggOnOverflow, ObjectName, Subscript, Value, WindowFrameBound, WindowSpec,
-    WindowType,
+    BinaryOperator, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentClause, FunctionArguments, Ident, JsonPathElem, ListAggOnOverflow, ObjectName,
+    Query, Subscript, UnaryOperator, Value, WindowFrameBound, WindowSpec, WindowType,
 };
 
 use crate::sql::analysis::{
-    Action, ColumnRef, CompareOp, FunctionCall, Output, ValueSource, ValueTarget, ValueUse,
+    Action, Assigned, ColumnRef, CompareOp, Context, FunctionCall, Output, ValueSource,
+    ValueTarget, ValueUse,
 };
 
 use super::{
-    conclude, exposes, fold, fold_parts, gather, last_name, leaf_tables, Candidates, Item,
-    Resolved, Scope, Walker,
+    add_carry, conclude, exposes, fold, fold_parts, gather, item_carries, last_name, leaf_tables,
+    Candidates, Carry, Item, Resolved, Scope, Walker,
 };
 
 /// Built-in functions whose result depends on their arguments alone (PostgreSQL IMMUTABLE,
@@ -187,6 +188,27 @@ const VALUE_FUNCTIONS: &[&str] = &[
     "user",
 ];
 
+/// The place of a column occurrence when no rule names it: computed, fail-closed.
+pub(super) const EXPRESSION: Context = Context::Computed("an expression");
+pub(super) const CONDITION: Context = Context::Computed("a condition");
+pub(super) const ORDER_BY: Context = Context::Computed("ORDER BY");
+const FUNCTION_CALL: Context = Context::Computed("a function call");
+const OPERATOR: Context = Context::Computed("an operator");
+const CASE: Context = Context::Computed("a CASE expression");
+const RANGE: Context = Context::Computed("a range comparison");
+const LIKE: Context = Context::Computed("LIKE");
+/// A column compared with something that is neither a value nor a plain column.
+const COMPARED_WITH_EXPRESSION: &str = "a comparison with an expression";
+
+/// One side of an equality comparison, for contexts.
+enum Operand {
+    /// `$n` or a literal.
+    Value,
+    /// A plain column reference (or a subquery's only result column): what it carries.
+    Columns(Vec<Carry>),
+    Other,
+}
+
 impl Walker<'_> {
     // ----- expressions -----
 
@@ -196,7 +218,15 @@ impl Walker<'_> {
         }
     }
 
+    /// Walks an expression whose place names no context: its columns are `Computed`.
     pub(super) fn walk_expr(&mut self, expr: &Expr) {
+        self.walk_expr_as(expr, EXPRESSION);
+    }
+
+    /// Walks an expression in place `context`: the context of the expression itself if it is
+    /// a column reference (parentheses are transparent); its sub-expressions get the context
+    /// of their own place, `Computed` unless a rule says otherwise.
+    pub(super) fn walk_expr_as(&mut self, expr: &Expr, context: Context) {
         match expr {
             Expr::Identifier(ident) => {
                 // DEFAULT in VALUES and SET is a keyword, not a column.
@@ -207,111 +237,114 @@ impl Walker<'_> {
                     self.builtin(&fold(ident));
                     return;
                 }
-                self.column(&[fold(ident)]);
+                self.column(&[fold(ident)], &context);
             }
             Expr::CompoundIdentifier(idents) => {
                 let parts: Vec<String> = idents.iter().map(fold).collect();
-                self.column(&parts);
+                self.column(&parts, &context);
             }
             Expr::CompoundFieldAccess { root, access_chain } => {
-                self.field_access(root, access_chain)
+                self.field_access(root, access_chain, context)
             }
+            Expr::Nested(inner) => self.walk_expr_as(inner, context),
             Expr::JsonAccess { value, path } => {
-                self.walk_expr(value);
+                self.walk_expr_as(value, OPERATOR);
                 for element in &path.path {
                     if let JsonPathElem::Bracket { key } = element {
                         self.walk_expr(key);
                     }
                 }
             }
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+                self.walk_expr_as(inner, Context::NullTest)
+            }
             Expr::IsFalse(inner)
             | Expr::IsNotFalse(inner)
             | Expr::IsTrue(inner)
             | Expr::IsNotTrue(inner)
-            | Expr::IsNull(inner)
-            | Expr::IsNotNull(inner)
             | Expr::IsUnknown(inner)
-            | Expr::IsNotUnknown(inner)
-            | Expr::UnaryOp { expr: inner, .. }
-            | Expr::Nested(inner)
-            | Expr::Collate { expr: inner, .. }
-            | Expr::IsNormalized { expr: inner, .. } => self.walk_expr(inner),
+            | Expr::IsNotUnknown(inner) => self.walk_expr_as(inner, OPERATOR),
+            Expr::UnaryOp { op, expr: inner } => {
+                let context = match op {
+                    UnaryOperator::Not => CONDITION,
+                    _ => OPERATOR,
+                };
+                self.walk_expr_as(inner, context);
+            }
+            Expr::Collate { expr: inner, .. } => {
+                self.walk_expr_as(inner, Context::Computed("a collation"))
+            }
+            Expr::IsNormalized { expr: inner, .. } => self.walk_expr_as(inner, FUNCTION_CALL),
             Expr::AtTimeZone {
                 timestamp,
                 time_zone,
             } => {
-                self.walk_expr(timestamp);
-                self.walk_expr(time_zone);
+                self.walk_expr_as(timestamp, OPERATOR);
+                self.walk_expr_as(time_zone, OPERATOR);
             }
-            Expr::IsDistinctFrom(left, right) | Expr::IsNotDistinctFrom(left, right) => {
-                self.comparison(left, right)
+            Expr::IsDistinctFrom(left, right) => self.comparison(left, right, CompareOp::Distinct),
+            Expr::IsNotDistinctFrom(left, right) => {
+                self.comparison(left, right, CompareOp::NotDistinct)
             }
-            Expr::BinaryOp { left, op, right } => {
-                if is_comparison(op) {
-                    self.comparison(left, right);
-                } else {
-                    self.walk_expr(left);
-                    self.walk_expr(right);
-                }
-            }
+            Expr::BinaryOp { left, op, right } => self.binary_op(left, op, right),
             Expr::Like {
                 any, expr, pattern, ..
             }
             | Expr::ILike {
                 any, expr, pattern, ..
             } => {
-                if *any {
-                    self.walk_expr(expr);
-                    self.walk_expr(pattern);
-                } else {
-                    self.comparison(expr, pattern);
+                self.walk_expr_as(expr, LIKE);
+                self.walk_expr_as(pattern, LIKE);
+                if !*any {
+                    self.compare(expr, pattern, CompareOp::Other);
                 }
             }
             Expr::SimilarTo { expr, pattern, .. } | Expr::RLike { expr, pattern, .. } => {
-                self.walk_expr(expr);
-                self.walk_expr(pattern);
+                self.walk_expr_as(expr, LIKE);
+                self.walk_expr_as(pattern, LIKE);
             }
             Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. } => {
-                self.walk_expr(left);
-                self.walk_expr(right);
+                self.walk_expr_as(left, OPERATOR);
+                self.walk_expr_as(right, OPERATOR);
             }
-            Expr::InList { expr, list, .. } => self.in_list(expr, list),
-            Expr::InSubquery { expr, subquery, .. } => {
-                self.walk_expr(expr);
-                self.walk_query(subquery);
-            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => self.in_list(expr, list, *negated),
+            Expr::InSubquery { expr, subquery, .. } => self.in_subquery(expr, subquery),
             Expr::InUnnest {
                 expr, array_expr, ..
             } => {
-                self.walk_expr(expr);
-                self.walk_expr(array_expr);
+                self.walk_expr_as(expr, OPERATOR);
+                self.walk_expr_as(array_expr, OPERATOR);
             }
             Expr::Between {
                 expr, low, high, ..
             } => self.between(expr, low, high),
-            Expr::Cast { expr, .. } => self.walk_expr(expr),
+            Expr::Cast { expr, .. } => self.walk_expr_as(expr, Context::Computed("a cast")),
             Expr::Convert { expr, styles, .. } => {
                 self.builtin("convert");
-                self.walk_expr(expr);
+                self.walk_expr_as(expr, FUNCTION_CALL);
                 self.walk_exprs(styles);
             }
             Expr::Extract { expr, .. } => {
                 // date_part on timestamptz depends on the TimeZone setting: stable.
                 self.builtin("extract");
-                self.walk_expr(expr);
+                self.walk_expr_as(expr, FUNCTION_CALL);
             }
             Expr::Ceil { expr, .. } => {
                 self.builtin("ceil");
-                self.walk_expr(expr);
+                self.walk_expr_as(expr, FUNCTION_CALL);
             }
             Expr::Floor { expr, .. } => {
                 self.builtin("floor");
-                self.walk_expr(expr);
+                self.walk_expr_as(expr, FUNCTION_CALL);
             }
             Expr::Position { expr, r#in } => {
                 self.builtin("position");
-                self.walk_expr(expr);
-                self.walk_expr(r#in);
+                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(r#in, FUNCTION_CALL);
             }
             Expr::Substring {
                 expr,
@@ -320,9 +353,9 @@ impl Walker<'_> {
                 ..
             } => {
                 self.builtin("substring");
-                self.walk_expr(expr);
+                self.walk_expr_as(expr, FUNCTION_CALL);
                 for part in [substring_from, substring_for].into_iter().flatten() {
-                    self.walk_expr(part);
+                    self.walk_expr_as(part, FUNCTION_CALL);
                 }
             }
             Expr::Trim {
@@ -332,12 +365,12 @@ impl Walker<'_> {
                 ..
             } => {
                 self.builtin("trim");
-                self.walk_expr(expr);
+                self.walk_expr_as(expr, FUNCTION_CALL);
                 if let Some(what) = trim_what {
-                    self.walk_expr(what);
+                    self.walk_expr_as(what, FUNCTION_CALL);
                 }
-                if let Some(characters) = trim_characters {
-                    self.walk_exprs(characters);
+                for characters in trim_characters.iter().flatten() {
+                    self.walk_expr_as(characters, FUNCTION_CALL);
                 }
             }
             Expr::Overlay {
@@ -347,11 +380,11 @@ impl Walker<'_> {
                 overlay_for,
             } => {
                 self.builtin("overlay");
-                self.walk_expr(expr);
-                self.walk_expr(overlay_what);
-                self.walk_expr(overlay_from);
+                self.walk_expr_as(expr, FUNCTION_CALL);
+                self.walk_expr_as(overlay_what, FUNCTION_CALL);
+                self.walk_expr_as(overlay_from, FUNCTION_CALL);
                 if let Some(overlay_for) = overlay_for {
-                    self.walk_expr(overlay_for);
+                    self.walk_expr_as(overlay_for, FUNCTION_CALL);
                 }
             }
             Expr::Value(_) | Expr::TypedString(_) => {}
@@ -363,16 +396,36 @@ impl Walker<'_> {
                 else_result,
                 ..
             } => self.case(operand.as_deref(), conditions, else_result.as_deref()),
-            Expr::Exists { subquery, .. } | Expr::Subquery(subquery) => {
+            Expr::Exists { subquery, .. } => {
                 self.walk_query(subquery);
             }
-            Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
-                for set in sets {
-                    self.walk_exprs(set);
+            Expr::Subquery(subquery) => {
+                // A scalar subquery is its result column's value.
+                let body = self.walk_query(subquery);
+                for out in &body.outputs {
+                    self.add_carries(&out.sources, &context);
                 }
             }
-            Expr::Tuple(exprs) => self.walk_exprs(exprs),
-            Expr::Array(array) => self.walk_exprs(&array.elem),
+            Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
+                for expr in sets.iter().flatten() {
+                    self.walk_expr_as(expr, Context::Grouped);
+                }
+            }
+            Expr::Tuple(exprs) => {
+                // `GROUP BY (a, b)` groups by a and b; elsewhere a row is built.
+                let context = match context {
+                    Context::Grouped => Context::Grouped,
+                    _ => Context::Computed("a row constructor"),
+                };
+                for expr in exprs {
+                    self.walk_expr_as(expr, context.clone());
+                }
+            }
+            Expr::Array(array) => {
+                for expr in &array.elem {
+                    self.walk_expr_as(expr, Context::Computed("an array constructor"));
+                }
+            }
             Expr::Interval(interval) => self.walk_expr(&interval.value),
             Expr::Named { expr, .. } | Expr::OuterJoin(expr) | Expr::Prior(expr) => {
                 self.not_understood();
@@ -399,7 +452,7 @@ impl Walker<'_> {
                 self.not_understood();
                 for column in columns {
                     let parts = fold_parts(column).unwrap_or_default();
-                    self.column(&parts);
+                    self.column(&parts, &EXPRESSION);
                 }
             }
             Expr::Lambda(lambda) => {
@@ -411,15 +464,51 @@ impl Walker<'_> {
                 self.walk_expr(&member.value);
                 self.walk_expr(&member.array);
             }
-            Expr::Wildcard(_) => self.whole_scope(),
-            Expr::QualifiedWildcard(name, _) => self.qualified_star(name, None),
+            Expr::Wildcard(_) => self.whole_scope(&context),
+            Expr::QualifiedWildcard(name, _) => self.qualified_star(name, None, context),
         }
+    }
+
+    #[inline(never)]
+    fn binary_op(&mut self, left: &Expr, op: &BinaryOperator, right: &Expr) {
+        let context = match op {
+            BinaryOperator::Eq => return self.comparison(left, right, CompareOp::Eq),
+            BinaryOperator::NotEq => return self.comparison(left, right, CompareOp::NotEq),
+            BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq => {
+                self.walk_expr_as(left, RANGE);
+                self.walk_expr_as(right, RANGE);
+                self.compare(left, right, CompareOp::Other);
+                return;
+            }
+            BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor => CONDITION,
+            BinaryOperator::PGRegexMatch
+            | BinaryOperator::PGRegexIMatch
+            | BinaryOperator::PGRegexNotMatch
+            | BinaryOperator::PGRegexNotIMatch
+            | BinaryOperator::PGLikeMatch
+            | BinaryOperator::PGILikeMatch
+            | BinaryOperator::PGNotLikeMatch
+            | BinaryOperator::PGNotILikeMatch
+            | BinaryOperator::PGStartsWith
+            | BinaryOperator::Regexp => LIKE,
+            _ => OPERATOR,
+        };
+        self.walk_expr_as(left, context.clone());
+        self.walk_expr_as(right, context);
     }
 
     /// `(t).c`, `(t.c).f`, `c[1]`: leading field names after a plain name extend it as
     /// name parts (so `(t).c` is column c of t); subscripts are walked.
     #[inline(never)]
-    fn field_access(&mut self, root: &Expr, chain: &[sqlparser::ast::AccessExpr]) {
+    fn field_access(
+        &mut self,
+        root: &Expr,
+        chain: &[sqlparser::ast::AccessExpr],
+        context: Context,
+    ) {
         use sqlparser::ast::AccessExpr;
         let mut base = root;
         while let Expr::Nested(inner) = base {
@@ -437,9 +526,11 @@ impl Walker<'_> {
                 rest = tail;
             }
         }
+        // A subscript or a field of something else computes on the value.
+        let context = if rest.is_empty() { context } else { OPERATOR };
         match parts {
-            Some(parts) => self.column(&parts),
-            None => self.walk_expr(root),
+            Some(parts) => self.column(&parts, &context),
+            None => self.walk_expr_as(root, OPERATOR),
         }
         for access in rest {
             match access {
@@ -459,29 +550,169 @@ impl Walker<'_> {
         }
     }
 
+    /// One side of an equality: a plain column reference is resolved (its uses recorded)
+    /// but its context is left to the caller; anything else is walked.
+    fn operand(&mut self, expr: &Expr) -> Operand {
+        if let Some(parts) = column_parts(expr) {
+            let carries = self.reference(&parts);
+            return if carries.is_empty() {
+                Operand::Other
+            } else {
+                Operand::Columns(carries)
+            };
+        }
+        if let Expr::Subquery(query) = strip_nested(expr) {
+            let body = self.walk_query(query);
+            return match body.outputs.as_slice() {
+                [only] if !only.sources.is_empty() => Operand::Columns(only.sources.clone()),
+                _ => Operand::Other,
+            };
+        }
+        self.walk_expr(expr);
+        // A value under COLLATE changes how the column compares: not a plain equality.
+        if value_source(expr).is_some() && !has_collate(expr) {
+            Operand::Value
+        } else {
+            Operand::Other
+        }
+    }
+
+    /// Contexts of two compared operands: Equality for a column compared with a value,
+    /// EqualsColumn for two columns, Computed for a column compared with anything else.
+    fn pair(&mut self, left: &Operand, right: &Operand) {
+        match (left, right) {
+            (Operand::Columns(columns), Operand::Value)
+            | (Operand::Value, Operand::Columns(columns)) => {
+                self.add_carries(columns, &Context::Equality)
+            }
+            (Operand::Columns(left), Operand::Columns(right)) => {
+                self.equate(left, right, COMPARED_WITH_EXPRESSION)
+            }
+            (Operand::Columns(columns), Operand::Other)
+            | (Operand::Other, Operand::Columns(columns)) => {
+                self.add_carries(columns, &Context::Computed(COMPARED_WITH_EXPRESSION))
+            }
+            _ => {}
+        }
+    }
+
+    /// Two sets of columns compared for equality: each gets EqualsColumn naming each of the
+    /// other's; with nothing on one side, or a lossy column, Computed(`otherwise`).
+    pub(super) fn equate(&mut self, left: &[Carry], right: &[Carry], otherwise: &'static str) {
+        if left.is_empty() || right.is_empty() {
+            for carry in left.iter().chain(right) {
+                self.add_carries(slice::from_ref(carry), &Context::Computed(otherwise));
+            }
+            return;
+        }
+        for one in left {
+            for other in right {
+                for (this, that) in [(one, other), (other, one)] {
+                    let context = match (this.lossy, that.lossy) {
+                        (Some(why), _) => Context::Computed(why),
+                        (None, Some(_)) => Context::Computed(otherwise),
+                        (None, None) => Context::EqualsColumn(that.column.clone()),
+                    };
+                    self.add_context(this.column.clone(), context);
+                }
+            }
+        }
+    }
+
+    /// `=`, `<>`, IS [NOT] DISTINCT FROM (row constructors pairwise).
     #[inline(never)]
-    fn comparison(&mut self, left: &Expr, right: &Expr) {
-        self.walk_expr(left);
-        self.walk_expr(right);
-        self.compare(left, right);
+    fn comparison(&mut self, left: &Expr, right: &Expr, op: CompareOp) {
+        if let (Expr::Tuple(lefts), Expr::Tuple(rights)) = (strip_nested(left), strip_nested(right))
+        {
+            if lefts.len() == rights.len() {
+                for (left, right) in lefts.iter().zip(rights) {
+                    self.comparison(left, right, op);
+                }
+                return;
+            }
+        }
+        let left_operand = self.operand(left);
+        let right_operand = self.operand(right);
+        self.pair(&left_operand, &right_operand);
+        self.compare(left, right, op);
+    }
+
+    /// The operands of a row constructor, or the expression as one operand.
+    fn operands(&mut self, expr: &Expr) -> Vec<Operand> {
+        match strip_nested(expr) {
+            Expr::Tuple(items) => items.iter().map(|item| self.operand(item)).collect(),
+            _ => vec![self.operand(expr)],
+        }
     }
 
     #[inline(never)]
-    fn in_list(&mut self, expr: &Expr, list: &[Expr]) {
-        self.walk_expr(expr);
+    fn in_list(&mut self, expr: &Expr, list: &[Expr], negated: bool) {
+        let op = if negated {
+            CompareOp::NotIn
+        } else {
+            CompareOp::In
+        };
+        let lefts = self.operands(expr);
         for item in list {
-            self.walk_expr(item);
-            self.compare(expr, item);
+            let rights = match strip_nested(item) {
+                Expr::Tuple(items) if lefts.len() > 1 => {
+                    items.iter().map(|item| self.operand(item)).collect()
+                }
+                _ if lefts.len() > 1 => {
+                    self.walk_expr(item);
+                    Vec::new()
+                }
+                _ => vec![self.operand(item)],
+            };
+            if rights.len() == lefts.len() {
+                for (left, right) in lefts.iter().zip(&rights) {
+                    self.pair(left, right);
+                }
+            } else {
+                for left in &lefts {
+                    self.pair(left, &Operand::Other);
+                }
+            }
+            self.compare(expr, item, op);
+        }
+        if list.is_empty() {
+            for left in &lefts {
+                self.pair(left, &Operand::Other);
+            }
+        }
+    }
+
+    /// `x IN (SELECT y ...)`: x compared with the subquery's result columns.
+    #[inline(never)]
+    fn in_subquery(&mut self, expr: &Expr, subquery: &Query) {
+        let lefts = self.operands(expr);
+        let body = self.walk_query(subquery);
+        let rights: Vec<Operand> = body
+            .outputs
+            .iter()
+            .map(|out| match out.sources.is_empty() {
+                true => Operand::Other,
+                false => Operand::Columns(out.sources.clone()),
+            })
+            .collect();
+        if rights.len() == lefts.len() {
+            for (left, right) in lefts.iter().zip(&rights) {
+                self.pair(left, right);
+            }
+        } else {
+            for left in &lefts {
+                self.pair(left, &Operand::Other);
+            }
         }
     }
 
     #[inline(never)]
     fn between(&mut self, expr: &Expr, low: &Expr, high: &Expr) {
-        self.walk_expr(expr);
-        self.walk_expr(low);
-        self.walk_expr(high);
-        self.compare(expr, low);
-        self.compare(expr, high);
+        self.walk_expr_as(expr, RANGE);
+        self.walk_expr_as(low, RANGE);
+        self.walk_expr_as(high, RANGE);
+        self.compare(expr, low, CompareOp::Other);
+        self.compare(expr, high, CompareOp::Other);
     }
 
     #[inline(never)]
@@ -491,33 +722,47 @@ impl Walker<'_> {
         conditions: &[sqlparser::ast::CaseWhen],
         otherwise: Option<&Expr>,
     ) {
-        if let Some(operand) = operand {
-            self.walk_expr(operand);
-        }
-        for when in conditions {
-            self.walk_expr(&when.condition);
-            self.walk_expr(&when.result);
-            // `CASE col WHEN $1 ...` compares col with $1.
-            if let Some(operand) = operand {
-                self.compare(operand, &when.condition);
+        match operand {
+            Some(operand) => {
+                // `CASE col WHEN $1 ...` compares col with $1.
+                let left = self.operand(operand);
+                for when in conditions {
+                    let right = self.operand(&when.condition);
+                    self.pair(&left, &right);
+                    self.compare(operand, &when.condition, CompareOp::CaseWhen);
+                    self.walk_expr_as(&when.result, CASE);
+                }
+                if conditions.is_empty() {
+                    self.pair(&left, &Operand::Other);
+                }
+            }
+            None => {
+                for when in conditions {
+                    self.walk_expr_as(&when.condition, CASE);
+                    self.walk_expr_as(&when.result, CASE);
+                }
             }
         }
         if let Some(otherwise) = otherwise {
-            self.walk_expr(otherwise);
+            self.walk_expr_as(otherwise, CASE);
         }
     }
 
     /// A bare `*` inside an expression reads every column of the current FROM clause.
-    fn whole_scope(&mut self) {
-        let tables = self
-            .scopes
-            .last()
-            .map(|scope| leaf_tables(&scope.items))
-            .unwrap_or_default();
+    fn whole_scope(&mut self, context: &Context) {
+        let (tables, carries) = match self.scopes.last() {
+            Some(scope) => {
+                let mut carries = Vec::new();
+                item_carries(&scope.items, &mut carries);
+                (leaf_tables(&scope.items), carries)
+            }
+            None => Default::default(),
+        };
         for table in tables {
             self.info
                 .use_column(ColumnRef::All { table }, Action::Select);
         }
+        self.add_carries(&carries, context);
     }
 
     #[inline(never)]
@@ -527,31 +772,55 @@ impl Walker<'_> {
             self.not_understood();
         }
         let counts = last_name(&function.name).is_some_and(|name| name == "count");
-        self.function_arguments(&function.parameters, counts);
-        self.function_arguments(&function.args, counts);
+        let builtin_count = match fold_parts(&function.name).as_deref() {
+            Some([name]) => name == "count",
+            Some([schema, name]) => schema == "pg_catalog" && name == "count",
+            _ => false,
+        };
+        // count(col) only tests for NULL, count(DISTINCT col) also groups.
+        let context = match &function.args {
+            FunctionArguments::List(list) if builtin_count => match list.duplicate_treatment {
+                Some(DuplicateTreatment::Distinct) => Context::Grouped,
+                _ => Context::NullTest,
+            },
+            _ => FUNCTION_CALL,
+        };
+        self.function_arguments(&function.parameters, false, FUNCTION_CALL);
+        self.function_arguments(&function.args, counts, context);
         if let Some(filter) = &function.filter {
-            self.walk_expr(filter);
+            self.walk_expr_as(filter, CONDITION);
         }
         match &function.over {
             Some(WindowType::WindowSpec(spec)) => self.walk_window(spec),
             Some(WindowType::NamedWindow(_)) | None => {}
         }
-        self.walk_order_by_exprs(&function.within_group);
+        self.walk_order_by_exprs(&function.within_group, &[]);
     }
 
-    fn function_arguments(&mut self, arguments: &FunctionArguments, counts: bool) {
+    fn function_arguments(
+        &mut self,
+        arguments: &FunctionArguments,
+        counts: bool,
+        context: Context,
+    ) {
         match arguments {
             FunctionArguments::None => {}
             FunctionArguments::Subquery(query) => {
-                self.walk_query(query);
+                // ARRAY(SELECT ...): the function's input is the result column.
+                let body = self.walk_query(query);
+                for out in &body.outputs {
+                    self.add_carries(&out.sources, &FUNCTION_CALL);
+                }
             }
             FunctionArguments::List(list) => {
                 for arg in &list.args {
-                    self.function_arg(arg, counts);
+                    self.function_arg(arg, counts, context.clone());
                 }
                 for clause in &list.clauses {
                     match clause {
-                        FunctionArgumentClause::OrderBy(exprs) => self.walk_order_by_exprs(exprs),
+                        FunctionArgumentClause::OrderBy(exprs) => {
+                            self.walk_order_by_exprs(exprs, &[])
+                        }
                         FunctionArgumentClause::Limit(expr) => self.walk_expr(expr),
                         FunctionArgumentClause::Having(bound) => self.walk_expr(&bound.1),
                         FunctionArgumentClause::OnOverflow(overflow) => {
@@ -574,8 +843,9 @@ impl Walker<'_> {
         }
     }
 
-    /// One argument; `counts` when the function is count, whose `*` reads no column.
-    pub(super) fn function_arg(&mut self, arg: &FunctionArg, counts: bool) {
+    /// One argument in place `context`; `counts` when the function is count, whose `*`
+    /// reads no column.
+    pub(super) fn function_arg(&mut self, arg: &FunctionArg, counts: bool, context: Context) {
         let arg = match arg {
             FunctionArg::Named { arg, .. } | FunctionArg::Unnamed(arg) => arg,
             FunctionArg::ExprNamed { name, arg, .. } => {
@@ -587,19 +857,21 @@ impl Walker<'_> {
             }
         };
         match arg {
-            FunctionArgExpr::Expr(expr) => self.walk_expr(expr),
-            FunctionArgExpr::QualifiedWildcard(name) => self.qualified_star(name, None),
+            FunctionArgExpr::Expr(expr) => self.walk_expr_as(expr, context),
+            FunctionArgExpr::QualifiedWildcard(name) => self.qualified_star(name, None, context),
             FunctionArgExpr::Wildcard => {
                 if !counts {
-                    self.whole_scope();
+                    self.whole_scope(&context);
                 }
             }
         }
     }
 
     pub(super) fn walk_window(&mut self, spec: &WindowSpec) {
-        self.walk_exprs(&spec.partition_by);
-        self.walk_order_by_exprs(&spec.order_by);
+        for expr in &spec.partition_by {
+            self.walk_expr_as(expr, Context::Grouped);
+        }
+        self.walk_order_by_exprs(&spec.order_by, &[]);
         if let Some(frame) = &spec.window_frame {
             for bound in std::iter::once(&frame.start_bound).chain(&frame.end_bound) {
                 if let WindowFrameBound::Preceding(Some(expr))
@@ -644,11 +916,20 @@ impl Walker<'_> {
 
     // ----- columns and values -----
 
-    /// Records the column uses a column reference implies.
-    pub(super) fn column(&mut self, parts: &[String]) {
-        for column in self.resolve(parts).uses {
+    /// An occurrence of a column reference in place `context`: records its uses and its
+    /// context.
+    pub(super) fn column(&mut self, parts: &[String], context: &Context) {
+        let carries = self.reference(parts);
+        self.add_carries(&carries, context);
+    }
+
+    /// Resolves a column reference and records its uses; returns what it carries.
+    pub(super) fn reference(&mut self, parts: &[String]) -> Vec<Carry> {
+        let resolved = self.resolve(parts);
+        for column in resolved.uses {
             self.info.use_column(column, Action::Select);
         }
+        resolved.carries
     }
 
     fn visible_scopes(&self) -> impl Iterator<Item = &Scope> {
@@ -663,6 +944,7 @@ impl Walker<'_> {
             return Resolved {
                 uses: Vec::new(),
                 output: Output::Expr,
+                carries: Vec::new(),
             };
         };
         if rest.is_empty() {
@@ -689,13 +971,13 @@ impl Walker<'_> {
                 candidates.scopes.push(tables);
                 let mut resolved = conclude(candidates, column);
                 if length + 1 < parts.len() {
-                    resolved.output = Output::Expr;
+                    resolved.field();
                 }
                 return resolved;
             }
         }
         let mut resolved = self.resolve_unqualified(first);
-        resolved.output = Output::Expr;
+        resolved.field();
         resolved
     }
 
@@ -704,6 +986,7 @@ impl Walker<'_> {
     fn resolve_unqualified(&self, name: &str) -> Resolved {
         let mut candidates = Candidates::default();
         let mut whole_rows = Vec::new();
+        let mut row_carries = Vec::new();
         let qualifier = [name.to_owned()];
         for scope in self.visible_scopes() {
             let mut tables = Vec::new();
@@ -713,6 +996,7 @@ impl Walker<'_> {
                 for table in leaf_tables(slice::from_ref(item)) {
                     whole_rows.push(ColumnRef::All { table });
                 }
+                item_carries(slice::from_ref(item), &mut row_carries);
             }
             // A subquery of this scope that lists the name resolves it here: PostgreSQL
             // looks no further out.
@@ -724,6 +1008,12 @@ impl Walker<'_> {
         if !whole_rows.is_empty() {
             resolved.uses.extend(whole_rows);
             resolved.output = Output::Expr;
+        }
+        for carry in row_carries {
+            add_carry(
+                &mut resolved.carries,
+                Carry::lossy(carry.column, "a whole-row reference"),
+            );
         }
         resolved
     }
@@ -741,44 +1031,60 @@ impl Walker<'_> {
         }
     }
 
-    /// The column a value compared with `expr` is meant for, seeing through casts.
-    fn value_column(&self, expr: &Expr) -> Option<ColumnRef> {
+    /// What a select-list item carries: the columns of a plain column reference, else nothing
+    /// (a computed value's columns got their own contexts).
+    pub(super) fn sources_of(&self, expr: &Expr) -> Vec<Carry> {
+        match column_parts(expr) {
+            Some(parts) => self.resolve(&parts).carries,
+            None => Vec::new(),
+        }
+    }
+
+    /// The columns a value compared with `expr` is meant for, seeing through casts: where
+    /// its value comes from, else its first column use; plus every other stored column it may
+    /// be (a result column of a set operation in a subquery is either branch's).
+    fn value_columns(&self, expr: &Expr) -> Vec<ColumnRef> {
         let parts: Vec<String> = match strip_value(expr) {
-            Expr::Identifier(ident) if is_value_function(ident) => return None,
+            Expr::Identifier(ident) if is_value_function(ident) => return Vec::new(),
             Expr::Identifier(ident) => vec![fold(ident)],
             Expr::CompoundIdentifier(idents) => idents.iter().map(fold).collect(),
-            _ => return None,
+            _ => return Vec::new(),
         };
         let resolved = self.resolve(&parts);
-        match resolved.output {
+        let main = match resolved.output {
             Output::Column(column) if !matches!(column, ColumnRef::All { .. }) => Some(column),
             _ => resolved
                 .uses
                 .into_iter()
                 .find(|column| !matches!(column, ColumnRef::All { .. })),
+        };
+        let mut columns: Vec<ColumnRef> = main.into_iter().collect();
+        for carry in resolved.carries {
+            let exact = carry.lossy.is_none() && !matches!(carry.column, ColumnRef::All { .. });
+            if exact && !columns.contains(&carry.column) {
+                columns.push(carry.column);
+            }
         }
+        columns
     }
 
-    /// `column <op> value` or `value <op> column` (row constructors pairwise).
-    fn compare(&mut self, left: &Expr, right: &Expr) {
+    /// `column <op> value` or `value <op> column` (row constructors pairwise): the value target.
+    fn compare(&mut self, left: &Expr, right: &Expr, op: CompareOp) {
         if let (Expr::Tuple(lefts), Expr::Tuple(rights)) = (strip_value(left), strip_value(right)) {
             if lefts.len() == rights.len() {
                 for (left, right) in lefts.iter().zip(rights) {
-                    self.compare(left, right);
+                    self.compare(left, right, op);
                 }
             }
             return;
         }
-        let target = match (value_source(left), value_source(right)) {
-            (None, Some(value)) => self.value_column(left).map(|column| (value, column, false)),
-            (Some(value), None) => self.value_column(right).map(|column| (value, column, true)),
-            _ => None,
+        let (value, columns, value_first) = match (value_source(left), value_source(right)) {
+            (None, Some(value)) => (value, self.value_columns(left), false),
+            (Some(value), None) => (value, self.value_columns(right), true),
+            _ => return,
         };
-        if let Some((value, column, value_first)) = target {
-            let usage = ValueUse::Compared {
-                op: CompareOp::Other,
-                value_first,
-            };
+        for column in columns {
+            let usage = ValueUse::Compared { op, value_first };
             self.add_value(value, column, usage);
         }
     }
@@ -793,8 +1099,18 @@ impl Walker<'_> {
             column,
             usage,
         };
-        if !self.info.values.contains(&target) {
+        if self.seen_values.insert(target.clone()) {
             self.info.values.push(target);
+        }
+    }
+}
+
+impl Resolved {
+    /// The reference names a field of the column (`(t.c).f`): computed on its value.
+    fn field(&mut self) {
+        self.output = Output::Expr;
+        for carry in &mut self.carries {
+            carry.lossy.get_or_insert("a field access");
         }
     }
 }
@@ -804,17 +1120,38 @@ fn is_value_function(ident: &Ident) -> bool {
         && VALUE_FUNCTIONS.contains(&ident.value.to_ascii_lowercase().as_str())
 }
 
-fn is_comparison(op: &sqlparser::ast::BinaryOperator) -> bool {
-    use sqlparser::ast::BinaryOperator;
-    matches!(
-        op,
-        BinaryOperator::Eq
-            | BinaryOperator::NotEq
-            | BinaryOperator::Lt
-            | BinaryOperator::LtEq
-            | BinaryOperator::Gt
-            | BinaryOperator::GtEq
-    )
+/// The folded name parts of a plain column reference (under parentheses), else None.
+pub(super) fn column_parts(expr: &Expr) -> Option<Vec<String>> {
+    match strip_nested(expr) {
+        Expr::Identifier(ident)
+            if is_value_function(ident)
+                || (ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default")) =>
+        {
+            None
+        }
+        Expr::Identifier(ident) => Some(vec![fold(ident)]),
+        Expr::CompoundIdentifier(idents) => Some(idents.iter().map(fold).collect()),
+        _ => None,
+    }
+}
+
+/// Whether a COLLATE applies to the expression under parentheses and casts.
+fn has_collate(mut expr: &Expr) -> bool {
+    loop {
+        match expr {
+            Expr::Collate { .. } => return true,
+            Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => expr = inner,
+            _ => return false,
+        }
+    }
+}
+
+/// The expression under parentheses.
+pub(super) fn strip_nested(mut expr: &Expr) -> &Expr {
+    while let Expr::Nested(inner) = expr {
+        expr = inner;
+    }
+    expr
 }
 
 /// The expression under parentheses, casts and COLLATE.
@@ -848,5 +1185,16 @@ pub(super) fn value_source(expr: &Expr) -> Option<ValueSource> {
             line: value.span.start.line,
             column: value.span.start.column,
         }),
+    }
+}
+
+/// What a whole item assigns when it is a constant: `$n`, a literal or NULL (casts allowed).
+pub(super) fn constant(expr: &Expr) -> Option<Assigned> {
+    if let Some(value) = value_source(expr) {
+        return Some(Assigned::Value(value));
+    }
+    match strip_value(expr) {
+        Expr::Value(value) if value.value == Value::Null => Some(Assigned::Null),
+        _ => None,
     }
 }

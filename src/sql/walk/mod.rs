@@ -8,8 +8,9 @@
 //! under-reporting is a policy bypass).
 //!
 //! Decisions worth knowing:
-//! - `EXCLUDED.c` in ON CONFLICT records nothing: it is the row being inserted, whose columns
-//!   the INSERT already records.
+//! - `EXCLUDED.c` in ON CONFLICT records no column use: it is the row being inserted, whose
+//!   columns the INSERT already records. Its contexts are those of the target's column c (the
+//!   value being written into it).
 //! - INSERT without a column list records `All` for the target and no value targets (the k-th
 //!   column's name needs the catalog).
 //! - A statement that modifies data inside a query (`WITH d AS (DELETE ...) SELECT ...`) gets
@@ -23,10 +24,25 @@
 //!   modelled), and a table function under `*` counts as one column per alias column (or one).
 //! - `$n` compared with `= ANY(...)` is an array, not a column value: no value target.
 //! - Functions are listed once each; special syntax (EXTRACT, SUBSTRING, ...) counts as a call.
+//!
+//! Column contexts (for column encryption): each expression is walked with the context of its
+//! place (`walk_expr_as`); a column reference takes it, parentheses pass it on, and every
+//! sub-expression gets its own place's context, `Computed` unless a rule names another (see
+//! [`Context`](super::analysis::Context)). Equality-like comparisons resolve both operands
+//! first and then record both sides at once (Equality, EqualsColumn or Computed). A reference
+//! is an occurrence of the stored columns it may be: a result column of a subquery, CTE or set
+//! operation carries the columns it comes from (`OutCol::sources`), and a reference through
+//! which the value cannot be followed exactly (a field, a whole row, a column alias list) is
+//! Computed whatever its place (`Carry::lossy`).
+
+use std::collections::HashSet;
 
 use sqlparser::ast::{DeclareType, Ident, ObjectName, ObjectNamePart, SetExpr, Statement};
 
-use super::analysis::{Action, ColumnRef, Kind, Output, RelName, StatementInfo};
+use super::analysis::{
+    Action, Assigned, Assignment, ColumnContext, ColumnRef, Context, Kind, Output, RelName,
+    StatementInfo, ValueTarget,
+};
 use super::classify::WriteFunctions;
 
 mod ddl;
@@ -44,6 +60,9 @@ pub(crate) fn describe(statement: &Statement, functions: &WriteFunctions) -> Sta
         modifies: None,
         select_into: false,
         cte_pending: false,
+        seen_contexts: HashSet::new(),
+        seen_assignments: HashSet::new(),
+        seen_values: HashSet::new(),
     };
     walker.statement(statement);
     walker.info
@@ -55,6 +74,11 @@ pub(crate) fn describe(statement: &Statement, functions: &WriteFunctions) -> Sta
 struct OutCol {
     name: Option<String>,
     output: Output,
+    /// The columns whose stored value it may be as it is (several after a set operation):
+    /// a reference to it from an enclosing query is an occurrence of these (contexts).
+    sources: Vec<Carry>,
+    /// `$n`, a literal or NULL as the whole item (what INSERT ... SELECT assigns).
+    constant: Option<Assigned>,
 }
 
 impl OutCol {
@@ -62,7 +86,62 @@ impl OutCol {
         OutCol {
             name: None,
             output: Output::Expr,
+            sources: Vec::new(),
+            constant: None,
         }
+    }
+
+    /// A `*` column of one table.
+    fn all(table: usize) -> OutCol {
+        let all = ColumnRef::All { table };
+        OutCol {
+            name: None,
+            output: Output::Column(all.clone()),
+            sources: vec![Carry::exact(all)],
+            constant: None,
+        }
+    }
+}
+
+/// A column whose stored value an expression (a column reference, a result column of a
+/// subquery) is, for column contexts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Carry {
+    column: ColumnRef,
+    /// Set when the value is not the column's as it is, or cannot be told apart from its
+    /// table's other columns (a field of it, a whole row, a column alias list): every
+    /// occurrence is then `Computed` with this text, whatever its place.
+    lossy: Option<&'static str>,
+}
+
+impl Carry {
+    fn exact(column: ColumnRef) -> Carry {
+        Carry {
+            column,
+            lossy: None,
+        }
+    }
+
+    fn lossy(column: ColumnRef, why: &'static str) -> Carry {
+        Carry {
+            column,
+            lossy: Some(why),
+        }
+    }
+
+    /// The context of an occurrence in place `context`.
+    fn context(&self, context: &Context) -> Context {
+        match self.lossy {
+            Some(why) => Context::Computed(why),
+            None => context.clone(),
+        }
+    }
+}
+
+/// Adds `carry` to `carries` unless it is there.
+fn add_carry(carries: &mut Vec<Carry>, carry: Carry) {
+    if !carries.contains(&carry) {
+        carries.push(carry);
     }
 }
 
@@ -87,8 +166,8 @@ enum Source {
     Function { width: usize },
     /// An aliased join `(a JOIN b) AS j`, which hides the names of its members.
     Join(Vec<Item>),
-    /// The EXCLUDED row of ON CONFLICT: the values being inserted.
-    Excluded,
+    /// The EXCLUDED row of ON CONFLICT: the values being inserted into table `table`.
+    Excluded { table: usize },
 }
 
 /// A FROM item visible to column references.
@@ -171,15 +250,22 @@ struct Resolved {
     uses: Vec<ColumnRef>,
     /// Where its value comes from.
     output: Output,
+    /// The stored columns it may be (contexts): its own columns, those of the subqueries
+    /// that may define it, the target column an EXCLUDED column is being written to.
+    carries: Vec<Carry>,
 }
 
 /// The sources a column name may come from, gathered scope by scope.
 #[derive(Default)]
 struct Candidates<'s> {
     scopes: Vec<Vec<usize>>,
-    renamed: bool,
+    /// Candidate tables with a column alias list.
+    renamed: Vec<usize>,
     derived: Vec<&'s Body>,
+    /// Table functions and EXCLUDED rows.
     opaque: bool,
+    /// Tables whose EXCLUDED row is a candidate.
+    excluded: Vec<usize>,
 }
 
 struct Walker<'a> {
@@ -194,6 +280,11 @@ struct Walker<'a> {
     select_into: bool,
     /// A CTE was referenced before its body was walked (WITH RECURSIVE).
     cte_pending: bool,
+    /// What `info.contexts`, `info.assignments` and `info.values` hold, for deduplication
+    /// in constant time.
+    seen_contexts: HashSet<ColumnContext>,
+    seen_assignments: HashSet<Assignment>,
+    seen_values: HashSet<ValueTarget>,
 }
 
 impl Walker<'_> {
@@ -228,8 +319,13 @@ impl Walker<'_> {
                 self.set_outputs(body);
             }
             Statement::Copy {
-                source, to, target, ..
-            } => self.copy(source, *to, target),
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, *to, target, options, legacy_options),
             Statement::Truncate {
                 table_names,
                 partitions,
@@ -402,6 +498,28 @@ impl Walker<'_> {
         self.admin_rel(RelName::database());
     }
 
+    /// Records one occurrence of a column (deduplicated).
+    fn add_context(&mut self, column: ColumnRef, context: Context) {
+        let entry = ColumnContext { column, context };
+        if self.seen_contexts.insert(entry.clone()) {
+            self.info.contexts.push(entry);
+        }
+    }
+
+    /// Records an occurrence, in place `context`, of an expression that carries `carries`.
+    fn add_carries(&mut self, carries: &[Carry], context: &Context) {
+        for carry in carries {
+            self.add_context(carry.column.clone(), carry.context(context));
+        }
+    }
+
+    /// Records a value written into a column (deduplicated).
+    fn add_assignment(&mut self, assignment: Assignment) {
+        if self.seen_assignments.insert(assignment.clone()) {
+            self.info.assignments.push(assignment);
+        }
+    }
+
     fn set_outputs(&mut self, body: Body) {
         self.info.outputs = body
             .outputs
@@ -441,11 +559,40 @@ fn gather<'s>(items: &'s [Item], tables: &mut Vec<usize>, candidates: &mut Candi
                 if !tables.contains(index) {
                     tables.push(*index);
                 }
-                candidates.renamed |= *renamed;
+                if *renamed && !candidates.renamed.contains(index) {
+                    candidates.renamed.push(*index);
+                }
             }
             Source::Derived(body) => candidates.derived.push(body),
             Source::Join(inner) => gather(inner, tables, candidates),
-            Source::Function { .. } | Source::Excluded => candidates.opaque = true,
+            Source::Function { .. } => candidates.opaque = true,
+            Source::Excluded { table } => {
+                candidates.opaque = true;
+                if !candidates.excluded.contains(table) {
+                    candidates.excluded.push(*table);
+                }
+            }
+        }
+    }
+}
+
+/// Every column an item offers, as whole-row values: `t.*` of its tables, every result
+/// column of its subqueries.
+fn item_carries(items: &[Item], carries: &mut Vec<Carry>) {
+    for item in items {
+        match &item.source {
+            Source::Table { index, .. } | Source::Excluded { table: index } => {
+                add_carry(carries, Carry::exact(ColumnRef::All { table: *index }))
+            }
+            Source::Derived(body) => {
+                for out in &body.outputs {
+                    for carry in &out.sources {
+                        add_carry(carries, carry.clone());
+                    }
+                }
+            }
+            Source::Join(inner) => item_carries(inner, carries),
+            Source::Function { .. } => {}
         }
     }
 }
@@ -461,7 +608,7 @@ fn exposes(items: &[Item], name: &str) -> bool {
                     .any(|out| out.name.as_deref() == Some(name))
         }
         Source::Join(inner) => exposes(inner, name),
-        Source::Table { .. } | Source::Function { .. } | Source::Excluded => false,
+        Source::Table { .. } | Source::Function { .. } | Source::Excluded { .. } => false,
     })
 }
 
@@ -469,16 +616,73 @@ fn exposes(items: &[Item], name: &str) -> bool {
 fn conclude(candidates: Candidates<'_>, column: &str) -> Resolved {
     let reference = column_ref(candidates.scopes, column);
     let output = match (&reference, candidates.derived.as_slice()) {
-        (Some(reference), []) if !candidates.opaque && !candidates.renamed => {
+        (Some(reference), []) if !candidates.opaque && candidates.renamed.is_empty() => {
             Output::Column(reference.clone())
         }
         (None, [body]) if !candidates.opaque => lookup(body, column),
         _ => Output::Expr,
     };
+    let mut carries = Vec::new();
+    if let Some(reference) = &reference {
+        carries.push(Carry::exact(reference.clone()));
+    }
+    for table in candidates.renamed {
+        // Which real column an alias names needs the catalog: any of them, computed.
+        add_carry(
+            &mut carries,
+            Carry::lossy(ColumnRef::All { table }, "a column alias list"),
+        );
+    }
+    for body in candidates.derived {
+        for carry in lookup_carries(body, column) {
+            add_carry(&mut carries, carry);
+        }
+    }
+    for table in candidates.excluded {
+        let name = column.to_owned();
+        add_carry(&mut carries, Carry::exact(ColumnRef::Of { table, name }));
+    }
     Resolved {
         uses: reference.into_iter().collect(),
         output,
+        carries,
     }
+}
+
+/// The stored columns the column `column` of a derived table may be: those of the result
+/// columns so named, else the column of that name of each table under a `*`. Where names
+/// no longer map (a column alias list renamed a `*`), any column of the body, computed.
+fn lookup_carries(body: &Body, column: &str) -> Vec<Carry> {
+    let mut carries = Vec::new();
+    let mut named = false;
+    for out in &body.outputs {
+        if out.name.as_deref() == Some(column) {
+            named = true;
+            for carry in &out.sources {
+                add_carry(&mut carries, carry.clone());
+            }
+        }
+    }
+    if named {
+        return carries;
+    }
+    for carry in body.outputs.iter().flat_map(|out| &out.sources) {
+        if body.renamed_star {
+            let lossy = carry.lossy.unwrap_or("a column alias list");
+            add_carry(&mut carries, Carry::lossy(carry.column.clone(), lossy));
+        } else if let ColumnRef::All { table } = carry.column {
+            let name = column.to_owned();
+            let of = ColumnRef::Of { table, name };
+            add_carry(
+                &mut carries,
+                Carry {
+                    column: of,
+                    lossy: carry.lossy,
+                },
+            );
+        }
+    }
+    carries
 }
 
 /// `Of` when the candidates are one table, `Unqualified` when several, None when none.
@@ -547,7 +751,7 @@ fn leaf_tables(items: &[Item]) -> Vec<usize> {
                     }
                 }
             }
-            Source::Derived(_) | Source::Function { .. } | Source::Excluded => {}
+            Source::Derived(_) | Source::Function { .. } | Source::Excluded { .. } => {}
         }
     }
     tables
@@ -561,7 +765,7 @@ fn scope_tables(items: &[Item]) -> Vec<usize> {
             Source::Table { index, .. } => vec![*index],
             Source::Derived(body) => body.tables.clone(),
             Source::Join(inner) => scope_tables(inner),
-            Source::Function { .. } | Source::Excluded => Vec::new(),
+            Source::Function { .. } | Source::Excluded { .. } => Vec::new(),
         };
         for table in found {
             if !tables.contains(&table) {

@@ -6,16 +6,20 @@ use sqlparser::ast::{
     LimitClause, LockClause, NamedWindowDefinition, NamedWindowExpr, ObjectName, ObjectNamePart,
     OrderBy, OrderByExpr, OrderByKind, Query, Select, SelectFlavor, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableAlias, TableFactor,
-    TableSampleKind, TableWithJoins, TopQuantity, Values, WildcardAdditionalOptions,
+    TableSampleKind, TableWithJoins, TopQuantity, Value, Values, WildcardAdditionalOptions,
     XmlTableColumnOption,
 };
 
-use crate::sql::analysis::{Action, ColumnRef, Output, RelName};
+use crate::sql::analysis::{Action, ColumnRef, Context, Output, RelName};
 
+use super::expr::{constant, strip_nested, CONDITION, ORDER_BY};
 use super::{
-    column_ref, fold, fold_parts, last_name, leaf_tables, scope_tables, Body, CteDef, Item, OutCol,
-    Scope, Source, Walker,
+    add_carry, column_ref, conclude, fold, fold_parts, gather, item_carries, last_name,
+    leaf_tables, scope_tables, Body, Candidates, Carry, CteDef, Item, OutCol, Scope, Source,
+    Walker,
 };
+
+const FUNCTION_CALL: Context = Context::Computed("a function call");
 
 impl Walker<'_> {
     // ----- queries -----
@@ -39,7 +43,7 @@ impl Walker<'_> {
                 // ORDER BY / LIMIT over a set operation name its output columns; subqueries
                 // in them are still walked.
                 self.scopes.push(Scope::default());
-                self.walk_tail(query);
+                self.walk_tail(query, &body.outputs);
                 self.scopes.pop();
                 for _ in &query.locks {
                     for table in &body.tables {
@@ -117,6 +121,20 @@ impl Walker<'_> {
                 }
                 let left = self.walk_set_expr(left);
                 let right = self.walk_set_expr(right);
+                // Only UNION ALL compares no rows: UNION, INTERSECT and EXCEPT (with or
+                // without ALL) match rows by equality.
+                let compares = !matches!(
+                    (op, set_quantifier),
+                    (
+                        SetOperator::Union,
+                        SetQuantifier::All | SetQuantifier::AllByName
+                    )
+                );
+                if compares {
+                    for out in left.outputs.iter().chain(&right.outputs) {
+                        self.add_carries(&out.sources, &Context::Grouped);
+                    }
+                }
                 merge_branches(left, right)
             }
             SetExpr::Values(values) => self.walk_values(values),
@@ -140,11 +158,9 @@ impl Walker<'_> {
                 let index = self.info.table(rel);
                 self.info
                     .use_column(ColumnRef::All { table: index }, Action::Select);
+                self.add_context(ColumnRef::All { table: index }, Context::Output);
                 Body {
-                    outputs: vec![OutCol {
-                        name: None,
-                        output: Output::Column(ColumnRef::All { table: index }),
-                    }],
+                    outputs: vec![OutCol::all(index)],
                     tables: vec![index],
                     renamed_star: false,
                 }
@@ -161,7 +177,7 @@ impl Walker<'_> {
             outputs: (1..=width)
                 .map(|position| OutCol {
                     name: Some(format!("column{position}")),
-                    output: Output::Expr,
+                    ..OutCol::expr()
                 })
                 .collect(),
             ..Body::default()
@@ -196,8 +212,20 @@ impl Walker<'_> {
         for item in &select.projection {
             self.walk_select_item(item, &mut outputs);
         }
-        if let Some(Distinct::On(exprs)) = &select.distinct {
-            self.walk_exprs(exprs);
+        match &select.distinct {
+            // Every result column is compared with the others' rows.
+            Some(Distinct::Distinct) => {
+                for out in &outputs {
+                    self.add_carries(&out.sources, &Context::Grouped);
+                }
+            }
+            Some(Distinct::On(exprs)) => {
+                for expr in exprs {
+                    self.walk_expr_as(expr, Context::Grouped);
+                    self.output_reference(expr, &outputs, &Context::Grouped);
+                }
+            }
+            None => {}
         }
         if let Some(top) = &select.top {
             if let Some(TopQuantity::Expr(expr)) = &top.quantity {
@@ -216,18 +244,21 @@ impl Walker<'_> {
         .into_iter()
         .flatten()
         {
-            self.walk_expr(expr);
+            self.walk_expr_as(expr, CONDITION);
         }
         self.walk_exprs(&select.cluster_by);
         self.walk_exprs(&select.distribute_by);
-        self.walk_order_by_exprs(&select.sort_by);
+        self.walk_order_by_exprs(&select.sort_by, &outputs);
         match &select.group_by {
             GroupByExpr::All(modifiers) => {
                 self.not_understood();
                 self.group_modifiers(modifiers);
             }
             GroupByExpr::Expressions(exprs, modifiers) => {
-                self.walk_exprs(exprs);
+                for expr in exprs {
+                    self.walk_expr_as(expr, Context::Grouped);
+                    self.output_reference(expr, &outputs, &Context::Grouped);
+                }
                 self.group_modifiers(modifiers);
             }
         }
@@ -241,7 +272,7 @@ impl Walker<'_> {
             self.walk_exprs(&connect_by.relationships);
         }
         if let Some(query) = tail {
-            self.walk_tail(query);
+            self.walk_tail(query, &outputs);
             self.lock(&query.locks);
         }
         let scope = self.scopes.pop().unwrap_or_default();
@@ -255,16 +286,18 @@ impl Walker<'_> {
     fn group_modifiers(&mut self, modifiers: &[GroupByWithModifier]) {
         for modifier in modifiers {
             match modifier {
-                GroupByWithModifier::GroupingSets(expr) => self.walk_expr(expr),
+                GroupByWithModifier::GroupingSets(expr) => {
+                    self.walk_expr_as(expr, Context::Grouped)
+                }
                 _ => self.not_understood(),
             }
         }
     }
 
-    /// ORDER BY, LIMIT, OFFSET and FETCH of a query.
-    fn walk_tail(&mut self, query: &Query) {
+    /// ORDER BY, LIMIT, OFFSET and FETCH of a query whose result columns are `outputs`.
+    fn walk_tail(&mut self, query: &Query, outputs: &[OutCol]) {
         if let Some(order_by) = &query.order_by {
-            self.walk_order_by(order_by);
+            self.walk_order_by(order_by, outputs);
         }
         match &query.limit_clause {
             Some(LimitClause::LimitOffset {
@@ -295,10 +328,10 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_order_by(&mut self, order_by: &OrderBy) {
+    fn walk_order_by(&mut self, order_by: &OrderBy, outputs: &[OutCol]) {
         match &order_by.kind {
             OrderByKind::All(_) => self.not_understood(),
-            OrderByKind::Expressions(exprs) => self.walk_order_by_exprs(exprs),
+            OrderByKind::Expressions(exprs) => self.walk_order_by_exprs(exprs, outputs),
         }
         if let Some(interpolate) = &order_by.interpolate {
             self.not_understood();
@@ -310,9 +343,11 @@ impl Walker<'_> {
         }
     }
 
-    pub(super) fn walk_order_by_exprs(&mut self, exprs: &[OrderByExpr]) {
+    /// Sort keys, which may name a result column of `outputs` by name or position.
+    pub(super) fn walk_order_by_exprs(&mut self, exprs: &[OrderByExpr], outputs: &[OutCol]) {
         for order in exprs {
-            self.walk_expr(&order.expr);
+            self.walk_expr_as(&order.expr, ORDER_BY);
+            self.output_reference(&order.expr, outputs, &ORDER_BY);
             if let Some(fill) = &order.with_fill {
                 self.not_understood();
                 for expr in [&fill.from, &fill.to, &fill.step].into_iter().flatten() {
@@ -320,6 +355,34 @@ impl Walker<'_> {
                 }
             }
         }
+    }
+
+    /// An ORDER BY, GROUP BY or DISTINCT ON item that may name a result column, by its name or
+    /// its position: an occurrence of what that column carries. (A name that is also an input
+    /// column is walked as one too: over-reporting is safe.)
+    fn output_reference(&mut self, expr: &Expr, outputs: &[OutCol], context: &Context) {
+        let mut carries = Vec::new();
+        match strip_nested(expr) {
+            Expr::Identifier(ident) => {
+                let name = fold(ident);
+                for out in outputs
+                    .iter()
+                    .filter(|out| out.name.as_ref() == Some(&name))
+                {
+                    carries.extend(out.sources.iter().cloned());
+                }
+            }
+            Expr::Value(value) => {
+                if let Value::Number(number, _) = &value.value {
+                    let position = number.parse::<usize>().ok().and_then(|n| n.checked_sub(1));
+                    if let Some(out) = position.and_then(|position| outputs.get(position)) {
+                        carries.extend(out.sources.iter().cloned());
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.add_carries(&carries, context);
     }
 
     /// FOR UPDATE / FOR SHARE [OF ...]: PostgreSQL asks for UPDATE on the locked tables.
@@ -405,7 +468,7 @@ impl Walker<'_> {
                     constraint,
                 } => {
                     self.not_understood();
-                    self.walk_expr(match_condition);
+                    self.walk_expr_as(match_condition, CONDITION);
                     Some(constraint)
                 }
                 JoinOperator::CrossApply | JoinOperator::OuterApply => {
@@ -414,7 +477,7 @@ impl Walker<'_> {
                 }
             };
             match constraint {
-                Some(JoinConstraint::On(expr)) => self.walk_expr(expr),
+                Some(JoinConstraint::On(expr)) => self.walk_expr_as(expr, CONDITION),
                 Some(JoinConstraint::Using(names)) => self.join_using(start, split, names),
                 Some(JoinConstraint::Natural) => self.natural_join(start),
                 Some(JoinConstraint::None) | None => {}
@@ -423,18 +486,33 @@ impl Walker<'_> {
     }
 
     /// `USING (c)`: c is read from each side; on a side of several tables, from one of them.
+    /// Each side's c equals the other's.
     fn join_using(&mut self, start: usize, split: usize, names: &[ObjectName]) {
         let Some(scope) = self.scopes.last() else {
             return;
         };
-        let left = leaf_tables(scope.items.get(start..split).unwrap_or_default());
-        let right = leaf_tables(scope.items.get(split..).unwrap_or_default());
+        let left_items = scope.items.get(start..split).unwrap_or_default();
+        let right_items = scope.items.get(split..).unwrap_or_default();
+        let left = leaf_tables(left_items);
+        let right = leaf_tables(right_items);
+        let mut columns = Vec::new();
         for name in names {
             let column = match name.0.as_slice() {
                 [part] => part.as_ident().map(fold),
                 _ => None,
             };
             let Some(column) = column else {
+                columns.push(None);
+                continue;
+            };
+            let carries = (
+                side_carries(left_items, &column),
+                side_carries(right_items, &column),
+            );
+            columns.push(Some((column, carries)));
+        }
+        for column in columns {
+            let Some((column, (left_carries, right_carries))) = column else {
                 self.not_understood();
                 continue;
             };
@@ -443,20 +521,27 @@ impl Walker<'_> {
                     self.info.use_column(column, Action::Select);
                 }
             }
+            self.equate(&left_carries, &right_carries, "a join");
         }
     }
 
-    /// NATURAL JOIN compares the columns both sides share: all of them, conservatively.
+    /// NATURAL JOIN compares the columns both sides share: all of them, conservatively
+    /// (which ones needs the catalog, so their contexts are Computed).
     fn natural_join(&mut self, start: usize) {
-        let tables = self
-            .scopes
-            .last()
-            .map(|scope| leaf_tables(scope.items.get(start..).unwrap_or_default()))
-            .unwrap_or_default();
+        let (tables, carries) = match self.scopes.last() {
+            Some(scope) => {
+                let items = scope.items.get(start..).unwrap_or_default();
+                let mut carries = Vec::new();
+                item_carries(items, &mut carries);
+                (leaf_tables(items), carries)
+            }
+            None => Default::default(),
+        };
         for table in tables {
             self.info
                 .use_column(ColumnRef::All { table }, Action::Select);
         }
+        self.add_carries(&carries, &Context::Computed("a join"));
     }
 
     pub(super) fn add_factor(&mut self, factor: &TableFactor) {
@@ -506,7 +591,7 @@ impl Walker<'_> {
                     }
                     self.record_function(&name);
                     for arg in &args.args {
-                        self.function_arg(arg, false);
+                        self.function_arg(arg, false, FUNCTION_CALL);
                     }
                     self.push_function_item(alias, last_name(&name), 1);
                 } else if let Some(body) = self.cte(&name) {
@@ -555,7 +640,7 @@ impl Walker<'_> {
             } => {
                 self.record_function(name);
                 for arg in args {
-                    self.function_arg(arg, false);
+                    self.function_arg(arg, false, FUNCTION_CALL);
                 }
                 self.push_function_item(alias.as_ref(), last_name(name), 1);
             }
@@ -570,7 +655,9 @@ impl Walker<'_> {
                     self.not_understood();
                 }
                 self.record_function(&ObjectName::from(vec![Ident::new("unnest")]));
-                self.walk_exprs(array_exprs);
+                for expr in array_exprs {
+                    self.walk_expr_as(expr, FUNCTION_CALL);
+                }
                 let width = array_exprs.len() + usize::from(*with_ordinality);
                 self.push_function_item(alias.as_ref(), Some("unnest".into()), width);
             }
@@ -580,7 +667,7 @@ impl Walker<'_> {
                 alias,
                 ..
             } => {
-                self.walk_expr(json_expr);
+                self.walk_expr_as(json_expr, FUNCTION_CALL);
                 self.push_function_item(alias.as_ref(), None, columns.len());
             }
             TableFactor::XmlTable {
@@ -593,9 +680,9 @@ impl Walker<'_> {
                 for namespace in namespaces {
                     self.walk_expr(&namespace.uri);
                 }
-                self.walk_expr(row_expression);
+                self.walk_expr_as(row_expression, FUNCTION_CALL);
                 for argument in &passing.arguments {
-                    self.walk_expr(&argument.expr);
+                    self.walk_expr_as(&argument.expr, FUNCTION_CALL);
                 }
                 for column in columns {
                     if let XmlTableColumnOption::NamedInfo { path, default, .. } = &column.option {
@@ -711,21 +798,17 @@ impl Walker<'_> {
 
     // ----- select lists -----
 
+    /// A select-list or RETURNING item: a plain column (or `*`, `t.*`) is returned as it is
+    /// (Output).
     pub(super) fn walk_select_item(&mut self, item: &SelectItem, outputs: &mut Vec<OutCol>) {
         match item {
             SelectItem::UnnamedExpr(expr) => {
-                self.walk_expr(expr);
-                outputs.push(OutCol {
-                    name: expr_name(expr),
-                    output: self.output_of(expr),
-                });
+                self.walk_expr_as(expr, Context::Output);
+                outputs.push(self.out_col(expr, expr_name(expr)));
             }
             SelectItem::ExprWithAlias { expr, alias } => {
-                self.walk_expr(expr);
-                outputs.push(OutCol {
-                    name: Some(fold(alias)),
-                    output: self.output_of(expr),
-                });
+                self.walk_expr_as(expr, Context::Output);
+                outputs.push(self.out_col(expr, Some(fold(alias))));
             }
             SelectItem::Wildcard(options) => {
                 self.wildcard_options(options);
@@ -734,22 +817,40 @@ impl Walker<'_> {
                     .last()
                     .map(|scope| scope.items.clone())
                     .unwrap_or_default();
+                let start = outputs.len();
                 for item in &items {
                     self.expand(item, outputs);
                 }
+                let carries: Vec<Carry> = outputs
+                    .get(start..)
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|out| out.sources.iter().cloned())
+                    .collect();
+                self.add_carries(&carries, &Context::Output);
             }
             SelectItem::QualifiedWildcard(kind, options) => {
                 self.wildcard_options(options);
                 match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(name) => {
-                        self.qualified_star(name, Some(outputs))
+                        self.qualified_star(name, Some(outputs), Context::Output)
                     }
                     SelectItemQualifiedWildcardKind::Expr(expr) => {
-                        self.walk_expr(expr);
+                        // `(composite).*`
+                        self.walk_expr_as(expr, Context::Computed("a field access"));
                         outputs.push(OutCol::expr());
                     }
                 }
             }
+        }
+    }
+
+    fn out_col(&self, expr: &Expr, name: Option<String>) -> OutCol {
+        OutCol {
+            name,
+            output: self.output_of(expr),
+            sources: self.sources_of(expr),
+            constant: constant(expr),
         }
     }
 
@@ -775,11 +876,8 @@ impl Walker<'_> {
         match &item.source {
             Source::Table { index, .. } => {
                 let all = ColumnRef::All { table: *index };
-                self.info.use_column(all.clone(), Action::Select);
-                outputs.push(OutCol {
-                    name: None,
-                    output: Output::Column(all),
-                });
+                self.info.use_column(all, Action::Select);
+                outputs.push(OutCol::all(*index));
             }
             Source::Derived(body) => outputs.extend(body.outputs.iter().cloned()),
             Source::Function { width } => {
@@ -790,12 +888,18 @@ impl Walker<'_> {
                     self.expand(item, outputs);
                 }
             }
-            Source::Excluded => {}
+            Source::Excluded { .. } => {}
         }
     }
 
-    /// `x.*`, in a select list (`outputs`) or as an expression (a whole-row value).
-    pub(super) fn qualified_star(&mut self, name: &ObjectName, outputs: Option<&mut Vec<OutCol>>) {
+    /// `x.*`, in a select list (`outputs`) or as an expression (a whole-row value), in place
+    /// `context`.
+    pub(super) fn qualified_star(
+        &mut self,
+        name: &ObjectName,
+        outputs: Option<&mut Vec<OutCol>>,
+        context: Context,
+    ) {
         let Some(parts) = fold_parts(name) else {
             self.not_understood();
             return;
@@ -817,7 +921,7 @@ impl Walker<'_> {
             .unwrap_or_default();
         if matched.is_empty() {
             // `(composite_column).*`
-            self.column(&parts);
+            self.column(&parts, &Context::Computed("a field access"));
             if let Some(outputs) = outputs {
                 outputs.push(OutCol::expr());
             }
@@ -827,6 +931,11 @@ impl Walker<'_> {
         for item in &matched {
             self.expand(item, &mut expanded);
         }
+        let carries: Vec<Carry> = expanded
+            .iter()
+            .flat_map(|out| out.sources.iter().cloned())
+            .collect();
+        self.add_carries(&carries, &context);
         if let Some(outputs) = outputs {
             outputs.extend(expanded);
         }
@@ -865,17 +974,26 @@ fn rename(mut body: Body, alias: Option<&TableAlias>) -> Body {
     body
 }
 
-/// Outputs of a set operation: the left branch's where both branches agree.
+/// Outputs of a set operation: the left branch's where both branches agree; each carries
+/// what either branch's does.
 fn merge_branches(mut left: Body, right: Body) -> Body {
     if left.outputs.len() == right.outputs.len() {
-        for (out, other) in left.outputs.iter_mut().zip(&right.outputs) {
+        for (out, other) in left.outputs.iter_mut().zip(right.outputs) {
             if out.output != other.output {
                 out.output = Output::Expr;
             }
+            if out.constant != other.constant {
+                out.constant = None;
+            }
+            for carry in other.sources {
+                add_carry(&mut out.sources, carry);
+            }
         }
     } else {
+        // PostgreSQL refuses the statement.
         for out in &mut left.outputs {
             out.output = Output::Expr;
+            out.constant = None;
         }
     }
     for table in right.tables {
@@ -898,7 +1016,16 @@ fn mark_renamed(items: &mut [Item]) {
                     out.name = None;
                 }
             }
-            Source::Function { .. } | Source::Excluded => {}
+            Source::Function { .. } | Source::Excluded { .. } => {}
         }
     }
+}
+
+/// What column `column` of one side of a USING join may be.
+fn side_carries(items: &[Item], column: &str) -> Vec<Carry> {
+    let mut candidates = Candidates::default();
+    let mut tables = Vec::new();
+    gather(items, &mut tables, &mut candidates);
+    candidates.scopes.push(tables);
+    conclude(candidates, column).carries
 }

@@ -2,7 +2,7 @@
 //! per statement, plus random statements that must never panic.
 
 use super::*;
-use crate::sql::analysis::ValueSource;
+use crate::sql::analysis::{AssignTarget, Assigned, CompareOp, Context, ValueSource, ValueUse};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -82,6 +82,95 @@ fn values(info: &StatementInfo) -> Vec<String> {
         };
         format!("{value}={}", column(info, &target.column))
     }))
+}
+
+/// "value=column usage" with usage "assigned" or the comparison ("eq", "in", ...) followed
+/// by "<" when the value is the left operand, sorted.
+fn usages(info: &StatementInfo) -> Vec<String> {
+    sorted(info.values.iter().map(|target| {
+        let value = match target.value {
+            ValueSource::Param(n) => format!("${n}"),
+            ValueSource::Literal { line, column } => format!("L{line}:{column}"),
+        };
+        let usage = match target.usage {
+            ValueUse::Assigned => "assigned".to_owned(),
+            ValueUse::Compared { op, value_first } => {
+                let op = match op {
+                    CompareOp::Eq => "eq",
+                    CompareOp::NotEq => "ne",
+                    CompareOp::In => "in",
+                    CompareOp::NotIn => "not in",
+                    CompareOp::Distinct => "distinct",
+                    CompareOp::NotDistinct => "not distinct",
+                    CompareOp::CaseWhen => "case",
+                    CompareOp::Other => "other",
+                };
+                format!("{op}{}", if value_first { "<" } else { "" })
+            }
+        };
+        format!("{value}={} {usage}", column(info, &target.column))
+    }))
+}
+
+fn check_usages(sql: &str, expected: &[&str]) {
+    let info = info(sql);
+    assert!(info.understood, "not understood: {sql}");
+    assert_eq!(usages(&info), strings(expected), "value usages of {sql}");
+}
+
+/// "column:context", sorted: context "output", "eq", "null", "grouped", "(what)" for
+/// Computed, or "column=other" for EqualsColumn.
+fn contexts(info: &StatementInfo) -> Vec<String> {
+    sorted(info.contexts.iter().map(|entry| {
+        let name = column(info, &entry.column);
+        match &entry.context {
+            Context::Output => format!("{name}:output"),
+            Context::Equality => format!("{name}:eq"),
+            Context::NullTest => format!("{name}:null"),
+            Context::Grouped => format!("{name}:grouped"),
+            Context::Computed(what) => format!("{name}:({what})"),
+            Context::EqualsColumn(other) => format!("{name}={}", column(info, other)),
+        }
+    }))
+}
+
+fn check_contexts(sql: &str, expected: &[&str]) -> StatementInfo {
+    let info = info(sql);
+    assert!(info.understood, "not understood: {sql}");
+    assert_eq!(contexts(&info), strings(expected), "contexts of {sql}");
+    info
+}
+
+/// "table.target<-value", sorted: target a column name or "#k" (a position), value "$n",
+/// "Lline:col", "null", "default", a column, "excluded.c" or "expr".
+fn assignments(info: &StatementInfo) -> Vec<String> {
+    sorted(info.assignments.iter().map(|assignment| {
+        let target = match &assignment.target {
+            AssignTarget::Named(name) => name.clone(),
+            AssignTarget::Position(k) => format!("#{k}"),
+        };
+        let value = match &assignment.value {
+            Assigned::Value(ValueSource::Param(n)) => format!("${n}"),
+            Assigned::Value(ValueSource::Literal { line, column }) => format!("L{line}:{column}"),
+            Assigned::Null => "null".to_owned(),
+            Assigned::Default => "default".to_owned(),
+            Assigned::Column(c) => column(info, c),
+            Assigned::Excluded(name) => format!("excluded.{name}"),
+            Assigned::Expr => "expr".to_owned(),
+        };
+        format!("{}.{target}<-{value}", table(info, assignment.table))
+    }))
+}
+
+fn check_assignments(sql: &str, expected: &[&str]) -> StatementInfo {
+    let info = info(sql);
+    assert!(info.understood, "not understood: {sql}");
+    assert_eq!(
+        assignments(&info),
+        strings(expected),
+        "assignments of {sql}"
+    );
+    info
 }
 
 /// In order: a column, or "expr".
@@ -799,6 +888,104 @@ fn copy() {
     assert!(info.outputs.is_empty());
 }
 
+/// The CopyInfo of `sql` as "format table(columns) delimiter null header quote escape other",
+/// with "-" for what is absent.
+fn copy_info(sql: &str) -> String {
+    let info = info(sql);
+    let Some(copy) = &info.copy else {
+        return "none".to_owned();
+    };
+    let table = copy.table.map_or("-".to_owned(), |t| table(&info, t));
+    let columns = copy
+        .columns
+        .as_ref()
+        .map_or(String::new(), |columns| format!("({})", columns.join(",")));
+    let char_or_dash = |c: Option<char>| c.map_or("-".to_owned(), String::from);
+    format!(
+        "{:?} {table}{columns} {} {} {} {} {} {}{}",
+        copy.format,
+        char_or_dash(copy.delimiter),
+        copy.null.as_deref().unwrap_or("-"),
+        if copy.header { "header" } else { "-" },
+        char_or_dash(copy.quote),
+        char_or_dash(copy.escape),
+        if copy.other_options { "other" } else { "-" },
+        if info.understood {
+            ""
+        } else {
+            " not-understood"
+        },
+    )
+}
+
+#[test]
+fn copy_details() {
+    for (sql, expected) in [
+        ("COPY t FROM STDIN;", "Text t - - - - - -"),
+        ("COPY s.t (a, \"B\") TO STDOUT", "Text s.t(a,B) - - - - - -"),
+        (
+            "COPY t (a, b) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER ';', \
+             NULL 'nil', QUOTE '''', ESCAPE '\\', FREEZE);",
+            "Csv t(a,b) ; nil header ' \\ -",
+        ),
+        ("COPY t FROM STDIN (FORMAT binary);", "Binary t - - - - - -"),
+        (
+            "COPY t FROM STDIN (FORMAT text, HEADER false);",
+            "Text t - - - - - -",
+        ),
+        (
+            "COPY t FROM STDIN (FORMAT CSV, HEADER);",
+            "Csv t - - header - - -",
+        ),
+        (
+            "COPY (SELECT a FROM t) TO STDOUT WITH (FORMAT csv)",
+            "Csv - - - - - - -",
+        ),
+        // The pre-9.0 syntax.
+        ("COPY t TO STDOUT BINARY", "Binary t - - - - - -"),
+        (
+            "COPY t FROM STDIN WITH CSV HEADER QUOTE AS '\"' ESCAPE AS '!';",
+            "Csv t - - header \" ! -",
+        ),
+        (
+            "COPY t FROM STDIN DELIMITER AS '|' NULL AS 'x';",
+            "Text t | x - - - -",
+        ),
+        // Options pgward does not model.
+        (
+            "COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE (a))",
+            "Csv t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN (FORMAT csv, FORCE_NOT_NULL (a));",
+            "Csv t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN (FORMAT csv, FORCE_NULL (a));",
+            "Csv t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN (ENCODING 'LATIN1');",
+            "Text t - - - - - other",
+        ),
+        (
+            "COPY t FROM STDIN CSV FORCE NOT NULL a;",
+            "Csv t - - - - - other",
+        ),
+        ("COPY t FROM STDIN (FORMAT json);", "Text t - - - - - other"),
+        // Redshift's options are not PostgreSQL's.
+        (
+            "COPY t FROM STDIN GZIP;",
+            "Text t - - - - - other not-understood",
+        ),
+        // A server file: Admin, described all the same.
+        ("COPY t FROM '/tmp/x' (FORMAT csv)", "Csv t - - - - - -"),
+        ("SELECT 1", "none"),
+    ] {
+        assert_eq!(copy_info(sql), expected, "{sql}");
+    }
+}
+
 #[test]
 fn ddl() {
     let cases: &[(&str, &[&str], &[&str])] = &[
@@ -1159,6 +1346,544 @@ fn output_provenance() {
         "SELECT x FROM (SELECT a AS x FROM t UNION SELECT b FROM u) s",
         &["expr"],
     );
+}
+
+#[test]
+fn value_usages_name_the_comparison() {
+    check_usages(
+        "SELECT 1 FROM t WHERE a = $1 AND $2 = b AND c <> $3 AND d != $4 AND e IN ($5, $6) \
+         AND f NOT IN ($7) AND (g IS DISTINCT FROM $8) AND ($9 IS NOT DISTINCT FROM h)",
+        &[
+            "$1=t.a eq",
+            "$2=t.b eq<",
+            "$3=t.c ne",
+            "$4=t.d ne",
+            "$5=t.e in",
+            "$6=t.e in",
+            "$7=t.f not in",
+            "$8=t.g distinct",
+            "$9=t.h not distinct<",
+        ],
+    );
+    check_usages(
+        "SELECT CASE a WHEN $1 THEN 1 END FROM t WHERE b < $2 AND $3 >= c \
+         AND d BETWEEN $4 AND $5 AND e LIKE $6 AND $7 IN (f, g)",
+        &[
+            "$1=t.a case",
+            "$2=t.b other",
+            "$3=t.c other<",
+            "$4=t.d other",
+            "$5=t.d other",
+            "$6=t.e other",
+            "$7=t.f in<",
+            "$7=t.g in<",
+        ],
+    );
+    check_usages(
+        "SELECT 1 FROM t WHERE (a, b) = ($1, $2) AND (c, d) IN (($3, $4))",
+        &["$1=t.a eq", "$2=t.b eq", "$3=t.c in", "$4=t.d in"],
+    );
+    check_usages(
+        "UPDATE t SET a = $1 WHERE b = $2",
+        &["$1=t.a assigned", "$2=t.b eq"],
+    );
+    // A result column of a set operation is either branch's column.
+    check_usages(
+        "SELECT * FROM (SELECT a FROM t UNION SELECT b FROM u) s WHERE s.a = $1",
+        &["$1=t.a eq", "$1=u.b eq"],
+    );
+    check_usages(
+        "INSERT INTO t (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE SET b = $3",
+        &["$1=t.a assigned", "$2=t.b assigned", "$3=t.b assigned"],
+    );
+}
+
+#[test]
+fn contexts_of_outputs() {
+    check_contexts(
+        "SELECT a, t.b, c AS x, (d), (e) AS y FROM t",
+        &[
+            "t.a:output",
+            "t.b:output",
+            "t.c:output",
+            "t.d:output",
+            "t.e:output",
+        ],
+    );
+    check_contexts("SELECT * FROM t", &["t.*:output"]);
+    check_contexts("SELECT t.*, u.a FROM t, u", &["t.*:output", "u.a:output"]);
+    check_contexts("SELECT a FROM t, u", &["?{t,u}.a:output"]);
+    check_contexts(
+        "SELECT a || b, a::text, lower(c), (d + 1) AS e FROM t",
+        &[
+            "t.a:(an operator)",
+            "t.b:(an operator)",
+            "t.a:(a cast)",
+            "t.c:(a function call)",
+            "t.d:(an operator)",
+        ],
+    );
+    // Through subqueries and CTEs: the outer occurrence is the inner column's.
+    check_contexts("SELECT x FROM (SELECT a AS x FROM t) s", &["t.a:output"]);
+    check_contexts(
+        "SELECT upper(x) FROM (SELECT a AS x FROM t) s",
+        &["t.a:output", "t.a:(a function call)"],
+    );
+    check_contexts(
+        "WITH c AS (SELECT a, b FROM t) SELECT a FROM c WHERE b = $1",
+        &["t.a:output", "t.b:output", "t.b:eq"],
+    );
+    check_contexts("SELECT * FROM (SELECT a FROM t) s", &["t.a:output"]);
+    check_contexts(
+        "SELECT s.x FROM (SELECT * FROM t) s WHERE s.y LIKE $1",
+        &["t.*:output", "t.x:output", "t.y:(LIKE)"],
+    );
+    check_contexts(
+        "SELECT x FROM (SELECT a AS x FROM t UNION ALL SELECT b FROM u) s WHERE x = $1",
+        &["t.a:output", "u.b:output", "t.a:eq", "u.b:eq"],
+    );
+    check_contexts("SELECT (SELECT a FROM t LIMIT 1)", &["t.a:output"]);
+    check_contexts(
+        "SELECT lower((SELECT a FROM t LIMIT 1))",
+        &["t.a:output", "t.a:(a function call)"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE EXISTS (SELECT a FROM u WHERE u.b = t.c)",
+        &["?{u;t}.a:output", "u.b=t.c", "t.c=u.b"],
+    );
+    check_contexts("INSERT INTO t (a) SELECT b FROM u", &["u.b:output"]);
+    check_contexts(
+        "UPDATE t SET a = $1 RETURNING a, b + 1",
+        &["t.a:output", "t.b:(an operator)"],
+    );
+    check_contexts(
+        "SELECT a FROM t UNION ALL SELECT b FROM u",
+        &["t.a:output", "u.b:output"],
+    );
+    // Whole rows, fields, subscripts and renamed columns are computed on.
+    // (`t` may also be a column of t: PostgreSQL prefers it.)
+    check_contexts(
+        "SELECT t FROM t",
+        &["t.t:output", "t.*:(a whole-row reference)"],
+    );
+    check_contexts(
+        "SELECT s FROM (SELECT a FROM t) s",
+        &["t.a:output", "t.a:(a whole-row reference)"],
+    );
+    check_contexts("SELECT (t.c).f FROM t", &["t.c:(a field access)"]);
+    check_contexts("SELECT a[1] FROM t", &["t.a:(an operator)"]);
+    check_contexts(
+        "SELECT p FROM t AS x(p)",
+        &["t.p:output", "t.*:(a column alias list)"],
+    );
+    check_contexts(
+        "SELECT p FROM (SELECT * FROM t) AS s(p) WHERE p = $1",
+        &["t.*:output", "t.*:(a column alias list)"],
+    );
+    check_contexts("COPY t (a, b) TO STDOUT", &["t.a:output", "t.b:output"]);
+    check_contexts("COPY t FROM STDIN;", &[]);
+}
+
+#[test]
+fn contexts_of_comparisons_with_values() {
+    check_contexts(
+        "SELECT 1 FROM t WHERE a = $1 AND $2 <> b AND c != 'x' AND d IN ($3, 4) \
+         AND e NOT IN ($4) AND (f IS DISTINCT FROM $5) AND (g IS NOT DISTINCT FROM 'y')",
+        &[
+            "t.a:eq", "t.b:eq", "t.c:eq", "t.d:eq", "t.e:eq", "t.f:eq", "t.g:eq",
+        ],
+    );
+    check_contexts(
+        "SELECT CASE a WHEN $1 THEN b ELSE c END FROM t",
+        &[
+            "t.a:eq",
+            "t.b:(a CASE expression)",
+            "t.c:(a CASE expression)",
+        ],
+    );
+    check_contexts(
+        "SELECT CASE WHEN a THEN 1 WHEN b = $1 THEN 2 END FROM t",
+        &["t.a:(a CASE expression)", "t.b:eq"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE a = $1::text AND b::text = $2 AND (c) = $3 AND (d = $4)",
+        &["t.a:eq", "t.b:(a cast)", "t.c:eq", "t.d:eq"],
+    );
+    // COLLATE on either side changes how the column compares.
+    check_contexts(
+        "SELECT 1 FROM t WHERE a = $1 COLLATE \"C\" AND b COLLATE \"C\" = $2",
+        &["t.a:(a comparison with an expression)", "t.b:(a collation)"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE a IS NULL AND (b) IS NOT NULL",
+        &["t.a:null", "t.b:null"],
+    );
+    check_contexts(
+        "SELECT count(a), count(*), count(DISTINCT b), pg_catalog.count(c), s.count(d) FROM t",
+        &[
+            "t.a:null",
+            "t.b:grouped",
+            "t.c:null",
+            "t.d:(a function call)",
+        ],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE a = lower($1) AND b = NULL AND c = current_user",
+        &[
+            "t.a:(a comparison with an expression)",
+            "t.b:(a comparison with an expression)",
+            "t.c:(a comparison with an expression)",
+        ],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE (a, b) = ($1, $2) AND (c, d) IN (($3, $4), ($5, $6))",
+        &["t.a:eq", "t.b:eq", "t.c:eq", "t.d:eq"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE a IN ($1, b)",
+        &["t.a:eq", "t.a=t.b", "t.b=t.a"],
+    );
+}
+
+#[test]
+fn contexts_of_columns_compared_with_columns() {
+    check_contexts(
+        "SELECT 1 FROM t JOIN u ON t.x = u.y",
+        &["t.x=u.y", "u.y=t.x"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN u ON t.x <> u.y AND (t.z IS DISTINCT FROM u.z)",
+        &["t.x=u.y", "u.y=t.x", "t.z=u.z", "u.z=t.z"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN u USING (id)",
+        &["t.id=u.id", "u.id=t.id"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN u USING (id) JOIN v USING (id)",
+        &["t.id=u.id", "u.id=t.id", "?{t,u}.id=v.id", "v.id=?{t,u}.id"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN (SELECT a AS id FROM u) s USING (id)",
+        &["u.a:output", "t.id=u.a", "u.a=t.id"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN (SELECT lower(a) AS id FROM u) s USING (id)",
+        &["u.a:(a function call)", "t.id:(a join)"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t NATURAL JOIN u",
+        &["t.*:(a join)", "u.*:(a join)"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN u ON t.x < u.y",
+        &["t.x:(a range comparison)", "u.y:(a range comparison)"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE x = (SELECT u.y FROM u)",
+        &["u.y:output", "t.x=u.y", "u.y=t.x"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE x IN (SELECT u.y FROM u) \
+         AND z NOT IN (SELECT lower(u.w) FROM u)",
+        &[
+            "u.y:output",
+            "t.x=u.y",
+            "u.y=t.x",
+            "u.w:(a function call)",
+            "t.z:(a comparison with an expression)",
+        ],
+    );
+    check_contexts(
+        "SELECT 1 FROM t JOIN u ON t.flag WHERE NOT ok AND (done OR u.gone)",
+        &[
+            "t.flag:(a condition)",
+            "?{t,u}.ok:(a condition)",
+            "?{t,u}.done:(a condition)",
+            "u.gone:(a condition)",
+        ],
+    );
+}
+
+#[test]
+fn contexts_of_grouping() {
+    check_contexts(
+        "SELECT a, count(*) FROM t GROUP BY a HAVING count(b) > 1",
+        &["t.a:output", "t.a:grouped", "t.b:null"],
+    );
+    check_contexts(
+        "SELECT DISTINCT a, b FROM t",
+        &["t.a:output", "t.a:grouped", "t.b:output", "t.b:grouped"],
+    );
+    check_contexts("SELECT DISTINCT * FROM t", &["t.*:output", "t.*:grouped"]);
+    check_contexts(
+        "SELECT DISTINCT ON (a) b FROM t ORDER BY a, c",
+        &[
+            "t.a:grouped",
+            "t.a:(ORDER BY)",
+            "t.b:output",
+            "t.c:(ORDER BY)",
+        ],
+    );
+    check_contexts(
+        "SELECT a FROM t UNION SELECT b FROM u",
+        &["t.a:output", "t.a:grouped", "u.b:output", "u.b:grouped"],
+    );
+    // INTERSECT ALL and EXCEPT ALL still match rows by equality.
+    check_contexts(
+        "SELECT a FROM t INTERSECT ALL SELECT b FROM u",
+        &["t.a:output", "t.a:grouped", "u.b:output", "u.b:grouped"],
+    );
+    check_contexts(
+        "SELECT a FROM t UNION SELECT b FROM u ORDER BY a",
+        &[
+            "t.a:output",
+            "t.a:grouped",
+            "t.a:(ORDER BY)",
+            "u.b:output",
+            "u.b:grouped",
+            "u.b:(ORDER BY)",
+        ],
+    );
+    check_contexts(
+        "SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t",
+        &["t.a:grouped", "t.b:(ORDER BY)"],
+    );
+    check_contexts(
+        "SELECT sum(n) OVER w FROM t WINDOW w AS (PARTITION BY a)",
+        &["t.n:(a function call)", "t.a:grouped"],
+    );
+    // A result column named by position or alias: its column. (`x` is also tried as a
+    // column of t: over-reporting is safe.)
+    check_contexts(
+        "SELECT a AS x, b FROM t GROUP BY 1, b ORDER BY x",
+        &[
+            "t.a:output",
+            "t.a:grouped",
+            "t.a:(ORDER BY)",
+            "t.b:output",
+            "t.b:grouped",
+            "t.x:(ORDER BY)",
+        ],
+    );
+    check_contexts(
+        "SELECT a, b FROM t GROUP BY ROLLUP (a, b)",
+        &["t.a:output", "t.a:grouped", "t.b:output", "t.b:grouped"],
+    );
+    check_contexts(
+        "SELECT a, b FROM t GROUP BY GROUPING SETS ((a), (a, b))",
+        &["t.a:output", "t.a:grouped", "t.b:output", "t.b:grouped"],
+    );
+}
+
+#[test]
+fn contexts_of_computations() {
+    check_contexts(
+        "SELECT 1 FROM t WHERE a LIKE $1 OR b ILIKE 'x' OR c SIMILAR TO 'y' OR d ~ 'z' \
+         OR e !~* 'w' OR f NOT LIKE 'v'",
+        &[
+            "t.a:(LIKE)",
+            "t.b:(LIKE)",
+            "t.c:(LIKE)",
+            "t.d:(LIKE)",
+            "t.e:(LIKE)",
+            "t.f:(LIKE)",
+        ],
+    );
+    check_contexts(
+        "SELECT a FROM t ORDER BY b, lower(c)",
+        &["t.a:output", "t.b:(ORDER BY)", "t.c:(a function call)"],
+    );
+    check_contexts(
+        "SELECT 1 FROM t WHERE a BETWEEN $1 AND $2 AND b > 3 AND $3 <= c",
+        &[
+            "t.a:(a range comparison)",
+            "t.b:(a range comparison)",
+            "t.c:(a range comparison)",
+        ],
+    );
+    check_contexts(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a), string_agg(b, ',' ORDER BY c) \
+         FROM t",
+        &["t.a:(ORDER BY)", "t.b:(a function call)", "t.c:(ORDER BY)"],
+    );
+    check_contexts(
+        "SELECT -a, b->>'k', c + 1 FROM t WHERE d = ANY($1) AND e[2] = $2",
+        &[
+            "t.a:(an operator)",
+            "t.b:(an operator)",
+            "t.c:(an operator)",
+            "t.d:(an operator)",
+            "t.e:(an operator)",
+        ],
+    );
+    check_contexts(
+        "SELECT CAST(a AS int), b COLLATE \"C\", substring(c FROM 1 FOR 2) FROM t",
+        &["t.a:(a cast)", "t.b:(a collation)", "t.c:(a function call)"],
+    );
+    check_contexts(
+        "SELECT count(*) FILTER (WHERE a) FROM t, generate_series(1, t.n)",
+        &["t.a:(a condition)", "t.n:(a function call)"],
+    );
+    check_contexts(
+        "SELECT (a, b), ARRAY[c] FROM t",
+        &[
+            "t.a:(a row constructor)",
+            "t.b:(a row constructor)",
+            "t.c:(an array constructor)",
+        ],
+    );
+    check_contexts(
+        "SELECT 1 FROM t, LATERAL (VALUES (t.a)) v LIMIT (SELECT u.b FROM u)",
+        &["t.a:(an expression)", "u.b:output", "u.b:(an expression)"],
+    );
+}
+
+#[test]
+fn contexts_of_data_modifications() {
+    check_contexts(
+        "UPDATE t SET a = b, c = $1, d = e || 'x' WHERE f = $2 RETURNING g",
+        &["t.b:output", "t.e:(an operator)", "t.f:eq", "t.g:output"],
+    );
+    check_contexts(
+        "UPDATE t SET a = u.b FROM u WHERE t.id = u.id",
+        &["u.b:output", "t.id=u.id", "u.id=t.id"],
+    );
+    check_contexts(
+        "UPDATE t SET (a, b) = (c, lower(d)), (e, f) = (SELECT u.x, u.y FROM u)",
+        &[
+            "t.c:output",
+            "t.d:(a function call)",
+            "u.x:output",
+            "u.y:output",
+        ],
+    );
+    check_contexts(
+        "INSERT INTO t (a, b) VALUES ($1, 2) ON CONFLICT (a) DO UPDATE \
+         SET b = excluded.b || 'x' WHERE t.c IS NULL",
+        &["t.a:grouped", "t.b:(an operator)", "t.c:null"],
+    );
+    check_contexts(
+        "INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO UPDATE SET a = EXCLUDED.a",
+        &["t.a:grouped", "t.a:output"],
+    );
+    check_contexts(
+        "DELETE FROM t WHERE a = $1 RETURNING *",
+        &["t.a:eq", "t.*:output"],
+    );
+    check_contexts(
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED AND s.flag THEN UPDATE SET a = s.a \
+         WHEN NOT MATCHED THEN INSERT (id, a) VALUES (s.id, lower(s.a))",
+        &[
+            "t.id=s.id",
+            "s.id=t.id",
+            "s.flag:(a condition)",
+            "s.a:output",
+            "s.id:output",
+            "s.a:(a function call)",
+        ],
+    );
+}
+
+#[test]
+fn assignments_of_insert() {
+    let sql = "INSERT INTO t (a, b, c, d) VALUES ($1, 'x', NULL, DEFAULT)";
+    let literal = format!("t.b<-{}", position(sql, "'x'"));
+    check_assignments(sql, &["t.a<-$1", &literal, "t.c<-null", "t.d<-default"]);
+    check_assignments(
+        "INSERT INTO t VALUES ($1, $2::int, lower($3), NULL::text, (SELECT 1))",
+        &[
+            "t.#0<-$1",
+            "t.#1<-$2",
+            "t.#2<-expr",
+            "t.#3<-null",
+            "t.#4<-expr",
+        ],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b) VALUES ($1, $2), ($3, DEFAULT), ($4, DEFAULT)",
+        &["t.a<-$1", "t.a<-$3", "t.a<-$4", "t.b<-$2", "t.b<-default"],
+    );
+    check_assignments("INSERT INTO t DEFAULT VALUES", &[]);
+    check_assignments(
+        "INSERT INTO t (a, b, c, d) SELECT x, $1, x || y, NULL FROM u",
+        &["t.a<-u.x", "t.b<-$1", "t.c<-expr", "t.d<-null"],
+    );
+    check_assignments(
+        "INSERT INTO t SELECT id, * FROM u",
+        &["t.#0<-u.id", "t.#1<-u.*"],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b, c) SELECT id, *, 1 FROM u",
+        &["t.a<-u.id", "t.b<-u.*", "t.c<-u.*"],
+    );
+    check_assignments(
+        "INSERT INTO t SELECT * FROM (SELECT b, a FROM u) s",
+        &["t.#0<-u.b", "t.#1<-u.a"],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b) SELECT a, $1 FROM u UNION SELECT b, $1 FROM v",
+        &["t.a<-expr", "t.b<-$1"],
+    );
+    check_assignments(
+        "WITH s AS (SELECT x FROM u) INSERT INTO t (a) SELECT x FROM s",
+        &["t.a<-u.x"],
+    );
+}
+
+#[test]
+fn assignments_of_update_upsert_and_merge() {
+    check_assignments(
+        "UPDATE t SET a = $1, b = NULL, c = DEFAULT, d = e, f = e + 1, \
+         (g, h) = ($2, i), (j, k) = (SELECT 1, 2), l = (m)",
+        &[
+            "t.a<-$1",
+            "t.b<-null",
+            "t.c<-default",
+            "t.d<-t.e",
+            "t.f<-expr",
+            "t.g<-$2",
+            "t.h<-t.i",
+            "t.j<-expr",
+            "t.k<-expr",
+            "t.l<-t.m",
+        ],
+    );
+    check_assignments(
+        "UPDATE t SET a = u.b FROM u WHERE t.id = u.id",
+        &["t.a<-u.b"],
+    );
+    check_assignments(
+        "UPDATE t SET a = s.x FROM (SELECT b AS x FROM u) s",
+        &["t.a<-u.b"],
+    );
+    check_assignments(
+        "INSERT INTO t (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE \
+         SET b = EXCLUDED.b, c = t.c || EXCLUDED.b, d = excluded.a",
+        &[
+            "t.a<-$1",
+            "t.b<-$2",
+            "t.b<-excluded.b",
+            "t.c<-expr",
+            "t.d<-excluded.a",
+        ],
+    );
+    check_assignments(
+        "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING",
+        &["t.a<-$1"],
+    );
+    check_assignments(
+        "MERGE INTO t USING s ON t.id = s.id \
+         WHEN MATCHED THEN UPDATE SET a = s.a, b = $1 \
+         WHEN NOT MATCHED THEN INSERT (id, a) VALUES (s.id, $2)",
+        &["t.a<-s.a", "t.b<-$1", "t.id<-s.id", "t.a<-$2"],
+    );
+    check_assignments(
+        "MERGE INTO t USING s ON t.id = s.id \
+         WHEN NOT MATCHED THEN INSERT VALUES (s.id, DEFAULT, s.a || 'x')",
+        &["t.#0<-s.id", "t.#1<-default", "t.#2<-expr"],
+    );
+    check_assignments("DELETE FROM t WHERE a = $1", &[]);
 }
 
 /// A tiny xorshift generator: deterministic, no crates.

@@ -1,0 +1,435 @@
+//! COPY data in text and CSV formats: designated fields encrypted on the way in (rows are
+//! cut from a byte stream that CopyData messages split anywhere) and decrypted on the way out
+//! (PostgreSQL sends one row per CopyData). Other fields pass byte for byte.
+
+use std::sync::Arc;
+
+use super::plan::{CopyPlan, Plan, Reveal};
+use super::DecryptError;
+
+/// Why a COPY FROM row cannot be encrypted; the COPY is failed without sending the row.
+#[derive(Debug, thiserror::Error)]
+#[error("pgward: {0}")]
+pub struct CopyError(String);
+
+/// Cuts COPY FROM STDIN data into rows and encrypts their designated fields.
+pub struct CopyIn {
+    plan: Arc<Plan>,
+    statement: usize,
+    /// Bytes of a row not yet complete.
+    partial: Vec<u8>,
+    /// The header line (CSV with HEADER) is still to come.
+    header: bool,
+    /// The end marker `\.` was seen: the rest is not data.
+    ended: bool,
+    rows: u64,
+}
+
+impl CopyIn {
+    pub fn new(plan: Arc<Plan>, statement: usize) -> CopyIn {
+        let header = copy_plan(&plan, statement).header;
+        CopyIn {
+            plan,
+            statement,
+            partial: Vec::new(),
+            header,
+            ended: false,
+            rows: 0,
+        }
+    }
+
+    /// The complete rows of `data` (with what came before), encrypted, appended to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), CopyError> {
+        if self.ended {
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        self.partial.extend_from_slice(data);
+        let buffered = std::mem::take(&mut self.partial);
+        let mut start = 0;
+        while let Some(end) = row_end(copy_plan(&self.plan, self.statement), &buffered[start..]) {
+            let row = &buffered[start..start + end];
+            self.row(row, out)?;
+            start += end;
+            if self.ended {
+                out.extend_from_slice(&buffered[start..]);
+                return Ok(());
+            }
+        }
+        self.partial = buffered[start..].to_vec();
+        Ok(())
+    }
+
+    /// The last row when the data did not end with a newline.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CopyError> {
+        let rest = std::mem::take(&mut self.partial);
+        if !rest.is_empty() && !self.ended {
+            self.row(&rest, out)?;
+        }
+        Ok(())
+    }
+
+    /// One row with its line ending.
+    fn row(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), CopyError> {
+        let plan = copy_plan(&self.plan, self.statement);
+        let body_len = line.len()
+            - line
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\n' || b == b'\r')
+                .count();
+        let (body, ending) = line.split_at(body_len);
+        if self.header {
+            self.header = false;
+            out.extend_from_slice(line);
+            return Ok(());
+        }
+        if !plan.csv && body == b"\\." {
+            self.ended = true;
+            out.extend_from_slice(line);
+            return Ok(());
+        }
+        self.rows += 1;
+        let fields = split_fields(plan, body);
+        if fields.len() != plan.columns.len() {
+            return Err(CopyError(format!(
+                "COPY row {} has {} fields where {} were expected; not sent, as it holds values for encrypted columns",
+                self.rows,
+                fields.len(),
+                plan.columns.len()
+            )));
+        }
+        for (i, (field, id)) in fields.iter().zip(&plan.columns).enumerate() {
+            if i > 0 {
+                out.push(plan.delimiter);
+            }
+            let Some(id) = id else {
+                out.extend_from_slice(field);
+                continue;
+            };
+            match decode_field(plan, field) {
+                None => out.extend_from_slice(field),
+                Some(value) => {
+                    let envelope = self.plan.crypto.by_id(*id).encrypt(&value);
+                    encode_field(plan, envelope.as_bytes(), out);
+                }
+            }
+        }
+        out.extend_from_slice(ending);
+        Ok(())
+    }
+}
+
+/// Decrypts the designated fields of COPY TO STDOUT rows.
+pub struct CopyOut {
+    plan: Arc<Plan>,
+    statement: usize,
+    header: bool,
+}
+
+impl CopyOut {
+    pub fn new(plan: Arc<Plan>, statement: usize) -> CopyOut {
+        let header = copy_plan(&plan, statement).header;
+        CopyOut {
+            plan,
+            statement,
+            header,
+        }
+    }
+
+    /// One row as PostgreSQL sent it, decrypted.
+    pub fn row(&mut self, line: &[u8]) -> Result<Vec<u8>, DecryptError> {
+        if self.header {
+            self.header = false;
+            return Ok(line.to_vec());
+        }
+        let plan = copy_plan(&self.plan, self.statement);
+        let body_len = line.len() - usize::from(line.ends_with(b"\n"));
+        let (body, ending) = line.split_at(body_len);
+        let mut out = Vec::with_capacity(line.len());
+        for (i, field) in split_fields(plan, body).iter().enumerate() {
+            if i > 0 {
+                out.push(plan.delimiter);
+            }
+            let id = plan.columns.get(i).copied().flatten();
+            let (Some(id), Some(value)) = (id, decode_field(plan, field)) else {
+                out.extend_from_slice(field);
+                continue;
+            };
+            match self.plan.reveal[id.index()] {
+                Reveal::Plaintext => {
+                    let plain = self.plan.crypto.by_id(id).decrypt(&value)?;
+                    encode_field(plan, &plain, &mut out);
+                }
+                Reveal::Null => out.extend_from_slice(&plan.null),
+                Reveal::Ciphertext => out.extend_from_slice(field),
+            }
+        }
+        out.extend_from_slice(ending);
+        Ok(out)
+    }
+}
+
+fn copy_plan(plan: &Plan, statement: usize) -> &CopyPlan {
+    plan.statements[statement]
+        .copy
+        .as_ref()
+        .expect("a COPY plan")
+}
+
+/// The length of the first complete row of `data` (with its newline), if there is one.
+fn row_end(plan: &CopyPlan, data: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut quoted = false;
+    while i < data.len() {
+        let c = data[i];
+        if plan.csv {
+            if quoted && c == plan.escape && plan.escape != plan.quote {
+                if data
+                    .get(i + 1)
+                    .is_some_and(|&n| n == plan.quote || n == plan.escape)
+                {
+                    i += 2;
+                    continue;
+                }
+            }
+            if c == plan.quote {
+                quoted = !quoted;
+            } else if c == b'\n' && !quoted {
+                return Some(i + 1);
+            }
+        } else if c == b'\\' {
+            i += 1; // the escaped byte, a newline included, is data
+        } else if c == b'\n' {
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The raw fields of a row body (no line ending), split at unescaped, unquoted delimiters.
+fn split_fields<'a>(plan: &CopyPlan, body: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut fields = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut quoted = false;
+    while i < body.len() {
+        let c = body[i];
+        if plan.csv {
+            if quoted && c == plan.escape && plan.escape != plan.quote {
+                if body
+                    .get(i + 1)
+                    .is_some_and(|&n| n == plan.quote || n == plan.escape)
+                {
+                    i += 2;
+                    continue;
+                }
+            }
+            if c == plan.quote {
+                quoted = !quoted;
+            } else if c == plan.delimiter && !quoted {
+                fields.push(&body[start..i]);
+                start = i + 1;
+            }
+        } else if c == b'\\' {
+            i += 1;
+        } else if c == plan.delimiter {
+            fields.push(&body[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    fields.push(&body[start..]);
+    fields
+}
+
+/// A field's value, None for NULL.
+fn decode_field(plan: &CopyPlan, field: &[u8]) -> Option<Vec<u8>> {
+    if plan.csv {
+        if field == plan.null.as_slice() {
+            return None;
+        }
+        let mut value = Vec::with_capacity(field.len());
+        let mut quoted = false;
+        let mut i = 0;
+        while i < field.len() {
+            let c = field[i];
+            if quoted && c == plan.escape && field.get(i + 1) == Some(&plan.quote) {
+                value.push(plan.quote);
+                i += 2;
+                continue;
+            }
+            if quoted
+                && c == plan.escape
+                && plan.escape != plan.quote
+                && field.get(i + 1) == Some(&plan.escape)
+            {
+                value.push(plan.escape);
+                i += 2;
+                continue;
+            }
+            if c == plan.quote {
+                quoted = !quoted;
+            } else {
+                value.push(c);
+            }
+            i += 1;
+        }
+        return Some(value);
+    }
+    if field == plan.null.as_slice() {
+        return None;
+    }
+    let mut value = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let c = field[i];
+        if c != b'\\' || i + 1 == field.len() {
+            value.push(c);
+            i += 1;
+            continue;
+        }
+        let next = field[i + 1];
+        i += 2;
+        match next {
+            b'b' => value.push(8),
+            b'f' => value.push(12),
+            b'n' => value.push(b'\n'),
+            b'r' => value.push(b'\r'),
+            b't' => value.push(b'\t'),
+            b'v' => value.push(11),
+            b'0'..=b'7' => {
+                let mut n = u32::from(next - b'0');
+                for _ in 0..2 {
+                    match field.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            n = n * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                value.push(n as u8);
+            }
+            b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut n = 0u32;
+                let mut digits = 0;
+                while digits < 2 {
+                    match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            n = n * 16 + d;
+                            i += 1;
+                            digits += 1;
+                        }
+                        None => break,
+                    }
+                }
+                value.push(n as u8);
+            }
+            other => value.push(other),
+        }
+    }
+    Some(value)
+}
+
+/// Writes `value` as a field, escaped or quoted as the format needs.
+fn encode_field(plan: &CopyPlan, value: &[u8], out: &mut Vec<u8>) {
+    if plan.csv {
+        let needs_quotes = value.is_empty()
+            || value == plan.null.as_slice()
+            || value
+                .iter()
+                .any(|&c| c == plan.delimiter || c == plan.quote || c == b'\n' || c == b'\r');
+        if !needs_quotes {
+            out.extend_from_slice(value);
+            return;
+        }
+        out.push(plan.quote);
+        for &c in value {
+            if c == plan.quote || c == plan.escape {
+                out.push(plan.escape);
+            }
+            out.push(c);
+        }
+        out.push(plan.quote);
+        return;
+    }
+    for &c in value {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            8 => out.extend_from_slice(b"\\b"),
+            12 => out.extend_from_slice(b"\\f"),
+            11 => out.extend_from_slice(b"\\v"),
+            c if c == plan.delimiter => {
+                out.push(b'\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text() -> CopyPlan {
+        CopyPlan {
+            columns: vec![None, Some(0)],
+            csv: false,
+            delimiter: b'\t',
+            null: b"\\N".to_vec(),
+            header: false,
+            quote: b'"',
+            escape: b'"',
+        }
+    }
+
+    fn csv() -> CopyPlan {
+        CopyPlan {
+            csv: true,
+            delimiter: b',',
+            null: Vec::new(),
+            ..text()
+        }
+    }
+
+    #[test]
+    fn text_rows_and_fields() {
+        let plan = text();
+        assert_eq!(row_end(&plan, b"a\tb\\\nc\nrest"), Some(8));
+        assert_eq!(row_end(&plan, b"a\tb"), None);
+        assert_eq!(split_fields(&plan, b"a\\\tx\tb"), [&b"a\\\tx"[..], b"b"]);
+        assert_eq!(
+            decode_field(&plan, b"a\\tb\\101\\x41\\\\"),
+            Some(b"a\tbAA\\".to_vec())
+        );
+        assert_eq!(decode_field(&plan, b"\\N"), None);
+        let mut out = Vec::new();
+        encode_field(&plan, b"a\tb\\\n", &mut out);
+        assert_eq!(out, b"a\\tb\\\\\\n");
+    }
+
+    #[test]
+    fn csv_rows_and_fields() {
+        let plan = csv();
+        assert_eq!(row_end(&plan, b"1,\"a\nb\"\n2"), Some(8));
+        assert_eq!(
+            split_fields(&plan, b"1,\"x,y\",\"\""),
+            [&b"1"[..], b"\"x,y\"", b"\"\""]
+        );
+        assert_eq!(
+            decode_field(&plan, b"\"say \"\"hi\"\"\""),
+            Some(b"say \"hi\"".to_vec())
+        );
+        assert_eq!(decode_field(&plan, b""), None);
+        assert_eq!(decode_field(&plan, b"\"\""), Some(Vec::new()));
+        let mut out = Vec::new();
+        encode_field(&plan, b"x,\"y\"", &mut out);
+        assert_eq!(out, b"\"x,\"\"y\"\"\"");
+    }
+}

@@ -1,0 +1,198 @@
+//! Literals in SQL text: found by the position the analysis reports, decoded to the value
+//! PostgreSQL would see, and replaced by other text (ciphertext). Forms whose value this
+//! lexer cannot be sure of (Unicode escapes, bit strings) are refused, never guessed.
+
+use super::plan::Refusal;
+
+/// A literal found in the text: its byte range and decoded value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Literal {
+    pub start: usize,
+    pub end: usize,
+    pub value: Vec<u8>,
+}
+
+/// The byte offset of a 1-based (line, column) position, columns counted in characters.
+pub fn offset(sql: &str, line: u64, column: u64) -> Option<usize> {
+    let mut current = 1;
+    let mut line_start = 0;
+    if line > 1 {
+        for (i, b) in sql.bytes().enumerate() {
+            if b == b'\n' {
+                current += 1;
+                if current == line {
+                    line_start = i + 1;
+                    break;
+                }
+            }
+        }
+        if current != line {
+            return None;
+        }
+    }
+    let rest = &sql[line_start..];
+    let skip = usize::try_from(column.checked_sub(1)?).ok()?;
+    match rest.char_indices().nth(skip) {
+        Some((i, _)) => Some(line_start + i),
+        None => None,
+    }
+}
+
+/// The literal starting at byte `at`.
+pub fn read(sql: &str, at: usize) -> Result<Literal, Refusal> {
+    let b = sql.as_bytes();
+    let unsupported = || {
+        Refusal("pgward: cannot read a literal written for an encrypted column; pass it as a parameter or a plain '...' string".into())
+    };
+    match b.get(at).copied() {
+        Some(b'\'') => quoted(b, at, at + 1, false).ok_or_else(unsupported),
+        Some(b'e' | b'E') if b.get(at + 1) == Some(&b'\'') => {
+            quoted(b, at, at + 2, true).ok_or_else(unsupported)
+        }
+        Some(b'n' | b'N') if b.get(at + 1) == Some(&b'\'') => {
+            quoted(b, at, at + 2, false).ok_or_else(unsupported)
+        }
+        Some(b'$') => {
+            let end = super::plan::dollar_quote_end(b, at).ok_or_else(unsupported)?;
+            let tag = b[at + 1..]
+                .iter()
+                .position(|&c| c == b'$')
+                .ok_or_else(unsupported)?
+                + 2;
+            Ok(Literal {
+                start: at,
+                end,
+                value: b[at + tag..end - tag].to_vec(),
+            })
+        }
+        Some(c) if c.is_ascii_digit() || c == b'.' => {
+            let mut end = at;
+            while end < b.len() {
+                let c = b[end];
+                let exponent_sign = (c == b'+' || c == b'-') && matches!(b[end - 1], b'e' | b'E');
+                if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign {
+                    end += 1;
+                } else {
+                    break;
+                }
+            }
+            Ok(Literal {
+                start: at,
+                end,
+                value: b[at..end].to_vec(),
+            })
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+/// A quoted string whose body starts at `body`; `escapes` for E'...' strings.
+fn quoted(b: &[u8], start: usize, body: usize, escapes: bool) -> Option<Literal> {
+    let mut value = Vec::new();
+    let mut i = body;
+    loop {
+        let c = *b.get(i)?;
+        match c {
+            b'\'' if b.get(i + 1) == Some(&b'\'') => {
+                value.push(b'\'');
+                i += 2;
+            }
+            b'\'' => {
+                return Some(Literal {
+                    start,
+                    end: i + 1,
+                    value,
+                })
+            }
+            b'\\' if escapes => {
+                let next = *b.get(i + 1)?;
+                i += 2;
+                match next {
+                    b'b' => value.push(8),
+                    b'f' => value.push(12),
+                    b'n' => value.push(b'\n'),
+                    b'r' => value.push(b'\r'),
+                    b't' => value.push(b'\t'),
+                    b'0'..=b'7' => {
+                        let mut n = u32::from(next - b'0');
+                        for _ in 0..2 {
+                            match b.get(i) {
+                                Some(d @ b'0'..=b'7') => {
+                                    n = n * 8 + u32::from(d - b'0');
+                                    i += 1;
+                                }
+                                _ => break,
+                            }
+                        }
+                        value.push(u8::try_from(n).ok()?);
+                    }
+                    b'x' => {
+                        let mut n = 0u32;
+                        let mut digits = 0;
+                        while digits < 2 {
+                            match b.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                                Some(d) => {
+                                    n = n * 16 + d;
+                                    i += 1;
+                                    digits += 1;
+                                }
+                                None => break,
+                            }
+                        }
+                        if digits == 0 {
+                            return None;
+                        }
+                        value.push(n as u8);
+                    }
+                    b'u' | b'U' => return None,
+                    other => value.push(other),
+                }
+            }
+            _ => {
+                value.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// `value` as a standard SQL string literal.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(sql: &str, line: u64, column: u64) -> Literal {
+        read(sql, offset(sql, line, column).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn literals_are_found_and_decoded() {
+        let sql = "SELECT 'it''s', E'a\\nb\\x41\\101', $x$ raw ' $x$,\n  12.5e+3, N'n'";
+        let l = at(sql, 1, 8);
+        assert_eq!(
+            (l.value.as_slice(), &sql[l.start..l.end]),
+            (&b"it's"[..], "'it''s'")
+        );
+        assert_eq!(at(sql, 1, 17).value, b"a\nbAA");
+        assert_eq!(at(sql, 1, 35).value, b" raw ' ");
+        assert_eq!(at(sql, 2, 3).value, b"12.5e+3");
+        assert_eq!(at(sql, 2, 12).value, b"n");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let sql = "SELECT 'é', 'x'";
+        assert_eq!(at(sql, 1, 13).value, b"x");
+    }
+
+    #[test]
+    fn unsure_forms_are_refused() {
+        for sql in ["U&'d\\0061t'", "B'101'", "'unterminated", "E'\\u0041'"] {
+            assert!(read(sql, 0).is_err(), "{sql}");
+        }
+    }
+}
