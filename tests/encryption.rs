@@ -446,6 +446,14 @@ async fn prepared_statements_encrypt_parameters_and_decrypt_results() {
             .execute(&insert, &[&4i32, &"n", &None::<&str>, &None::<&str>])
             .await
             .unwrap();
+        // Without a column list, parameters are matched to columns by position.
+        client
+            .execute(
+                "INSERT INTO enc_bind VALUES (6, 'n', $1, $2)",
+                &[&"bind-ssn-6", &"bind-6@example.com"],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("INSERT without a column list, with parameters: {}", describe(&e)));
         // Inside an explicit transaction too.
         client.simple_query("BEGIN").await.unwrap();
         client
@@ -460,7 +468,7 @@ async fn prepared_statements_encrypt_parameters_and_decrypt_results() {
             .prepare("SELECT ssn, email FROM enc_bind WHERE id = $1")
             .await
             .unwrap();
-        for id in [1i32, 3, 4, 5] {
+        for id in [1i32, 3, 4, 5, 6] {
             let got = client.query_one(&select, &[&id]).await.unwrap();
             let expected = match id {
                 4 => (None, None),
@@ -714,9 +722,13 @@ async fn reads_decrypt_through_aliases_joins_subqueries_and_ctes() {
                 rows(&[&[Some("ann"), Some("read-ssn-1")]]),
             ),
         ];
+        let mut wrong = Vec::new();
         for (sql, expected) in cases {
-            assert_eq!(&both(&client, sql).await, expected, "{sql}");
-            // Prepared once, executed twice.
+            let text = simple(&client, sql).await;
+            if &text != expected {
+                wrong.push(format!("simple: {sql}\n    got {text:?}"));
+            }
+            // Prepared once, executed twice (binary results).
             let statement = client.prepare(sql).await.unwrap();
             for _ in 0..2 {
                 let got: Vec<Vec<Option<String>>> = client
@@ -726,9 +738,12 @@ async fn reads_decrypt_through_aliases_joins_subqueries_and_ctes() {
                     .iter()
                     .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
                     .collect();
-                assert_eq!(&got, expected, "prepared: {sql}");
+                if &got != expected {
+                    wrong.push(format!("extended: {sql}\n    got {got:?}"));
+                }
             }
         }
+        assert!(wrong.is_empty(), "wrong results:\n{}", wrong.join("\n"));
 
         // SELECT * (and t.*) decrypt by position.
         for sql in [
@@ -842,7 +857,7 @@ async fn equal_values_give_equal_ciphertexts_only_in_deterministic_columns() {
             .unwrap();
         client
             .execute(
-                "INSERT INTO enc_modes VALUES (2, 'b', $1, $2)",
+                "INSERT INTO enc_modes (id, name, ssn, email) VALUES (2, 'b', $1, $2)",
                 &[&"same-ssn", &"same@example.com"],
             )
             .await
@@ -1098,6 +1113,7 @@ const DECRYPT_POLICY: &str = "\
 p, encwriter, appdb, public.*, *, insert, allow
 p, encwriter, appdb, public.*, *, select, allow
 p, encwriter, appdb, public.enc_perm, *, decrypt, allow
+p, decryptor, appdb, public.enc_shape, *, decrypt, allow
 p, nodecrypt, appdb, public.*, *, select, allow
 p, nodecrypt, appdb, pg_catalog.*, *, select, allow
 p, decryptor, appdb, public.*, *, select, allow
@@ -1137,7 +1153,7 @@ async fn users_without_decrypt_see_null_or_ciphertext() {
             .unwrap();
         writer
             .execute(
-                "INSERT INTO enc_perm VALUES (2, 'bob', $1, $2)",
+                "INSERT INTO enc_perm (id, name, ssn, email) VALUES (2, 'bob', $1, $2)",
                 &[&"perm-ssn-2", &"perm-2@example.com"],
             )
             .await
@@ -1210,7 +1226,7 @@ async fn crypto_operations_are_counted() {
             .unwrap();
         client
             .execute(
-                "INSERT INTO enc_metrics VALUES (2, 'b', $1, $2)",
+                "INSERT INTO enc_metrics (id, name, ssn, email) VALUES (2, 'b', $1, $2)",
                 &[&"m-ssn-2", &"m-2@example.com"],
             )
             .await
@@ -1260,7 +1276,7 @@ async fn debug_logs_contain_no_plaintext() {
             .unwrap();
         client
             .execute(
-                "INSERT INTO enc_logs VALUES (2, 'b', $1, $2)",
+                "INSERT INTO enc_logs (id, name, ssn, email) VALUES (2, 'b', $1, $2)",
                 &[&"secret-ssn-4712", &"secret-mail-4712@example.com"],
             )
             .await
@@ -1290,16 +1306,21 @@ async fn debug_logs_contain_no_plaintext() {
         log.to_lowercase().contains("debug"),
         "RUST_LOG=debug did not reach pgward; log:\n{log}"
     );
-    for secret in secrets {
-        assert!(
-            !log.contains(secret),
-            "the log contains the plaintext {secret:?}:\n{}",
-            log.lines()
-                .filter(|l| l.contains(secret))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    let leaks: Vec<&str> = log
+        .lines()
+        .filter(|line| secrets.iter().any(|s| line.contains(s)))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} log lines contain plaintext of an encrypted column, e.g.:\n{}",
+        leaks.len(),
+        leaks
+            .iter()
+            .take(20)
+            .map(|l| l.chars().take(300).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// Session mode, with the key from an environment variable: write, search, read.
@@ -1317,7 +1338,7 @@ async fn session_mode_with_a_key_from_the_environment() {
             .await
             .unwrap();
         let insert = client
-            .prepare("INSERT INTO enc_session VALUES ($1, 'bob', $2, $3)")
+            .prepare("INSERT INTO enc_session (id, name, ssn, email) VALUES ($1, 'bob', $2, $3)")
             .await
             .unwrap();
         client
@@ -1350,6 +1371,142 @@ async fn session_mode_with_a_key_from_the_environment() {
             "ORDER BY in session mode",
         );
         assert_usable(&client, "a refusal").await;
+    })
+    .await;
+}
+
+/// Whatever the shape of a query, a designated value reaches a client decrypted (a user with
+/// decrypt), as NULL (a user without), or not at all (refused): never as the stored envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_query_shape_hands_out_the_stored_envelope() {
+    create_table("enc_shape");
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_toml(policy_dir.path());
+    let enc = Encrypted::start_with("enc_shape", policy_config(), "null", &policy);
+    deadline(LIMIT, async {
+        let writer = enc.pgward.connect_as("encwriter", "pw").await;
+        writer
+            .simple_query("INSERT INTO enc_shape (id, name, ssn, email) VALUES (1, 'ann', 'shape-ssn-1', 'shape-1@example.com')")
+            .await
+            .unwrap();
+        let shapes = [
+            "SELECT (SELECT ssn FROM enc_shape WHERE id = 1) AS s",
+            "SELECT x.s FROM (SELECT (SELECT email FROM enc_shape WHERE id = 1) AS s) AS x",
+            "SELECT p::text FROM enc_shape p",
+            "SELECT row_to_json(p)::text FROM enc_shape p",
+            "SELECT CASE WHEN id = 1 THEN ssn END FROM enc_shape",
+            "SELECT coalesce(email, 'none') FROM enc_shape",
+            "SELECT ARRAY(SELECT email FROM enc_shape)::text",
+            "SELECT max(ssn) FROM enc_shape",
+            "SELECT string_agg(email, ',') FROM enc_shape",
+            "SELECT ssn FROM enc_shape UNION ALL SELECT email FROM enc_shape",
+        ];
+        let mut wrong = Vec::new();
+        for user in ["decryptor", "nodecrypt"] {
+            let client = enc.pgward.connect_as(user, "pw").await;
+            for sql in shapes {
+                let text = match client.simple_query(sql).await {
+                    Ok(messages) => format!("{:?}", simple_rows(&messages)),
+                    Err(_) => continue,
+                };
+                let leaked = text.contains("pgw1:")
+                    || (user == "nodecrypt" && text.contains("shape-"));
+                if leaked {
+                    wrong.push(format!("{user}: {sql}\n    got {text}"));
+                }
+            }
+            assert_usable(&client, "the shapes").await;
+        }
+        assert!(
+            wrong.is_empty(),
+            "designated values left pgward undecrypted (or decrypted for a user without decrypt):\n{}",
+            wrong.join("\n")
+        );
+    })
+    .await;
+}
+
+/// However a value is written, it is encrypted with exactly the value PostgreSQL would have
+/// stored, or the statement is refused: plaintext never reaches the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_of_writing_a_value_encrypts_it_or_is_refused() {
+    create_plain_table("enc_wshape_src", "id int, v text");
+    admin_psql(DATABASE, "INSERT INTO enc_wshape_src VALUES (1, 'wshape-src')");
+    let enc = start("enc_wshape");
+    deadline(LIMIT, async {
+        let client = enc.connect().await;
+        client
+            .simple_query("INSERT INTO enc_wshape (id, ssn) VALUES (1, 'wshape-0')")
+            .await
+            .unwrap();
+        // (statement, the id it writes, the value PostgreSQL would store)
+        let writes: &[(&str, i32, &str)] = &[
+            ("WITH x AS (INSERT INTO enc_wshape (id, ssn) VALUES (10, 'wshape-1') RETURNING ssn) SELECT ssn FROM x", 10, "wshape-1"),
+            ("INSERT INTO enc_wshape (id, ssn) SELECT 11, 'wshape-2'", 11, "wshape-2"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (12, 'wshape-' || '3')", 12, "wshape-3"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (13, 'wshape-5'::text)", 13, "wshape-5"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (14, $$wshape-6$$)", 14, "wshape-6"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (15, E'wshape-7\\x41')", 15, "wshape-7A"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (16, (SELECT 'wshape-9'))", 16, "wshape-9"),
+            ("INSERT INTO enc_wshape (id, ssn) SELECT id + 16, v FROM enc_wshape_src", 17, "wshape-src"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (18, lower('WSHAPE-10'))", 18, "wshape-10"),
+            ("MERGE INTO enc_wshape t USING (SELECT 19 AS id) s ON t.id = s.id WHEN NOT MATCHED THEN INSERT (id, ssn) VALUES (s.id, 'wshape-11')", 19, "wshape-11"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET ssn = 'wshape-12'", 1, "wshape-12"),
+            ("UPDATE enc_wshape SET email = concat('wshape-', '13') WHERE id = 1", 1, "wshape-13"),
+            ("PREPARE wshape_p (int, text) AS INSERT INTO enc_wshape (id, ssn) VALUES ($1, $2); EXECUTE wshape_p(20, 'wshape-14')", 20, "wshape-14"),
+            ("INSERT INTO enc_wshape (id, ssn) VALUES (21, U&'wshape-15\\0041')", 21, "wshape-15A"),
+        ];
+        let mut accepted = Vec::new();
+        for (sql, id, value) in writes {
+            match client.simple_query(sql).await {
+                Ok(_) => accepted.push((*sql, *id, *value)),
+                Err(e) => {
+                    let described = describe(&e);
+                    assert!(
+                        described.starts_with("0A000") || described.starts_with("42501"),
+                        "{sql}: {described}"
+                    );
+                    assert_usable(&client, sql).await;
+                }
+            }
+        }
+        // With a parameter inside an expression.
+        let param = client
+            .execute(
+                "INSERT INTO enc_wshape (id, ssn) VALUES (22, $1 || '-16')",
+                &[&"wshape"],
+            )
+            .await;
+        if param.is_ok() {
+            accepted.push(("$1 || '-16'", 22, "wshape-16"));
+        }
+
+        let rows = stored_rows("enc_wshape");
+        let mut wrong = Vec::new();
+        if rows.contains("wshape-") {
+            wrong.push(format!("plaintext stored:\n{rows}"));
+        }
+        for (sql, id, value) in &accepted {
+            let column = if value == &"wshape-13" { "email" } else { "ssn" };
+            let got = client
+                .query(
+                    &format!("SELECT {column} FROM enc_wshape WHERE id = $1"),
+                    &[id],
+                )
+                .await;
+            match got {
+                Ok(r) if r.len() == 1 && r[0].get::<_, Option<String>>(0).as_deref() == Some(value) => {}
+                Ok(r) => wrong.push(format!(
+                    "{sql}: accepted, then id {id} reads {:?} instead of {value:?}",
+                    r.iter().map(|r| r.get::<_, Option<String>>(0)).collect::<Vec<_>>()
+                )),
+                Err(e) => wrong.push(format!(
+                    "{sql}: accepted, then id {id} does not read: {}",
+                    describe(&e)
+                )),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     })
     .await;
 }
