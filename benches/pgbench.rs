@@ -4,10 +4,13 @@
 //! 2. `pgbench -S` with 32 clients through pgward in front of the primary only, then in front of
 //!    the primary and both replicas, with the transactions each server ran;
 //! 3. `pgbench -S` (simple, extended, prepared; 16 clients) through pgward with the access
-//!    policy off and on (a policy of a few dozen lines), runs alternating.
+//!    policy off and on (a policy of a few dozen lines), runs alternating;
+//! 4. column encryption: one client selecting 100k rows, with two encrypted columns and
+//!    from the same table unencrypted, through one pgward (simple, extended, prepared).
 //!
 //! Run with `cargo bench --bench pgbench`. `PGWARD_BENCH_SECONDS` sets the length of each
-//! measured run (default 10); `PGWARD_BENCH=poolers|replicas|policy` runs one part only. PgBouncer is
+//! measured run (default 10); `PGWARD_BENCH=poolers|replicas|policy|encryption` runs one part
+//! only. PgBouncer is
 //! measured only when its binary is installed.
 //!
 //! A run that fails (non-zero exit or failed transactions) is shown in the table as FAILED with
@@ -95,6 +98,11 @@ fn main() -> Result<()> {
     }
     if wanted("policy") && !interrupted() {
         policy(&pgbench, pg_port, seconds, warmup, scratch.path());
+    }
+    if wanted("encryption") && !interrupted() {
+        if let Err(e) = encryption(&pgbench, pg_port, seconds, warmup, scratch.path()) {
+            eprintln!("encryption bench: {e:#}");
+        }
     }
     if interrupted() {
         eprintln!("interrupted; results are incomplete");
@@ -345,6 +353,121 @@ fn policy(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Pat
     }
 }
 
+/// Rows each encryption-bench query returns.
+const ENCRYPTED_ROWS: u32 = 100_000;
+
+/// Part 4: what decrypting costs. The same 100k rows (an SSN-like and an email-like value)
+/// stored encrypted in one table and as plaintext in another, read whole by one client through
+/// the same pgward, runs alternating.
+fn encryption(
+    pgbench: &Path,
+    pg_port: u16,
+    seconds: u64,
+    warmup: u64,
+    scratch: &Path,
+) -> Result<()> {
+    let dir = scratch.join("encryption");
+    fs::create_dir_all(&dir)?;
+    let key: [u8; 32] = rand::random();
+    fs::write(dir.join("bench.key"), {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(key)
+    })?;
+    let extra = format!(
+        "\n[[encryption.keys]]\nid = \"bench\"\nmaterial = \"file:{}\"\nactive = true\n\
+         \n[[encryption.columns]]\ntable = \"public.enc_bench\"\ncolumn = \"ssn\"\nmode = \"deterministic\"\n\
+         \n[[encryption.columns]]\ntable = \"public.enc_bench\"\ncolumn = \"email\"\nmode = \"randomized\"\n",
+        dir.join("bench.key").display()
+    );
+    let proxy = start_pgward(scratch, &[("primary", pg_port, "primary")], &extra)
+        .map_err(|e| anyhow!("pgward did not start: {e}"))?;
+    // The data, as CSV, loaded through pgward: the encrypted table gets ciphertext.
+    let csv = dir.join("rows.csv");
+    let rows: String = (1..=ENCRYPTED_ROWS)
+        .map(|i| {
+            format!(
+                "{i},{:03}-{:02}-{:04},customer{i}@example.com\n",
+                i % 1000,
+                i % 100,
+                i % 10000
+            )
+        })
+        .collect();
+    fs::write(&csv, rows)?;
+    let psql = pgbench.with_file_name("psql");
+    for table in ["enc_bench", "plain_bench"] {
+        let sql = format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, ssn text, email text);"
+        );
+        let load = format!("\\copy {table} FROM '{}' WITH (FORMAT csv)", csv.display());
+        for command in [
+            sql.as_str(),
+            load.as_str(),
+            &format!("VACUUM ANALYZE {table}"),
+        ] {
+            let output = client_command(&psql, proxy.port)
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    DATABASE,
+                    "-c",
+                    command,
+                ])
+                .output()?;
+            if !output.status.success() {
+                bail!(
+                    "{command}: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for mode in MODES {
+        let mut outcomes = Vec::new();
+        for table in ["plain_bench", "enc_bench"] {
+            if interrupted() {
+                return Ok(());
+            }
+            let script = dir.join(format!("{table}.sql"));
+            fs::write(&script, format!("SELECT id, ssn, email FROM {table};\n"))?;
+            let workload = ["-f", &script.to_string_lossy()].map(str::to_owned);
+            run_pgbench_with(pgbench, proxy.port, mode, 1, warmup, scratch, &workload);
+            let outcome =
+                run_pgbench_with(pgbench, proxy.port, mode, 1, seconds, scratch, &workload);
+            eprintln!("encryption {table} {mode}: {outcome}");
+            outcomes.push(outcome);
+        }
+        results.push((mode, outcomes));
+    }
+    println!(
+        "\n## SELECT of {ENCRYPTED_ROWS} rows (two text columns), 1 client, {seconds} s per run, through pgward: plaintext table vs both columns encrypted\n"
+    );
+    println!(
+        "| mode | plaintext queries/s | encrypted queries/s | time ratio (encrypted/plaintext) |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (mode, outcomes) in &results {
+        println!(
+            "| {mode} | {:.2} | {:.2} | {} |",
+            tps(&outcomes[0]),
+            tps(&outcomes[1]),
+            ratio(&outcomes[0], &outcomes[1])
+        );
+    }
+    Ok(())
+}
+
+fn tps(outcome: &Outcome) -> f64 {
+    match outcome {
+        Outcome::Tps(tps) => *tps,
+        _ => f64::NAN,
+    }
+}
+
 /// Length of each measured run, from `PGWARD_BENCH_SECONDS` (default 10).
 fn bench_seconds() -> Result<u64> {
     match std::env::var("PGWARD_BENCH_SECONDS") {
@@ -431,6 +554,27 @@ fn run_pgbench(
     seconds: u64,
     scratch: &Path,
 ) -> Outcome {
+    run_pgbench_with(
+        pgbench,
+        port,
+        mode,
+        clients,
+        seconds,
+        scratch,
+        &["-S".to_owned()],
+    )
+}
+
+/// One `pgbench -n` run of `workload` (`-S`, or `-f script`).
+fn run_pgbench_with(
+    pgbench: &Path,
+    port: u16,
+    mode: &str,
+    clients: u32,
+    seconds: u64,
+    scratch: &Path,
+    workload: &[String],
+) -> Outcome {
     let stdout_path = scratch.join("pgbench.out");
     let stderr_path = scratch.join("pgbench.err");
     let (stdout_file, stderr_file) = match (
@@ -442,9 +586,12 @@ fn run_pgbench(
             return Outcome::Failed(format!("cannot create output file: {e}"))
         }
     };
+    let threads = THREADS.min(clients);
     let mut cmd = client_command(pgbench, port);
-    cmd.args(["-n", "-S", "-M", mode])
-        .args(["-c", &clients.to_string(), "-j", &THREADS.to_string()])
+    cmd.arg("-n")
+        .args(workload)
+        .args(["-M", mode])
+        .args(["-c", &clients.to_string(), "-j", &threads.to_string()])
         .args(["-T", &seconds.to_string(), DATABASE])
         .stdout(stdout_file)
         .stderr(stderr_file);

@@ -36,7 +36,12 @@ fn encrypt_sample_emails(cluster: &Cluster, config: &Config) -> anyhow::Result<(
         .column("public", "customers", "email")
         .context("customers.email is designated")?;
     let rows: Vec<String> = (1..=100)
-        .map(|i| format!("({i}, '{}')", email.encrypt(format!("c{i}@example.com").as_bytes())))
+        .map(|i| {
+            format!(
+                "({i}, '{}')",
+                email.encrypt(format!("c{i}@example.com").as_bytes())
+            )
+        })
         .collect();
     let sql = format!(
         "UPDATE customers c SET email = v.email FROM (VALUES {}) v(id, email) WHERE c.id = v.id",
@@ -76,7 +81,10 @@ async fn serve(cluster: &Cluster, listen: &str) -> anyhow::Result<()> {
     {
         use base64::Engine;
         let bytes: [u8; 32] = rand::random();
-        std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode(bytes))?;
+        std::fs::write(
+            &key,
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        )?;
     }
     let quote = |p: &std::path::Path| toml::Value::String(p.to_string_lossy().into()).to_string();
     let text = format!(
@@ -170,7 +178,9 @@ role = "replica"
         addr.ip(),
         addr.port()
     );
-    println!("customers.email is encrypted by pgward (deterministic, so WHERE email = '...' works):");
+    println!(
+        "customers.email is encrypted by pgward (deterministic, so WHERE email = '...' works):"
+    );
     println!(
         "  psql \"postgres://app:app-secret@{}:{}/appdb\" -c \"SELECT id, email FROM customers WHERE email = 'c7@example.com'\"",
         addr.ip(),

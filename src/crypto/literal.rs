@@ -178,7 +178,7 @@ mod tests {
             (&b"it's"[..], "'it''s'")
         );
         assert_eq!(at(sql, 1, 17).value, b"a\nbAA");
-        assert_eq!(at(sql, 1, 35).value, b" raw ' ");
+        assert_eq!(at(sql, 1, 34).value, b" raw ' ");
         assert_eq!(at(sql, 2, 3).value, b"12.5e+3");
         assert_eq!(at(sql, 2, 12).value, b"n");
     }
