@@ -1481,10 +1481,10 @@ async fn every_way_of_writing_a_value_encrypts_it_or_is_refused() {
             accepted.push(("$1 || '-16'", 22, "wshape-16"));
         }
 
-        let rows = stored_rows("enc_wshape");
+        let stored_text = stored_rows("enc_wshape");
         let mut wrong = Vec::new();
-        if rows.contains("wshape-") {
-            wrong.push(format!("plaintext stored:\n{rows}"));
+        if stored_text.contains("wshape-") {
+            wrong.push(format!("plaintext stored:\n{stored_text}"));
         }
         for (sql, id, value) in &accepted {
             let column = if value == &"wshape-13" { "email" } else { "ssn" };
