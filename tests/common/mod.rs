@@ -138,6 +138,8 @@ pub struct ProxyConfig {
     pub backends: Option<String>,
     /// Raw TOML appended at the end, for settings no helper covers.
     pub extra: String,
+    /// Environment variables for the pgward process (e.g. RUST_LOG, key material).
+    pub env: Vec<(String, String)>,
 }
 
 impl ProxyConfig {
@@ -155,6 +157,7 @@ impl ProxyConfig {
             admin_port: None,
             backends: None,
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -194,6 +197,12 @@ impl ProxyConfig {
 
     pub fn extra(mut self, toml: &str) -> ProxyConfig {
         self.extra.push_str(toml);
+        self
+    }
+
+    /// Sets an environment variable of the pgward process (`RUST_LOG` overrides "info").
+    pub fn env(mut self, name: &str, value: &str) -> ProxyConfig {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -260,7 +269,7 @@ impl ProxyConfig {
     }
 
     pub fn start(&self) -> Pgward {
-        Pgward::start(&self.toml())
+        Pgward::start_with_env(&self.toml(), &self.env)
     }
 }
 
@@ -285,6 +294,11 @@ impl Pgward {
     /// `[server] listen` accepts TCP. Call it from the test's own thread: pgward is killed
     /// when the thread that spawned it exits (so a crashed test binary leaves nothing behind).
     pub fn start(config_toml: &str) -> Pgward {
+        Pgward::start_with_env(config_toml, &[])
+    }
+
+    /// `start` with extra environment variables for the pgward process.
+    pub fn start_with_env(config_toml: &str, env: &[(String, String)]) -> Pgward {
         let config: toml::Table = config_toml
             .parse()
             .unwrap_or_else(|e| panic!("test config is not TOML: {e}\n{config_toml}"));
@@ -311,6 +325,7 @@ impl Pgward {
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env_remove("PGWARD_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
