@@ -105,8 +105,11 @@ fn main() -> ExitCode {
 
 /// Logs to stderr, filtered by RUST_LOG (default `info`).
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // sqlparser's debug output holds the SQL it parses, literals included: values of encrypted
+    // columns must never reach a log, so it is capped at info whatever RUST_LOG says.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive("sqlparser=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -453,11 +453,19 @@ async fn prepared_statements_encrypt_parameters_and_decrypt_results() {
                 &[&"bind-ssn-6", &"bind-6@example.com"],
             )
             .await
-            .unwrap_or_else(|e| panic!("INSERT without a column list, with parameters: {}", describe(&e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "INSERT without a column list, with parameters: {}",
+                    describe(&e)
+                )
+            });
         // Inside an explicit transaction too.
         client.simple_query("BEGIN").await.unwrap();
         client
-            .execute(&insert, &[&5i32, &"n", &"bind-ssn-5", &"bind-5@example.com"])
+            .execute(
+                &insert,
+                &[&5i32, &"n", &"bind-ssn-5", &"bind-5@example.com"],
+            )
             .await
             .unwrap();
         client.simple_query("COMMIT").await.unwrap();
@@ -478,7 +486,10 @@ async fn prepared_statements_encrypt_parameters_and_decrypt_results() {
                 ),
             };
             assert_eq!(
-                (got.get::<_, Option<String>>(0), got.get::<_, Option<String>>(1)),
+                (
+                    got.get::<_, Option<String>>(0),
+                    got.get::<_, Option<String>>(1)
+                ),
                 expected
             );
         }
@@ -491,7 +502,10 @@ async fn prepared_statements_encrypt_parameters_and_decrypt_results() {
 /// plain table.
 #[test]
 fn text_format_parameters_and_results_with_pgbench() {
-    create_plain_table("enc_pgb_echo", "mode text, ssn text, email text, found text");
+    create_plain_table(
+        "enc_pgb_echo",
+        "mode text, ssn text, email text, found text",
+    );
     let enc = start("enc_pgb");
     let script = enc.files.path().join("script.sql");
     std::fs::write(
@@ -636,14 +650,18 @@ fn psql_inserts_copies_and_reads_plaintext() {
     )]);
     assert_eq!(copied.stdout.trim(), "COPY 3");
 
-    assert_stored_encrypted(
-        "enc_psql",
-        &["psql-ssn", "psql \"quoted\"", "@example.com"],
+    assert_stored_encrypted("enc_psql", &["psql-ssn", "psql \"quoted\"", "@example.com"]);
+    assert_eq!(
+        stored("enc_psql", "email")[2],
+        None,
+        "an unquoted empty CSV field is NULL"
     );
-    assert_eq!(stored("enc_psql", "email")[2], None, "an unquoted empty CSV field is NULL");
 
     let selected = run(&["SELECT id, ssn, email FROM enc_psql WHERE ssn = 'psql-ssn-2'"]);
-    assert_eq!(selected.stdout.trim(), "2|psql-ssn-2|psql-2, with comma@example.com");
+    assert_eq!(
+        selected.stdout.trim(),
+        "2|psql-ssn-2|psql-2, with comma@example.com"
+    );
     let exported = run(&["\\copy (SELECT id, name, ssn, email FROM enc_psql ORDER BY id) to stdout with (format csv)"]);
     // psql may print the command tag after the data.
     let data = exported
@@ -864,7 +882,10 @@ async fn equal_values_give_equal_ciphertexts_only_in_deterministic_columns() {
             .unwrap();
         let ssn = stored("enc_modes", "ssn");
         let email = stored("enc_modes", "email");
-        assert_eq!(ssn[0], ssn[1], "deterministic: one ciphertext for one value");
+        assert_eq!(
+            ssn[0], ssn[1],
+            "deterministic: one ciphertext for one value"
+        );
         assert_ne!(email[0], email[1], "randomized: a new ciphertext each time");
         assert_eq!(
             both(&client, "SELECT email FROM enc_modes ORDER BY id").await,
@@ -885,25 +906,48 @@ async fn operations_that_need_the_plaintext_are_refused() {
     deadline(LIMIT, async {
         let client = enc.connect().await;
         client
-            .simple_query("INSERT INTO enc_refuse VALUES (1, 'ann', 'ref-ssn-1', 'ref-1@example.com')")
+            .simple_query(
+                "INSERT INTO enc_refuse VALUES (1, 'ann', 'ref-ssn-1', 'ref-1@example.com')",
+            )
             .await
             .unwrap();
         let both_columns: &[&str] = &["ssn", "email"];
         let cases: &[(&str, &[&str])] = &[
             ("SELECT id FROM enc_refuse WHERE ssn LIKE 'ref%'", &["ssn"]),
-            ("SELECT id FROM enc_refuse WHERE email ILIKE '%@example.com'", &["email"]),
+            (
+                "SELECT id FROM enc_refuse WHERE email ILIKE '%@example.com'",
+                &["email"],
+            ),
             ("SELECT id FROM enc_refuse WHERE ssn > 'a'", &["ssn"]),
-            ("SELECT id FROM enc_refuse WHERE ssn BETWEEN 'a' AND 'z'", &["ssn"]),
+            (
+                "SELECT id FROM enc_refuse WHERE ssn BETWEEN 'a' AND 'z'",
+                &["ssn"],
+            ),
             ("SELECT id FROM enc_refuse ORDER BY ssn", &["ssn"]),
-            ("SELECT name FROM enc_refuse ORDER BY email DESC", &["email"]),
-            ("SELECT email, count(*) FROM enc_refuse GROUP BY email", &["email"]),
+            (
+                "SELECT name FROM enc_refuse ORDER BY email DESC",
+                &["email"],
+            ),
+            (
+                "SELECT email, count(*) FROM enc_refuse GROUP BY email",
+                &["email"],
+            ),
             ("SELECT DISTINCT email FROM enc_refuse", &["email"]),
             ("SELECT upper(ssn) FROM enc_refuse", &["ssn"]),
-            ("SELECT id FROM enc_refuse WHERE length(email) > 3", &["email"]),
+            (
+                "SELECT id FROM enc_refuse WHERE length(email) > 3",
+                &["email"],
+            ),
             ("SELECT ssn::int FROM enc_refuse", &["ssn"]),
-            ("SELECT id FROM enc_refuse WHERE email = 'ref-1@example.com'", &["email"]),
+            (
+                "SELECT id FROM enc_refuse WHERE email = 'ref-1@example.com'",
+                &["email"],
+            ),
             ("SELECT id FROM enc_refuse WHERE ssn = email", both_columns),
-            ("INSERT INTO enc_refuse (id, ssn) SELECT id + 100, email FROM enc_refuse", both_columns),
+            (
+                "INSERT INTO enc_refuse (id, ssn) SELECT id + 100, email FROM enc_refuse",
+                both_columns,
+            ),
             ("UPDATE enc_refuse SET ssn = email", both_columns),
             ("UPDATE enc_refuse SET email = ssn || 'x'", both_columns),
         ];
@@ -984,7 +1028,9 @@ async fn binary_copy_into_the_table_is_refused() {
             .await
             .unwrap();
         pin_mut!(sink);
-        sink.send(Bytes::from_static(b"1\tbincopy-ssn\n")).await.unwrap();
+        sink.send(Bytes::from_static(b"1\tbincopy-ssn\n"))
+            .await
+            .unwrap();
         assert_eq!(sink.finish().await.unwrap(), 1);
         assert_stored_encrypted("enc_bincopy", &["bincopy-ssn"]);
     })
@@ -1040,7 +1086,10 @@ async fn moved_or_tampered_ciphertext_fails_the_read() {
         let failures_before = metric(&enc.metrics(), "pgward_crypto_failures_total");
 
         // The ssn ciphertext of row 1 copied into its email column.
-        admin_psql(DATABASE, "UPDATE public.enc_tamper SET email = ssn WHERE id = 1");
+        admin_psql(
+            DATABASE,
+            "UPDATE public.enc_tamper SET email = ssn WHERE id = 1",
+        );
         let sql = "SELECT email FROM enc_tamper WHERE id = 1";
         assert_error_naming(
             client.simple_query(sql).await.map(|m| simple_rows(&m)),
@@ -1148,7 +1197,9 @@ async fn users_without_decrypt_see_null_or_ciphertext() {
     deadline(LIMIT, async {
         let writer = enc.pgward.connect_as("encwriter", "pw").await;
         writer
-            .simple_query("INSERT INTO enc_perm VALUES (1, 'ann', 'perm-ssn-1', 'perm-1@example.com')")
+            .simple_query(
+                "INSERT INTO enc_perm VALUES (1, 'ann', 'perm-ssn-1', 'perm-1@example.com')",
+            )
             .await
             .unwrap();
         writer
@@ -1173,7 +1224,10 @@ async fn users_without_decrypt_see_null_or_ciphertext() {
             .query("SELECT * FROM enc_perm WHERE id = 1", &[])
             .await
             .unwrap();
-        assert_eq!(star[0].get::<_, Option<String>>("name").as_deref(), Some("ann"));
+        assert_eq!(
+            star[0].get::<_, Option<String>>("name").as_deref(),
+            Some("ann")
+        );
         assert_eq!(star[0].get::<_, Option<String>>("ssn"), None);
         assert_eq!(star[0].get::<_, Option<String>>("email"), None);
 
@@ -1181,8 +1235,18 @@ async fn users_without_decrypt_see_null_or_ciphertext() {
         assert_eq!(
             both(&decryptor, sql).await,
             rows(&[
-                &[Some("1"), Some("ann"), Some("perm-ssn-1"), Some("perm-1@example.com")],
-                &[Some("2"), Some("bob"), Some("perm-ssn-2"), Some("perm-2@example.com")],
+                &[
+                    Some("1"),
+                    Some("ann"),
+                    Some("perm-ssn-1"),
+                    Some("perm-1@example.com")
+                ],
+                &[
+                    Some("2"),
+                    Some("bob"),
+                    Some("perm-ssn-2"),
+                    Some("perm-2@example.com")
+                ],
             ])
         );
     })
@@ -1195,13 +1259,20 @@ async fn users_without_decrypt_see_null_or_ciphertext() {
     let enc = Encrypted::start_with("enc_perm", policy_config(), "ciphertext", &policy);
     deadline(LIMIT, async {
         let nodecrypt = enc.pgward.connect_as("nodecrypt", "pw").await;
-        let got = both(&nodecrypt, "SELECT name, ssn, email FROM enc_perm ORDER BY id").await;
+        let got = both(
+            &nodecrypt,
+            "SELECT name, ssn, email FROM enc_perm ORDER BY id",
+        )
+        .await;
         assert_eq!(got.len(), 2);
         for row in &got {
             assert!(row[0].is_some());
             for value in &row[1..] {
                 let value = value.as_deref().unwrap_or("<NULL>");
-                assert!(value.starts_with("pgw1:"), "expected an envelope, got {value}");
+                assert!(
+                    value.starts_with("pgw1:"),
+                    "expected an envelope, got {value}"
+                );
             }
         }
     })
@@ -1329,12 +1400,18 @@ async fn session_mode_with_a_key_from_the_environment() {
     create_table("enc_session");
     let config = ProxyConfig::session(2)
         .env("PGWARD_TEST_KEY_K1", &new_key())
-        .extra(&encryption_toml("env:PGWARD_TEST_KEY_K1", "enc_session", "null"));
+        .extra(&encryption_toml(
+            "env:PGWARD_TEST_KEY_K1",
+            "enc_session",
+            "null",
+        ));
     let pgward = config.start();
     deadline(LIMIT, async {
         let client = pgward.connect().await;
         client
-            .simple_query("INSERT INTO enc_session VALUES (1, 'ann', 'sess-ssn-1', 'sess-1@example.com')")
+            .simple_query(
+                "INSERT INTO enc_session VALUES (1, 'ann', 'sess-ssn-1', 'sess-1@example.com')",
+            )
             .await
             .unwrap();
         let insert = client
@@ -1431,7 +1508,10 @@ async fn no_query_shape_hands_out_the_stored_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_way_of_writing_a_value_encrypts_it_or_is_refused() {
     create_plain_table("enc_wshape_src", "id int, v text");
-    admin_psql(DATABASE, "INSERT INTO enc_wshape_src VALUES (1, 'wshape-src')");
+    admin_psql(
+        DATABASE,
+        "INSERT INTO enc_wshape_src VALUES (1, 'wshape-src')",
+    );
     let enc = start("enc_wshape");
     deadline(LIMIT, async {
         let client = enc.connect().await;

@@ -88,6 +88,10 @@ pub struct Plan {
     pub statements: Vec<StatementPlan>,
     /// How this user sees each designated column, by id.
     pub reveal: Vec<Reveal>,
+    /// Every designated column of the tables the text touches: a result value that is a
+    /// ciphertext where the analysis expected none (a scalar subquery, a UNION of two
+    /// columns) is decrypted with the one whose key authenticates it.
+    pub candidates: Vec<ColumnId>,
 }
 
 impl Plan {
@@ -136,6 +140,7 @@ pub fn plan(
         literals: Vec::new(),
         params: Vec::new(),
         touched: false,
+        candidates: Vec::new(),
     };
     let mut statements = Vec::with_capacity(analysis.statements.len());
     for info in &analysis.statements {
@@ -156,6 +161,7 @@ pub fn plan(
         params: planner.params,
         statements,
         reveal,
+        candidates: planner.candidates,
     }))
 }
 
@@ -180,6 +186,7 @@ struct Planner<'a> {
     params: Vec<ParamEdit>,
     /// Some statement touches a table with designated columns.
     touched: bool,
+    candidates: Vec<ColumnId>,
 }
 
 /// The relations a statement's table indexes stand for (`schema.table` candidates).
@@ -208,6 +215,19 @@ impl Planner<'_> {
             return Ok(StatementPlan::default());
         };
         self.touched = true;
+        for (schema, table) in tables.iter().flatten().filter_map(|t| split(t)) {
+            for column in self.crypto.columns() {
+                if column.schema() == schema && column.table() == table {
+                    let id = self
+                        .crypto
+                        .id_of(schema, table, column.column())
+                        .expect("listed");
+                    if !self.candidates.contains(&id) {
+                        self.candidates.push(id);
+                    }
+                }
+            }
+        }
         if !info.understood {
             return Err(Refusal(format!(
                 "pgward: statement on {designated_table}, which has encrypted columns, is not fully understood; refusing it rather than risk storing or comparing plaintext"
@@ -482,12 +502,25 @@ impl Planner<'_> {
                         || matches!(other.purpose, Purpose::Write)
                             != matches!(edit.purpose, Purpose::Write))
             });
+            let param = ValueSource::Param(n);
             let targets = analysis
                 .statements
                 .iter()
-                .flat_map(|s| &s.values)
-                .filter(|v| v.value == ValueSource::Param(n))
-                .count();
+                .map(|s| {
+                    let values = s.values.iter().filter(|v| v.value == param).count();
+                    // A positional INSERT value has no value target (its column needs the
+                    // catalog): its assignment is its use.
+                    let positional = s
+                        .assignments
+                        .iter()
+                        .filter(|a| {
+                            matches!(a.target, AssignTarget::Position(_))
+                                && a.value == Assigned::Value(param)
+                        })
+                        .count();
+                    values + positional
+                })
+                .sum::<usize>();
             if conflicting || uses.get(&n).copied().unwrap_or(0) > targets {
                 return Err(self.refuse(
                     edit.id,

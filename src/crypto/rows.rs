@@ -18,6 +18,8 @@ pub struct ResultMap {
     /// The statement of the plan the result belongs to.
     pub statement: usize,
     pub fields: Vec<(usize, ColumnId, Reveal)>,
+    /// Fields not in `fields` may still carry a ciphertext (see `Plan::candidates`).
+    pub probe: bool,
 }
 
 /// The map of a result from its RowDescription; None when no field is designated.
@@ -38,30 +40,39 @@ pub fn result_map(
             fields.push((index, id, plan.reveal[id.index()]));
         }
     }
-    Ok(expected(plan, statement, fields))
+    Ok(expected(plan, statement, fields, count.max(0) as usize))
 }
 
 /// The map of a result as the analysis alone sees it (an Execute with no RowDescription).
 pub fn planned_map(plan: &Arc<Plan>, statement: usize) -> Option<Arc<ResultMap>> {
-    let outputs = &plan.statements.get(statement)?.outputs;
+    let outputs = plan
+        .statements
+        .get(statement)
+        .map(|s| s.outputs.as_slice())
+        .unwrap_or_default();
     let fields = outputs
         .iter()
         .enumerate()
         .filter_map(|(i, id)| id.map(|id| (i, id, plan.reveal[id.index()])))
         .collect();
-    expected(plan, statement, fields)
+    expected(plan, statement, fields, usize::MAX)
 }
 
+/// A map of `width` fields (`usize::MAX`: not known); None when no field can hold a
+/// designated column's value.
 fn expected(
     plan: &Arc<Plan>,
     statement: usize,
     fields: Vec<(usize, ColumnId, Reveal)>,
+    width: usize,
 ) -> Option<Arc<ResultMap>> {
-    (!fields.is_empty()).then(|| {
+    let unmapped = width > fields.len() && !plan.candidates.is_empty();
+    (!fields.is_empty() || unmapped).then(|| {
         Arc::new(ResultMap {
             plan: plan.clone(),
             statement,
             fields,
+            probe: unmapped,
         })
     })
 }
@@ -79,6 +90,9 @@ pub fn decrypt_row(map: &ResultMap, body: &[u8]) -> Result<Frame, ProxyError> {
             let value = r.take(len as usize)?;
             out_fields.push(Some(value.into()));
         }
+    }
+    if map.probe {
+        probe_row(map, &mut out_fields);
     }
     for &(index, id, reveal) in &map.fields {
         let Some(slot) = out_fields.get_mut(index) else {
@@ -113,6 +127,34 @@ pub fn decrypt_row(map: &ResultMap, body: &[u8]) -> Result<Frame, ProxyError> {
             }
         }
     }))
+}
+
+/// Decrypts values of fields the map does not name that are ciphertexts of a candidate
+/// column: the one whose key authenticates the value is its column (an envelope is bound to
+/// its column), so a success is never a guess. Values no candidate opens stay as they are.
+fn probe_row(map: &ResultMap, fields: &mut [Option<std::borrow::Cow<[u8]>>]) {
+    for (index, slot) in fields.iter_mut().enumerate() {
+        if map.fields.iter().any(|f| f.0 == index) {
+            continue;
+        }
+        let Some(stored) = slot.as_deref() else {
+            continue;
+        };
+        if !super::looks_like_envelope(stored) {
+            continue;
+        }
+        for &id in &map.plan.candidates {
+            let cipher = map.plan.crypto.by_id(id);
+            if let Ok(plain) = cipher.try_decrypt(stored) {
+                *slot = match map.plan.reveal[id.index()] {
+                    Reveal::Plaintext => Some(plain.into()),
+                    Reveal::Null => None,
+                    Reveal::Ciphertext => Some(stored.to_vec().into()),
+                };
+                break;
+            }
+        }
+    }
 }
 
 /// The client's error for a value that does not decrypt.

@@ -114,12 +114,7 @@ impl Session {
             if let Verdict::Deny(denial) = verdict {
                 return Err(self.refused(denial.message.clone(), denial.action, &denial.object));
             }
-            if !analysis.understood() || analysis.statements.iter().any(|s| s.kind == Kind::Ddl) {
-                // Now, and again when the transaction ends (a refresh in between would not
-                // see the change yet).
-                self.state.catalogs.invalidate(&self.database);
-                self.catalog_dirty = true;
-            }
+            self.note_schema_change(analysis);
         }
         Ok(())
     }
@@ -178,6 +173,15 @@ impl Session {
         match self.catalog_source() {
             Some(source) => Ok((entry.after_miss(snapshot, &source).await, path_certain)),
             None => Ok((snapshot, path_certain)),
+        }
+    }
+
+    /// DDL (or what may be DDL) marks the catalog stale: now, and again when its transaction
+    /// ends (a refresh in between would not see the change yet).
+    pub(super) fn note_schema_change(&mut self, analysis: &Analysis) {
+        if !analysis.understood() || analysis.statements.iter().any(|s| s.kind == Kind::Ddl) {
+            self.state.catalogs.invalidate(&self.database);
+            self.catalog_dirty = true;
         }
     }
 

@@ -197,6 +197,10 @@ impl Session {
         sql: &[u8],
     ) -> Result<Option<Arc<Plan>>, ProxyError> {
         let analysis = self.analyze(sql);
+        // The policy stage does this when it is on; encryption needs a current catalog too.
+        if self.state.policy.load().is_none() {
+            self.note_schema_change(&analysis);
+        }
         // Most statements name no designated table: decided without the catalog.
         if analysis.understood()
             && !analysis.statements.iter().any(|s| {
@@ -340,7 +344,9 @@ impl Session {
             }
             return None;
         }
-        let copy = self.crypt.copy_in.as_mut()?;
+        let Some(copy) = self.crypt.copy_in.as_mut() else {
+            return Some(frame);
+        };
         let mut out = Vec::new();
         let result = match frame.tag() {
             tag::COPY_DATA => copy.feed(frame.body(), &mut out),
