@@ -1590,3 +1590,79 @@ async fn every_way_of_writing_a_value_encrypts_it_or_is_refused() {
     })
     .await;
 }
+
+/// During a rotation (rows under k1 and under k2, both keys configured), equality finds a
+/// value whichever key it was written under: literals (`=`, `<>`, `IN`) and a prepared
+/// `= $1`, whose extra parameter pgward adds and hides from the client.
+#[tokio::test]
+async fn equality_matches_every_key_during_a_rotation() {
+    deadline(LIMIT, async {
+        let table = "enc_rotating";
+        create_table(table);
+        let files = tempfile::tempdir().expect("temp dir");
+        let (k1, k2) = (files.path().join("k1.key"), files.path().join("k2.key"));
+        std::fs::write(&k1, new_key()).unwrap();
+        std::fs::write(&k2, new_key()).unwrap();
+        let keys = |active: &str| {
+            format!(
+                "\n[[encryption.keys]]\nid = \"k1\"\nmaterial = {}\nactive = {}\n\
+                 \n[[encryption.keys]]\nid = \"k2\"\nmaterial = {}\nactive = {}\n\
+                 \n[[encryption.columns]]\ntable = \"public.{table}\"\ncolumn = \"ssn\"\nmode = \"deterministic\"\n",
+                toml_string(&format!("file:{}", k1.display())),
+                active == "k1",
+                toml_string(&format!("file:{}", k2.display())),
+                active == "k2",
+            )
+        };
+        // Rows 1-2 written under k1, then the active key becomes k2 and rows 3-4 follow.
+        let before = ProxyConfig::transaction(2).extra(&keys("k1")).start();
+        let client = before.connect().await;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {table} (id, ssn) VALUES (1, 'same-1'), (2, 'only-k1')"
+            ))
+            .await
+            .unwrap();
+        drop(client);
+        drop(before);
+        let after = ProxyConfig::transaction(2).extra(&keys("k2")).start();
+        let client = after.connect().await;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {table} (id, ssn) VALUES (3, 'same-1'), (4, 'only-k2')"
+            ))
+            .await
+            .unwrap();
+        let stored_keys: Vec<String> = stored(table, "ssn")
+            .into_iter()
+            .flatten()
+            .map(|v| v.split(':').nth(1).unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(stored_keys, ["k1", "k1", "k2", "k2"]);
+
+        let ids = |rows: Vec<Vec<Option<String>>>| -> Vec<String> {
+            rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
+        };
+        let sql = format!("SELECT id::text FROM {table} WHERE ssn = 'same-1' ORDER BY id");
+        assert_eq!(ids(simple(&client, &sql).await), ["1", "3"]);
+        let sql = format!("SELECT id::text FROM {table} WHERE ssn IN ('only-k1', 'only-k2') ORDER BY id");
+        assert_eq!(ids(simple(&client, &sql).await), ["2", "4"]);
+        let sql = format!("SELECT id::text FROM {table} WHERE ssn <> 'same-1' ORDER BY id");
+        assert_eq!(ids(simple(&client, &sql).await), ["2", "4"]);
+
+        let statement = client
+            .prepare(&format!("SELECT id::text, ssn FROM {table} WHERE ssn = $1 ORDER BY id"))
+            .await
+            .unwrap();
+        assert_eq!(statement.params().len(), 1, "pgward's extra parameter is hidden");
+        for (value, expected) in [("same-1", vec!["1", "3"]), ("only-k1", vec!["2"]), ("only-k2", vec!["4"])] {
+            let rows = client.query(&statement, &[&value]).await.unwrap();
+            let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            assert_eq!(got, expected, "{value}");
+            for row in &rows {
+                assert_eq!(row.get::<_, String>(1), value);
+            }
+        }
+    })
+    .await;
+}
