@@ -146,7 +146,7 @@ role = "replica"
         replica = replica.port,
         model = quote(&model),
         policy = quote(&policy),
-        key = toml::Value::String(format!("file:{}", key.display())).to_string(),
+        key = toml::Value::String(format!("file:{}", key.display())),
     );
     let path = std::env::temp_dir().join(format!("pgward-demo-{}.toml", std::process::id()));
     std::fs::write(&path, &text)?;

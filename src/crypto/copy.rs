@@ -184,14 +184,15 @@ fn row_end(plan: &CopyPlan, data: &[u8]) -> Option<usize> {
     while i < data.len() {
         let c = data[i];
         if plan.csv {
-            if quoted && c == plan.escape && plan.escape != plan.quote {
-                if data
+            if quoted
+                && c == plan.escape
+                && plan.escape != plan.quote
+                && data
                     .get(i + 1)
                     .is_some_and(|&n| n == plan.quote || n == plan.escape)
-                {
-                    i += 2;
-                    continue;
-                }
+            {
+                i += 2;
+                continue;
             }
             if c == plan.quote {
                 quoted = !quoted;
@@ -217,14 +218,15 @@ fn split_fields<'a>(plan: &CopyPlan, body: &'a [u8]) -> Vec<&'a [u8]> {
     while i < body.len() {
         let c = body[i];
         if plan.csv {
-            if quoted && c == plan.escape && plan.escape != plan.quote {
-                if body
+            if quoted
+                && c == plan.escape
+                && plan.escape != plan.quote
+                && body
                     .get(i + 1)
                     .is_some_and(|&n| n == plan.quote || n == plan.escape)
-                {
-                    i += 2;
-                    continue;
-                }
+            {
+                i += 2;
+                continue;
             }
             if c == plan.quote {
                 quoted = !quoted;

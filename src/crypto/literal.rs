@@ -32,10 +32,7 @@ pub fn offset(sql: &str, line: u64, column: u64) -> Option<usize> {
     }
     let rest = &sql[line_start..];
     let skip = usize::try_from(column.checked_sub(1)?).ok()?;
-    match rest.char_indices().nth(skip) {
-        Some((i, _)) => Some(line_start + i),
-        None => None,
-    }
+    rest.char_indices().nth(skip).map(|(i, _)| line_start + i)
 }
 
 /// The literal starting at byte `at`.

@@ -239,9 +239,9 @@ pub fn encrypt_bind(plan: &Plan, extra: &[ExtraParams], body: &[u8]) -> Result<F
             }
         }
         b.put_i16(total as i16);
-        for i in 0..total {
+        for (i, encrypted) in encrypted.iter().enumerate() {
             let param = params.get(i).copied().flatten();
-            match (&encrypted[i], param) {
+            match (encrypted, param) {
                 (Some(value), _) => {
                     b.put_i32(value.len() as i32);
                     b.put_slice(value);

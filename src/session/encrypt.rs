@@ -558,6 +558,9 @@ fn exact_analysis(analyzer: &crate::sql::Analyzer, sql: &[u8]) -> Arc<Analysis> 
     }
 }
 
+/// A statement's new text, the parameters pgward added, and how many the client knows of.
+type KeyParams = (Vec<u8>, Vec<rows::ExtraParams>, usize);
+
 /// A search on a parameter of a column under several keys (during a rotation) needs the
 /// value's ciphertext under each: the parameter becomes a list of parameters, the extra ones
 /// numbered after the client's (`col = $1` becomes `col = ANY (ARRAY[$1, $3])`), and Bind
@@ -567,7 +570,7 @@ fn add_key_params(
     plan: &Plan,
     sql: &[u8],
     param_types: &[u8],
-) -> Result<Option<(Vec<u8>, Vec<rows::ExtraParams>, usize)>, ProxyError> {
+) -> Result<Option<KeyParams>, ProxyError> {
     let searches: Vec<_> = plan
         .params
         .iter()

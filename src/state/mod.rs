@@ -111,7 +111,7 @@ impl Runtime {
             idle_timeout: config.pool.idle_timeout,
         };
         let verifiers = Verifiers::new(&config);
-        let crypto = Crypto::from_config(&config.encryption, config.base_dir().as_deref())?;
+        let crypto = Crypto::from_config(&config.encryption, config.base_dir())?;
         Ok(Runtime {
             verifiers,
             crypto,
