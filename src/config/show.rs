@@ -73,9 +73,20 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
     put("policy.on_unparsed", word(&pol.on_unparsed));
     put("policy.catalog_refresh", duration(pol.catalog_refresh));
 
-    for (section, table) in [("cache", &config.cache), ("encryption", &config.encryption)] {
-        flatten(section, &toml::Value::Table(table.clone()), &mut out);
-    }
+    let c = &config.cache;
+    let size = |n: u64| n.to_string();
+    put("cache.enabled", c.enabled.to_string());
+    put("cache.max_size", size(c.max_size));
+    put("cache.ttl", duration(c.ttl));
+    put("cache.max_entry_size", size(c.max_entry_size));
+    put("cache.tables", c.tables.join(", "));
+    put("cache.exclude_tables", c.exclude_tables.join(", "));
+    put("cache.system_catalogs", c.system_catalogs.to_string());
+    put("cache.ack_timeout", duration(c.ack_timeout));
+    put("cache.channel", c.channel.clone());
+
+    let encryption = toml::Value::Table(config.encryption.clone());
+    flatten("encryption", &encryption, &mut out);
     out
 }
 
@@ -144,6 +155,9 @@ material = "env:KEY"
         assert_eq!(get("encryption.without_decrypt"), Some("null"));
         assert_eq!(get("pool.checkout_timeout"), Some("5s"));
         assert_eq!(get("server.log_format"), Some("text"));
+        assert_eq!(get("cache.ttl"), Some("1m"));
+        assert_eq!(get("cache.ack_timeout"), Some("20ms"));
+        assert_eq!(get("cache.channel"), Some("pgward_cache"));
         assert!(!all.iter().any(|(_, v)| v.contains("hunter2")));
     }
 }
