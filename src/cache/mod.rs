@@ -17,7 +17,7 @@
 //! checked at every lookup; a stale one is removed then.
 //!
 //! # Serving
-//! Hits for a database are served only while its invalidation listener (see `bus`) is up
+//! Hits for a database are served only while its invalidation listener (see [`bus`]) is up
 //! and has recently heard itself; whenever it is not, the database's entries are flushed,
 //! because messages may have been missed.
 //!
@@ -25,6 +25,7 @@
 //! Concurrent identical misses run one query: the first caller leads, the others follow and
 //! wait (bounded) for the leader to fill, then look again.
 
+pub mod bus;
 mod hint;
 mod key;
 
@@ -49,6 +50,14 @@ pub use key::{Key, KeyBuilder};
 const ENTRY_OVERHEAD: usize = 256;
 /// And per table the entry read.
 const TABLE_OVERHEAD: usize = 16;
+
+/// The result cache, the invalidation bus and the daemon's handle on both; None in the
+/// state when `[cache]` is off.
+#[derive(Clone)]
+pub struct Cache {
+    pub results: ResultCache,
+    pub bus: bus::Bus,
+}
 
 /// A cached result: the response frames to replay and what it read.
 pub struct Entry {
