@@ -19,8 +19,7 @@ pub enum CacheHint {
 pub fn leading_hint(sql: &str) -> Option<CacheHint> {
     let mut rest = sql;
     loop {
-        rest = rest
-            .trim_start_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'));
+        rest = rest.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
         if let Some(after) = rest.strip_prefix("--") {
             rest = after.split_once('\n').map_or("", |(_, tail)| tail);
         } else if let Some(after) = rest.strip_prefix("/*") {
