@@ -51,12 +51,26 @@ const ENTRY_OVERHEAD: usize = 256;
 /// And per table the entry read.
 const TABLE_OVERHEAD: usize = 16;
 
-/// The result cache, the invalidation bus and the daemon's handle on both; None in the
-/// state when `[cache]` is off.
+/// The result cache and its invalidation bus, as the daemon holds them (None in the state
+/// when `[cache]` is off).
 #[derive(Clone)]
 pub struct Cache {
     pub results: ResultCache,
     pub bus: bus::Bus,
+}
+
+impl Cache {
+    /// Makes no connection yet: each database's listener starts on `bus.ensure`.
+    pub fn new(config: &CacheConfig, login: bus::LoginSource) -> Result<Cache, String> {
+        let results = ResultCache::new(config)?;
+        let bus = bus::Bus::new(
+            results.clone(),
+            config,
+            login,
+            &tokio_util::sync::CancellationToken::new(),
+        );
+        Ok(Cache { results, bus })
+    }
 }
 
 /// A cached result: the response frames to replay and what it read.
