@@ -73,6 +73,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Own heartbeats remembered while waiting for them to come back.
+const MAX_HEARTBEATS_IN_FLIGHT: usize = 16;
 /// PostgreSQL's payload limit is 8000 bytes.
 const MAX_PAYLOAD: usize = 7999;
 
@@ -232,7 +234,9 @@ impl Bus {
 
     /// The other instances counted as live in `database`.
     pub fn live_peers(&self, database: &str) -> Vec<String> {
-        let listener = self.listener(database);
+        let Some(listener) = self.existing(database) else {
+            return Vec::new();
+        };
         let mut peers: Vec<String> = listener.live_peers(Instant::now()).into_iter().collect();
         peers.sort();
         peers
@@ -240,11 +244,19 @@ impl Bus {
 
     /// The server process id of the listener connection of `database`, while it is up.
     pub fn listener_pid(&self, database: &str) -> Option<i32> {
-        let listener = self.listener(database);
-        match listener.pid.load(Ordering::Acquire) {
+        match self.existing(database)?.pid.load(Ordering::Acquire) {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    fn existing(&self, database: &str) -> Option<Arc<Listener>> {
+        let listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        listeners.get(database).cloned()
     }
 
     /// Ends this bus's listeners (the instance stops serving hits).
@@ -493,7 +505,8 @@ async fn run(
 ) {
     let database = listener.db.name().to_owned();
     let mut backoff = MIN_BACKOFF;
-    let mut was_up = false;
+    // Repeated failures to connect are logged once, until the listener has been up again.
+    let mut warned = false;
     loop {
         let mut established = false;
         let result = connection(&bus, &listener, &mut rx, &mut established).await;
@@ -502,19 +515,20 @@ async fn run(
         bus.cache.stop_serving(&listener.db);
         // Whatever was queued for the lost connection was not sent.
         while rx.try_recv().is_ok() {}
+        if established {
+            backoff = MIN_BACKOFF;
+            warned = false;
+        }
         match result {
             Ok(()) => return,
-            Err(error) if established || !was_up => {
+            Err(error) if !warned => {
+                warned = true;
                 tracing::warn!(%database, %error, "cache invalidation listener down; no cache hits for this database until it is back");
             }
             Err(error) => {
                 tracing::debug!(%database, %error, "cache invalidation listener still down")
             }
         }
-        if established {
-            backoff = MIN_BACKOFF;
-        }
-        was_up |= established;
         tokio::select! {
             _ = bus.shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
@@ -588,7 +602,6 @@ async fn connection(
             continue;
         }
         tokio::select! {
-            biased;
             _ = bus.shutdown.cancelled() => return Ok(()),
             note = conn.next_notification() => notes.push(note.map_err(|e| e.to_string())?),
             queued = rx.recv() => {
@@ -629,6 +642,10 @@ impl Heartbeats {
         let now = Instant::now();
         self.in_flight
             .extend(self.queued.drain(..).map(|n| (n, now)));
+        // Ones that never came back are of no use: serving has lapsed by then anyway.
+        while self.in_flight.len() > MAX_HEARTBEATS_IN_FLIGHT {
+            self.in_flight.pop_front();
+        }
     }
 
     /// When heartbeat `n` was sent, if it is one of ours still expected.
