@@ -1,6 +1,7 @@
 //! pgward: a PostgreSQL proxy. See README.md for the pipeline and the module map.
 
 pub mod admin;
+pub mod cache;
 pub mod catalog;
 pub mod cluster;
 pub mod config;

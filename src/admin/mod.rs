@@ -65,6 +65,9 @@ fn respond(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => {
             server_gauges(state);
+            if let Some(cache) = &state.cache {
+                cache.results.refresh_metrics();
+            }
             (
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

@@ -261,6 +261,53 @@ impl Checker<'_> {
         self.backend_contradictions(config, listen);
         self.user_contradictions(config);
         self.encryption_contradictions(config);
+        self.cache_contradictions(config);
+    }
+
+    fn cache_contradictions(&mut self, config: &Config) {
+        let cache = &config.cache;
+        for key in ["tables", "exclude_tables"] {
+            let path = format!("cache.{key}");
+            if self.broken(&path) {
+                continue;
+            }
+            let patterns = match key {
+                "tables" => &cache.tables,
+                _ => &cache.exclude_tables,
+            };
+            for (i, pattern) in patterns.iter().enumerate() {
+                if let Err(e) = super::table_glob(pattern) {
+                    self.at_value(&child(&path, i), format!("{path}: {e}"));
+                }
+            }
+        }
+        if cache.max_size == 0 && !self.broken("cache.max_size") {
+            self.at_value("cache.max_size", "cache.max_size must be above zero".into());
+        }
+        let entry_size_known =
+            !self.broken("cache.max_entry_size") && !self.broken("cache.max_size");
+        if entry_size_known && cache.max_entry_size > cache.max_size {
+            let message =
+                "cache.max_entry_size is larger than cache.max_size; no such entry could be kept";
+            self.at_value("cache.max_entry_size", message.into());
+        } else if entry_size_known && cache.max_entry_size > 1 << 30 {
+            let message = "cache.max_entry_size must be at most 1GB";
+            self.at_value("cache.max_entry_size", message.into());
+        }
+        for key in ["ttl", "ack_timeout"] {
+            let path = format!("cache.{key}");
+            let value = match key {
+                "ttl" => cache.ttl,
+                _ => cache.ack_timeout,
+            };
+            if value.is_zero() && !self.broken(&path) {
+                self.at_value(&path, format!("{path} must be above zero"));
+            }
+        }
+        if !self.broken("cache.channel") && (cache.channel.is_empty() || cache.channel.len() > 63) {
+            let message = "cache.channel must be 1 to 63 bytes (a PostgreSQL identifier)";
+            self.at_value("cache.channel", message.into());
+        }
     }
 
     fn tls_contradictions(&mut self, config: &Config) {
@@ -815,6 +862,38 @@ port = 5432
         assert_eq!(
             problems(&text),
             ["t.toml:2:23: auth.admin_users: \"root\" has no [[users]] entry"]
+        );
+    }
+
+    #[test]
+    fn cache_settings_are_typed_and_checked() {
+        let report = read(BASE, Path::new("t.toml"));
+        let cache = report.config.unwrap().cache;
+        assert!(!cache.enabled);
+        assert_eq!(cache.max_size, 256 << 20);
+        assert_eq!(cache.ttl, std::time::Duration::from_secs(60));
+        assert_eq!(cache.max_entry_size, 1 << 20);
+        assert_eq!(cache.ack_timeout, std::time::Duration::from_millis(20));
+        assert_eq!(cache.channel, "pgward_cache");
+        assert!(!cache.system_catalogs);
+
+        let text = format!(
+            "{BASE}\n[cache]\nenabled = true\ntables = [\"public.*\", \"orders\"]\nexclude_tables = [\"public.[x\"]\nmax_entry_size = \"2GB\"\nttl = \"0s\"\nchanel = \"x\"\n"
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(
+            found[0].starts_with("t.toml:11:23: cache.tables: \"orders\" names no schema"),
+            "{found:#?}"
+        );
+        assert!(found[1].starts_with(
+            "t.toml:12:19: cache.exclude_tables: \"public.[x\" is not a valid glob pattern"
+        ));
+        assert!(found[2].starts_with("t.toml:13:18: cache.max_entry_size is larger"));
+        assert_eq!(found[3], "t.toml:14:7: cache.ttl must be above zero");
+        assert_eq!(
+            found[4],
+            "t.toml:15:1: unknown key \"chanel\" in [cache]; did you mean \"channel\"?"
         );
     }
 

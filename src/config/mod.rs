@@ -62,7 +62,7 @@ pub struct Config {
     #[serde(default)]
     pub routing: RoutingConfig,
     #[serde(default)]
-    pub cache: toml::Table,
+    pub cache: CacheConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
@@ -368,6 +368,52 @@ impl Default for RoutingConfig {
     }
 }
 
+/// `[cache]`: the result cache (src/cache) and its cross-instance invalidation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Bytes of cached results (response frames plus keys) kept at most.
+    #[serde(with = "units::size")]
+    pub max_size: u64,
+    /// How long an entry lives unless a `/* pgward:cache ttl=... */` hint says otherwise; the
+    /// only bound on staleness for writes that do not go through pgward.
+    #[serde(with = "units::duration")]
+    pub ttl: Duration,
+    /// Larger results stream through uncached.
+    #[serde(with = "units::size")]
+    pub max_entry_size: u64,
+    /// `schema.table` glob patterns; when not empty, only results that read nothing but
+    /// matching tables are cached.
+    pub tables: Vec<String>,
+    /// `schema.table` glob patterns never cached.
+    pub exclude_tables: Vec<String>,
+    /// Cache results that read `pg_catalog` or `information_schema`.
+    pub system_catalogs: bool,
+    /// How long a write's commit waits for the other pgward instances to acknowledge its
+    /// invalidation; one that does not is treated as down until it sends a new heartbeat.
+    #[serde(with = "units::duration")]
+    pub ack_timeout: Duration,
+    /// The LISTEN/NOTIFY channel pgward instances share (in each database they cache).
+    pub channel: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_size: 256 << 20,
+            ttl: Duration::from_secs(60),
+            max_entry_size: 1 << 20,
+            tables: Vec::new(),
+            exclude_tables: Vec::new(),
+            system_catalogs: false,
+            ack_timeout: Duration::from_millis(20),
+            channel: "pgward_cache".into(),
+        }
+    }
+}
+
 /// `[policy]`: casbin access rules checked for every statement.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -433,6 +479,21 @@ pub enum BackendTls {
     Prefer,
     Require,
     VerifyFull,
+}
+
+/// Compiles a `cache.tables` / `cache.exclude_tables` pattern: a glob over `schema.table`
+/// names as pgward resolves them (PostgreSQL's case folding applied, e.g. `public.orders`,
+/// `audit.*`, `public.report_*`).
+pub fn table_glob(pattern: &str) -> Result<globset::Glob, String> {
+    if !pattern.contains('.') {
+        return Err(format!(
+            "{pattern:?} names no schema; patterns match schema.table (e.g. \"public.{pattern}\" or \"*.{pattern}\")"
+        ));
+    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("{pattern:?} is not a valid glob pattern: {e}"))
 }
 
 /// Relative file paths are relative to the config file's folder `dir`... unless they exist

@@ -12,12 +12,6 @@ const MASK: &str = "********";
 
 /// Every setting as `section.key = value`, in file order.
 pub fn settings(config: &Config) -> Vec<(String, String)> {
-    let mut cache = Vec::new();
-    flatten(
-        "cache",
-        &toml::Value::Table(config.cache.clone()),
-        &mut cache,
-    );
     let mut out = Vec::new();
     let mut put = |key: &str, value: String| out.push((key.to_owned(), value));
     let duration = |d: Duration| humantime::format_duration(d).to_string();
@@ -79,9 +73,17 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
     put("policy.on_unparsed", word(&pol.on_unparsed));
     put("policy.catalog_refresh", duration(pol.catalog_refresh));
 
-    for (key, value) in cache {
-        put(&key, value);
-    }
+    let c = &config.cache;
+    let size = |n: u64| n.to_string();
+    put("cache.enabled", c.enabled.to_string());
+    put("cache.max_size", size(c.max_size));
+    put("cache.ttl", duration(c.ttl));
+    put("cache.max_entry_size", size(c.max_entry_size));
+    put("cache.tables", c.tables.join(", "));
+    put("cache.exclude_tables", c.exclude_tables.join(", "));
+    put("cache.system_catalogs", c.system_catalogs.to_string());
+    put("cache.ack_timeout", duration(c.ack_timeout));
+    put("cache.channel", c.channel.clone());
 
     let e = &config.encryption;
     put(
@@ -116,36 +118,6 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
 
 fn show_path(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// Sections kept as raw TOML (features still to come), flattened; secrets masked.
-fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        toml::Value::Table(table) => {
-            for (key, value) in table {
-                flatten(&format!("{prefix}.{key}"), value, out);
-            }
-        }
-        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
-            for (i, item) in items.iter().enumerate() {
-                flatten(&format!("{prefix}[{i}]"), item, out);
-            }
-        }
-        toml::Value::String(_) if is_secret(prefix) => out.push((prefix.to_owned(), MASK.into())),
-        toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
-    }
-}
-
-fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "material", "secret", "key"]
-        .iter()
-        .any(|word| {
-            key.rsplit('.')
-                .next()
-                .is_some_and(|last| last.contains(word))
-        })
 }
 
 #[cfg(test)]
@@ -186,6 +158,9 @@ column = "ssn"
         assert_eq!(get("encryption.columns[0].mode"), Some("randomized"));
         assert_eq!(get("pool.checkout_timeout"), Some("5s"));
         assert_eq!(get("server.log_format"), Some("text"));
+        assert_eq!(get("cache.ttl"), Some("1m"));
+        assert_eq!(get("cache.ack_timeout"), Some("20ms"));
+        assert_eq!(get("cache.channel"), Some("pgward_cache"));
         assert!(!all.iter().any(|(_, v)| v.contains("hunter2")));
     }
 }

@@ -1,7 +1,7 @@
 //! The daemon: listener, per-client tasks, the shared state they use, reload and shutdown.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -52,6 +52,16 @@ impl Daemon {
             ),
         };
         let policy = crate::state::load_policy(&runtime.config).await?;
+        let cache_config = &runtime.config.cache;
+        let weak_state: Arc<OnceLock<Weak<State>>> = Arc::default();
+        let cache = match cache_config.enabled {
+            // The listeners log in as the health checks do, on the primary of the moment.
+            true => Some(
+                crate::cache::Cache::new(cache_config, bus_login(weak_state.clone()))
+                    .map_err(|e| anyhow::anyhow!("[cache]: {e}"))?,
+            ),
+            false => None,
+        };
         let state = Arc::new(State {
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
             runtime: ArcSwap::from_pointee(runtime),
@@ -63,7 +73,9 @@ impl Daemon {
             catalogs: Default::default(),
             clients: Default::default(),
             pause: Default::default(),
+            cache,
         });
+        let _ = weak_state.set(Arc::downgrade(&state));
         // One round of checks before the first client, so routing starts from facts.
         check_all(&state.runtime.load(), &mut Default::default()).await;
         Ok(Daemon {
@@ -133,6 +145,10 @@ impl Daemon {
         }
         reaper.abort();
         monitor.abort();
+        // Only now: clients that drained still published their writes' invalidations.
+        if let Some(cache) = &state.cache {
+            cache.bus.stop();
+        }
         Ok(())
     }
 }
@@ -157,6 +173,16 @@ async fn monitor(state: Arc<State>) {
             _ = state.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Where the cache's listeners connect: the running config's primary, with the health-check
+/// login.
+fn bus_login(state: Arc<OnceLock<Weak<State>>>) -> crate::cache::bus::LoginSource {
+    Arc::new(move || {
+        let state = state.get()?.upgrade()?;
+        let rt = state.runtime.load();
+        crate::cache::bus::BusLogin::primary(&rt.router, rt.check_credentials())
+    })
 }
 
 /// One round of health checks with the running config's check login.

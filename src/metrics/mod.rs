@@ -2,9 +2,8 @@
 //! DESIGN.md). Labels are bounded: backend names from the config, fixed state and route
 //! names, SQLSTATE classes; never SQL text or anything a client chose.
 //!
-//! Still to come with their features: `pgward_cache_*` (result cache),
-//! `pgward_pinned_clients` and `pgward_pins_total` (pinning). They join this module when those
-//! land.
+//! Still to come with their features: `pgward_pinned_clients` and `pgward_pins_total`
+//! (pinning). They join this module when that lands.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -73,6 +72,11 @@ struct Metrics {
     crypto_encrypts: IntCounter,
     crypto_decrypts: IntCounter,
     crypto_failures: IntCounter,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_invalidations: IntCounter,
+    cache_evictions: IntCounter,
+    cache_bytes: IntGauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -134,6 +138,14 @@ fn metrics() -> &'static Metrics {
             .register(Box::new(last_reload.clone()))
             .expect("registered once");
         last_reload.set(unix_now());
+        let cache_bytes = IntGauge::new(
+            "pgward_cache_bytes",
+            "Bytes the result cache holds (cached responses and their keys), as of the scrape",
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(cache_bytes.clone()))
+            .expect("registered once");
         Metrics {
             clients: [ClientState::Idle, ClientState::Waiting, ClientState::Active]
                 .map(|s| clients.with_label_values(&[s.as_str()])),
@@ -190,6 +202,23 @@ fn metrics() -> &'static Metrics {
                 "pgward_crypto_failures_total",
                 "Stored values that did not decrypt (not a pgward ciphertext, unknown key, or failed authentication)",
             ),
+            cache_hits: counter(
+                "pgward_cache_hits_total",
+                "Result cache lookups answered from the cache",
+            ),
+            cache_misses: counter(
+                "pgward_cache_misses_total",
+                "Result cache lookups that went to a server (as the one query filling the entry)",
+            ),
+            cache_invalidations: counter(
+                "pgward_cache_invalidations_total",
+                "Cached results dropped because a table they read was written, or the cache was flushed",
+            ),
+            cache_evictions: counter(
+                "pgward_cache_evictions_total",
+                "Cached results evicted to keep the cache within cache.max_size",
+            ),
+            cache_bytes,
             registry,
         }
     })
@@ -342,6 +371,29 @@ pub fn crypto_decrypted(ok: bool) {
     if !ok {
         m.crypto_failures.inc();
     }
+}
+
+pub fn cache_hit() {
+    metrics().cache_hits.inc();
+}
+
+pub fn cache_miss() {
+    metrics().cache_misses.inc();
+}
+
+pub fn cache_invalidation() {
+    metrics().cache_invalidations.inc();
+}
+
+pub fn cache_eviction() {
+    metrics().cache_evictions.inc();
+}
+
+/// Sets the result cache's size (refreshed at scrape time, like the server connections).
+pub fn cache_bytes(bytes: u64) {
+    metrics()
+        .cache_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
 /// Sets the server connection gauges to `counts` (backend, active, idle), replacing all.

@@ -354,11 +354,46 @@ impl ServerConn {
     ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         messages::query(self.writer.buffer(), sql);
         self.writer.flush().await?;
-        self.read_rows().await
+        self.read_rows(None).await
     }
 
-    /// The rows of pgward's own request, as text, up to its ReadyForQuery.
-    async fn read_rows(&mut self) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+    /// `internal_query` on a connection that LISTENs: the notifications that arrive before
+    /// its ReadyForQuery are added to `notifications` rather than dropped.
+    pub async fn internal_query_notified(
+        &mut self,
+        sql: &str,
+        notifications: &mut Vec<Notification>,
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+        messages::query(self.writer.buffer(), sql);
+        self.writer.flush().await?;
+        self.read_rows(Some(notifications)).await
+    }
+
+    /// Waits on an idle connection that LISTENs for the next notification. ParameterStatus
+    /// and notices are taken in passing; an ErrorResponse (the server ending the session) or
+    /// anything else unexpected is an error. Cancel-safe: a frame is either handled whole or
+    /// left in the buffer.
+    pub async fn next_notification(&mut self) -> Result<Notification, ServerError> {
+        loop {
+            let frame = self.reader.read_frame().await?;
+            match frame.tag() {
+                b'A' => {
+                    return parse_notification(frame.body()).ok_or(ServerError::Unexpected(b'A'))
+                }
+                b'S' => self.record_parameter(&frame),
+                b'N' => {}
+                b'E' => return Err(error_fields(frame.body())),
+                other => return Err(ServerError::Unexpected(other)),
+            }
+        }
+    }
+
+    /// The rows of pgward's own request, as text, up to its ReadyForQuery; notifications go to
+    /// `notifications` when given, else they are dropped.
+    async fn read_rows(
+        &mut self,
+        mut notifications: Option<&mut Vec<Notification>>,
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
@@ -368,7 +403,15 @@ impl ServerConn {
                 b'S' => self.record_parameter(&frame),
                 b'E' => error = Some(error_fields(frame.body())),
                 b'Z' => return error.map_or(Ok(rows), Err),
-                b'T' | b'C' | b'N' | b'I' | b'A' | b'1' | b'2' | b's' => {}
+                b'A' => {
+                    if let (Some(out), Some(n)) = (
+                        notifications.as_deref_mut(),
+                        parse_notification(frame.body()),
+                    ) {
+                        out.push(n);
+                    }
+                }
+                b'T' | b'C' | b'N' | b'I' | b'1' | b'2' | b's' => {}
                 other => return Err(ServerError::Unexpected(other)),
             }
         }
@@ -401,8 +444,27 @@ impl ServerConn {
         messages::frontend(buf, b'E', |b| b.extend_from_slice(&[0, 0, 0, 0, 0]));
         messages::frontend(buf, b'S', |_| {});
         self.writer.flush().await?;
-        self.read_rows().await
+        self.read_rows(None).await
     }
+}
+
+/// An asynchronous NotificationResponse: a NOTIFY on a channel the connection LISTENs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The notifying backend's process id.
+    pub pid: i32,
+    pub channel: String,
+    pub payload: String,
+}
+
+/// Reads a NotificationResponse body: process id, channel, payload.
+pub fn parse_notification(body: &[u8]) -> Option<Notification> {
+    let mut r = Reader::new(body);
+    Some(Notification {
+        pid: r.i32().ok()?,
+        channel: r.cstr().ok()?.to_owned(),
+        payload: r.cstr().ok()?.to_owned(),
+    })
 }
 
 fn data_row_text(body: &[u8]) -> Vec<Option<String>> {

@@ -160,6 +160,9 @@ pub struct State {
     pub clients: Arc<Clients>,
     /// PAUSE / RESUME from the admin console.
     pub pause: Pause,
+    /// The result cache and its invalidation bus; None when `[cache]` is off. Built once:
+    /// `[cache]` changes take effect after a restart.
+    pub cache: Option<crate::cache::Cache>,
 }
 
 /// PAUSE holds new transactions before they take a server connection; RESUME lets them go.
@@ -245,6 +248,9 @@ impl State {
         }
         if old.max_clients != new.max_clients {
             notes.push("server.max_clients changed: takes effect after a restart".to_owned());
+        }
+        if current.config.cache != runtime.config.cache {
+            notes.push("[cache] changed: takes effect after a restart".to_owned());
         }
         self.pools.resize_all(&runtime.pool);
         self.runtime.store(Arc::new(runtime));
