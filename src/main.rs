@@ -238,10 +238,12 @@ fn migrate(
     })?;
     println!("{}", summary.line(operation));
     if summary.interrupted {
-        let place = summary.last_key.as_deref().unwrap_or("the first row");
-        eprintln!(
-            "pgward: interrupted; the checkpoint is at {place}: run the same command again to resume"
-        );
+        match &summary.last_key {
+            Some(key) => eprintln!(
+                "pgward: interrupted; the rows up to {key} are done: run the same command again to resume"
+            ),
+            None => eprintln!("pgward: interrupted before the first batch; nothing was written"),
+        }
         return Err(Interrupted.into());
     }
     if summary.undecryptable > 0 {

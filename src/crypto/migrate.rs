@@ -112,7 +112,8 @@ pub struct Summary {
     /// The run stopped on SIGINT/SIGTERM after a committed batch; the checkpoint holds its
     /// place.
     pub interrupted: bool,
-    /// The last primary key read, as `(k)=(v)`; None before the first batch.
+    /// The checkpoint: the last primary key read (or resumed after), as `(k)=(v)`; None
+    /// before the first batch.
     pub last_key: Option<String>,
 }
 
@@ -159,9 +160,7 @@ pub enum MigrateError {
     #[error("another pgward encrypt or rotate is running on {0}")]
     Busy(String),
     /// A batch failed; the ones before it are committed and checkpointed.
-    #[error(
-        "{error}\n(the batches up to {saved} are saved: run the same command again to resume)"
-    )]
+    #[error("{error}\n({saved}: run the same command again to resume)")]
     Stopped {
         error: Box<MigrateError>,
         saved: String,
@@ -954,6 +953,7 @@ pub async fn run(
         std::io::stderr().is_terminal(),
         options.progress_interval,
     );
+    let resumed_after = after.as_ref().map(|key| table.describe_key(key));
     let mut run = Run {
         operation: options.operation,
         cipher,
@@ -964,6 +964,7 @@ pub async fn run(
         batch_size: options.batch_size.max(1),
         summary: Summary {
             column: cipher.name().to_owned(),
+            last_key: resumed_after,
             ..Summary::default()
         },
     };
@@ -981,10 +982,13 @@ pub async fn run(
             }
             Ok(None) => break run.state.delete(&mut run.conn).await,
             Err(error) => {
-                let saved = run.summary.last_key.clone();
+                let saved = match &run.summary.last_key {
+                    Some(key) => format!("the rows up to {key} are done and saved"),
+                    None => "no batch was committed".to_owned(),
+                };
                 break Err(MigrateError::Stopped {
                     error: Box::new(error),
-                    saved: saved.unwrap_or_else(|| "the start".into()),
+                    saved,
                 });
             }
         }
