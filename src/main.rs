@@ -1,12 +1,14 @@
-//! The pgward command line: run the daemon, the self-contained demo, config checks, key generation.
+//! The pgward command line: run the daemon, the self-contained demo, config checks, key
+//! generation, and the encryption of a column's existing rows.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use pgward::config::{Config, ConfigError, LogFormat};
+use pgward::crypto::migrate::{self, Operation};
 use pgward::daemon::{Daemon, Runtime, Signals};
 
 #[derive(Parser)]
@@ -46,6 +48,41 @@ enum Command {
     Check,
     /// Print a new random 256-bit key, base64-encoded.
     Keygen,
+    /// Encrypt the plaintext values already in a designated column, online, in batches.
+    Encrypt(MigrateArgs),
+    /// Re-encrypt a designated column's values under the active key, online, in batches.
+    Rotate(MigrateArgs),
+}
+
+/// What `encrypt` and `rotate` work on. Both are resumable: stop them (Ctrl-C) and run the
+/// same command again.
+#[derive(Args)]
+struct MigrateArgs {
+    /// The table: `schema.table`, or `table` in schema public.
+    #[arg(long)]
+    table: String,
+    /// The column; it must be designated in [[encryption.columns]].
+    #[arg(long)]
+    column: String,
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// PostgreSQL login (default: the first [[users]] entry's backend user). Its password is
+    /// that of a [[users]] entry with this backend user, else PGPASSWORD.
+    #[arg(long)]
+    user: Option<String>,
+    /// Database (default: the login's name, as libpq does).
+    #[arg(long)]
+    database: Option<String>,
+    /// Schema of the progress table pgward_migration (created if missing).
+    #[arg(long, default_value = "public")]
+    state_schema: String,
+    /// Forget the saved progress and start from the first row.
+    #[arg(long)]
+    restart: bool,
+    /// When stderr is not a terminal, print a progress line this often (on a terminal: a bar).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    progress_interval: std::time::Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,6 +105,11 @@ impl From<LogFormatArg> for LogFormat {
 #[error("the configuration has errors")]
 struct Reported;
 
+/// `pgward encrypt|rotate` stopped on a signal after saving its place: exit 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format.map(LogFormat::from);
@@ -87,10 +129,13 @@ fn main() -> ExitCode {
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             Ok(())
         }
+        Command::Encrypt(args) => migrate(&cli.config, Operation::Encrypt, args, log_format),
+        Command::Rotate(args) => migrate(&cli.config, Operation::Rotate, args, log_format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
+        Err(e) if e.is::<Interrupted>() => ExitCode::from(130),
         // Each line already starts with the file it is about.
         Err(e) if e.is::<ConfigError>() => {
             eprintln!("{e}");
@@ -163,5 +208,50 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     let config = report.config.expect("no problems, so a config");
     println!("{}: ok ({})", path.display(), config.summary());
+    Ok(())
+}
+
+/// `pgward encrypt` / `pgward rotate`: progress on stderr, the summary line on stdout.
+fn migrate(
+    path: &std::path::Path,
+    operation: Operation,
+    args: MigrateArgs,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    init_logging(log_format.unwrap_or(config.server.log_format));
+    let options = migrate::Options {
+        operation,
+        table: args.table,
+        column: args.column,
+        batch_size: args.batch_size as usize,
+        user: args.user,
+        database: args.database,
+        password: std::env::var("PGPASSWORD").ok(),
+        state_schema: args.state_schema,
+        restart: args.restart,
+        progress_interval: args.progress_interval,
+    };
+    let summary = runtime()?.block_on(async {
+        let stop = migrate::stop_on_signals()?;
+        anyhow::Ok(migrate::run(&config, &options, stop).await?)
+    })?;
+    println!("{}", summary.line(operation));
+    if summary.interrupted {
+        match &summary.last_key {
+            Some(key) => eprintln!(
+                "pgward: interrupted; the rows up to {key} are done: run the same command again to resume"
+            ),
+            None => eprintln!("pgward: interrupted before the first batch; nothing was written"),
+        }
+        return Err(Interrupted.into());
+    }
+    if summary.undecryptable > 0 {
+        anyhow::bail!(
+            "{} value(s) of {} did not decrypt with any configured key and were left as they are",
+            summary.undecryptable,
+            summary.column
+        );
+    }
     Ok(())
 }

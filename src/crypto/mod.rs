@@ -14,6 +14,7 @@ pub mod copy;
 mod envelope;
 mod keys;
 pub mod literal;
+pub mod migrate;
 pub mod plan;
 pub mod rows;
 

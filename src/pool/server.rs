@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Credential;
-use crate::config::BackendTls;
+use crate::config::{BackendConfig, BackendTls};
 use crate::protocol::messages::{self, Reader};
 use crate::protocol::scram::{self, ScramClient};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError, Stream};
@@ -25,6 +25,26 @@ pub struct BackendTarget {
     pub port: u16,
     pub tls: BackendTls,
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl BackendTarget {
+    /// The target a `[[backends]]` entry names, with its TLS client settings: verified for
+    /// verify-full, encrypted but unverified for prefer/require (as libpq does).
+    pub fn from_config(b: &BackendConfig) -> Result<BackendTarget, crate::protocol::tls::TlsError> {
+        use crate::protocol::tls::client_config;
+        let tls_config = match b.tls {
+            BackendTls::Disable => None,
+            BackendTls::VerifyFull => Some(client_config(true, b.tls_ca.as_deref())?),
+            BackendTls::Prefer | BackendTls::Require => Some(client_config(false, None)?),
+        };
+        Ok(BackendTarget {
+            name: b.name.clone(),
+            host: b.host.clone(),
+            port: b.port,
+            tls: b.tls,
+            tls_config,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalogs;
-use crate::config::{BackendTls, Config, UserConfig};
+use crate::config::{Config, UserConfig};
 use crate::crypto::Crypto;
 use crate::policy::Policy;
 use crate::pool::verifiers::Verifiers;
@@ -81,21 +81,8 @@ impl Runtime {
             .backends
             .iter()
             .map(|b| {
-                let tls_config = match b.tls {
-                    BackendTls::Disable => None,
-                    BackendTls::VerifyFull => Some(tls::client_config(true, b.tls_ca.as_deref())?),
-                    BackendTls::Prefer | BackendTls::Require => {
-                        Some(tls::client_config(false, None)?)
-                    }
-                };
                 Ok(Backend {
-                    target: Arc::new(BackendTarget {
-                        name: b.name.clone(),
-                        host: b.host.clone(),
-                        port: b.port,
-                        tls: b.tls,
-                        tls_config,
-                    }),
+                    target: Arc::new(BackendTarget::from_config(b)?),
                     role: b.role,
                     weight: b.weight,
                     status: health.status(&b.name),
