@@ -45,6 +45,9 @@ use crate::metrics;
 pub use hint::{leading_hint, CacheHint};
 pub use key::{Key, KeyBuilder};
 
+/// The table name that stands for every table of a database in an invalidation.
+pub const EVERY_TABLE: &str = "*";
+
 /// What an entry costs beyond its response and key bytes (entry, moka's node, the key's and
 /// the entry's allocations), an estimate.
 const ENTRY_OVERHEAD: usize = 256;
@@ -495,6 +498,10 @@ impl ResultCache {
     /// of them, and every fill of one that started before, is stale from now on.
     pub fn invalidate_tables(&self, database: &str, tables: &[&str]) {
         let db = self.database(database);
+        // `*`: something may have written anywhere (a function, DDL, unanalysable text).
+        if tables.contains(&EVERY_TABLE) {
+            return self.flush_database(&db);
+        }
         let tick = self.tick();
         // A table without a generation has no entry and no fill under way: a fill creates
         // the generation before it ticks, so one that ticks after us is newer anyway.

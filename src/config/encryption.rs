@@ -7,13 +7,28 @@ use serde::Deserialize;
 
 use crate::crypto::Mode;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EncryptionConfig {
     /// What a user without the `decrypt` action gets for a designated column.
     pub without_decrypt: WithoutDecrypt,
+    /// Memory for recently decrypted values, so rows read again are not decrypted again
+    /// (0 turns it off).
+    #[serde(with = "super::units::size")]
+    pub decrypt_cache: u64,
     pub keys: Vec<KeyConfig>,
     pub columns: Vec<ColumnConfig>,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig {
+            without_decrypt: WithoutDecrypt::default(),
+            decrypt_cache: 64 << 20,
+            keys: Vec::new(),
+            columns: Vec::new(),
+        }
+    }
 }
 
 impl EncryptionConfig {

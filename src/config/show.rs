@@ -90,6 +90,7 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
         "encryption.without_decrypt",
         e.without_decrypt.as_str().into(),
     );
+    put("encryption.decrypt_cache", e.decrypt_cache.to_string());
     for (i, key) in e.keys.iter().enumerate() {
         put(&format!("encryption.keys[{i}].id"), key.id.clone());
         // Only where the key is, but a key pasted in by mistake must not show.

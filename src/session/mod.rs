@@ -8,6 +8,7 @@
 
 mod admit;
 pub mod auth;
+mod cache;
 mod encrypt;
 pub mod params;
 pub mod prepared;
@@ -219,6 +220,9 @@ async fn login(
         client,
         traffic: (0, 0),
         crypt: Default::default(),
+        fill: None,
+        writes: Default::default(),
+        publish_due: false,
         client_r: reader,
         client_w: writer,
     };
@@ -323,6 +327,12 @@ pub(crate) struct Session {
     traffic: (u64, u64),
     /// Column encryption's state (plans of prepared statements, the result being read).
     crypt: encrypt::Crypt,
+    /// The result-cache entry the request in flight fills.
+    fill: Option<Box<cache::Fill>>,
+    /// What the current transaction wrote (for cache invalidation).
+    writes: cache::Writes,
+    /// A transaction that wrote has ended: announce it before its ReadyForQuery goes out.
+    publish_due: bool,
     client_r: FrameReader,
     client_w: FrameWriter,
 }
@@ -393,7 +403,19 @@ impl Session {
                 if self.answer_locally(&request)? {
                     continue;
                 }
-                let want = self.plan(&request);
+                let mut want = self.plan(&request);
+                if self.mode == PoolMode::Transaction && request.complete {
+                    match self.cache_lookup(&request.frames).await {
+                        cache::Cached::Answered => continue,
+                        // Fills run on the primary: a lagging replica could store rows a
+                        // write already invalidated.
+                        cache::Cached::Fill(fill) => {
+                            self.fill = Some(fill);
+                            want = Want::Primary;
+                        }
+                        cache::Cached::Pass => {}
+                    }
+                }
                 if let Some(Exit::ClientGone) = self.dispatch(request.frames, want, 0).await? {
                     return Ok(());
                 }
@@ -719,6 +741,7 @@ impl Session {
 
     /// Lets go of a broken server connection: it is closed, not returned to the pool.
     fn drop_server(&mut self) {
+        self.fill = None;
         self.client.set(ClientState::Idle, None);
         self.cancel.slot.set(None);
         self.retry = None;

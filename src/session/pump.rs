@@ -167,6 +167,12 @@ impl Session {
                 }
                 self.on_server_frame(frame);
             }
+            // A transaction that wrote has ended; its ReadyForQuery waits in the client's
+            // buffer until every pgward instance has dropped what it read.
+            if self.publish_due {
+                self.publish_due = false;
+                self.publish_writes().await;
+            }
             while !self.link.hold && self.server_mut().writer.pending() < HIGH_WATER {
                 let Some(frame) = self
                     .client_r
@@ -348,6 +354,7 @@ impl Session {
         match t {
             tag::QUERY => {
                 let sql = messages::read_query(frame.body())?;
+                self.note_cache_writes(sql);
                 match self.note_sql(sql) {
                     Err(e) => self.push_error_reply(e, true),
                     Ok(fx) => {
@@ -494,6 +501,7 @@ impl Session {
     fn on_parse(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
+        self.note_cache_writes(parse.query);
         let effects = match self.note_sql(parse.query) {
             Ok(fx) => fx,
             Err(e) => {
@@ -604,6 +612,11 @@ impl Session {
             self.forward(&frame, Some(Pending::Bind(crypt)));
         } else if name.is_empty() {
             self.ensure_unnamed();
+            if let Some(unnamed) = self.unnamed_parse.clone() {
+                if let Ok(parse) = messages::read_parse(unnamed.frame.body()) {
+                    self.note_cache_writes(parse.query);
+                }
+            }
             if let Some(setting) = self.unnamed_parse.as_ref().and_then(|u| u.route_setting) {
                 self.route.setting = setting;
             }
@@ -613,6 +626,7 @@ impl Session {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
                 return Ok(());
             };
+            self.note_cache_writes(&statement.query);
             self.note_effects(statement.effects);
             self.note_write(statement.reads);
             // A prepared `SET pgward.route` (pgx, tokio-postgres): PostgreSQL keeps it as a
@@ -681,14 +695,35 @@ impl Session {
     }
 
     fn on_server_frame(&mut self, frame: Frame) {
-        if !self.crypt.enabled {
+        let t = frame.tag();
+        let ends_request = t == b'Z'
+            && matches!(
+                self.link.queue.front(),
+                Some(Pending::Sync(_) | Pending::Query(..))
+            );
+        if ends_request && frame.body().first() == Some(&b'I') && self.writes_pending() {
+            self.publish_due = true;
+        }
+        if !self.crypt.enabled && self.fill.is_none() {
             return self.relay_server_frame(frame);
         }
-        let (frame, withhold) = self.decrypt_reply(frame);
+        let (frame, withhold) = if self.crypt.enabled {
+            self.decrypt_reply(frame)
+        } else {
+            (frame, false)
+        };
         let mark = self.client_w.pending();
         self.relay_server_frame(frame);
         if withhold {
             self.client_w.buffer().truncate(mark);
+        }
+        if self.fill.is_some() {
+            if ends_request {
+                self.finish_fill();
+            } else {
+                let appended = self.client_w.buffer()[mark..].to_vec();
+                self.capture(&appended);
+            }
         }
     }
 

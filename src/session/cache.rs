@@ -1,0 +1,430 @@
+//! The result-cache stage of the pipeline (transaction mode, a request outside a
+//! transaction block). A cacheable read is answered from the cache, or runs on the primary
+//! with its response captured and stored; writes invalidate the tables they touch, here at
+//! once and everywhere (through the bus) before their commit reaches the client.
+//!
+//! Cacheable: one SELECT the analysis fully understands, reading only tables the catalog knows
+//! (so no temporary tables) and the config allows, calling only immutable functions, touching
+//! no encrypted column (so no plaintext is ever held here), as a simple Query or as
+//! `[Parse] Bind [Describe] Execute Sync` of the unnamed portal. The key holds the database,
+//! the server role, every setting the client made, the message shapes, the SQL text, the
+//! parameters and all formats.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::cache::{self, CacheHint, FillTicket, KeyBuilder, LeaderGuard, Lookup};
+use crate::protocol::messages::{self, tag, Reader};
+use crate::protocol::Frame;
+use crate::sql::{Action, Analysis, Class, Kind};
+
+use super::Session;
+
+/// How long a request waits for another client filling the same entry.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(2);
+
+/// Response messages a cached entry may hold (no ParameterStatus, no error).
+const REPLAYABLE: &[u8] = b"12tTnDCIsN";
+
+/// A fill under way: the leader's guard and what the client has been sent so far.
+pub(super) struct Fill {
+    guard: LeaderGuard,
+    ticket: FillTicket,
+    ttl: Option<Duration>,
+    response: Vec<u8>,
+    /// Larger than `cache.max_entry_size`, or an answer that must not be replayed.
+    spoiled: bool,
+}
+
+/// What the current transaction wrote, published when it ends.
+#[derive(Default)]
+pub(super) struct Writes {
+    tables: Vec<String>,
+    /// Something may have written anywhere (a function, DO, unanalysable text): the whole
+    /// database is invalidated.
+    everything: bool,
+}
+
+/// What the cache stage decided for a request.
+pub(super) enum Cached {
+    /// Answered from the cache: nothing to send.
+    Answered,
+    /// Run it on the primary and store the response.
+    Fill(Box<Fill>),
+    /// Not the cache's business.
+    Pass,
+}
+
+impl Session {
+    /// Answers `frames` from the cache when it can, or sets up a fill.
+    pub(super) async fn cache_lookup(&mut self, frames: &[Frame]) -> Cached {
+        let Some(cache) = self.state.cache.clone() else {
+            return Cached::Pass;
+        };
+        let Some((key, tables, ttl)) = self.cache_key(&cache, frames).await else {
+            return Cached::Pass;
+        };
+        let lookup = cache.results.lookup_or_lead(&key);
+        let entry = match lookup {
+            Lookup::Bypass => return Cached::Pass,
+            Lookup::Hit(entry) => entry,
+            Lookup::Follow(follower) => match follower.wait(FOLLOW_LIMIT).await {
+                Some(entry) => entry,
+                None => return Cached::Pass,
+            },
+            Lookup::Lead(guard) => {
+                let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+                let ticket = guard.begin_fill(&names);
+                return Cached::Fill(Box::new(Fill {
+                    guard,
+                    ticket,
+                    ttl,
+                    response: Vec::new(),
+                    spoiled: false,
+                }));
+            }
+        };
+        self.replay(entry.response(), frames);
+        Cached::Answered
+    }
+
+    /// Writes a cached response and its ReadyForQuery, and keeps the session's books as if
+    /// the server had answered.
+    fn replay(&mut self, response: &Bytes, frames: &[Frame]) {
+        crate::metrics::query(crate::metrics::Route::Cache);
+        self.client_w.queue(response);
+        messages::ready_for_query(self.client_w.buffer(), b'I');
+        // The unnamed statement now exists for the client, as it would on a server.
+        for frame in frames.iter().filter(|f| f.tag() == tag::PARSE) {
+            self.remember_unnamed(frame.clone());
+        }
+    }
+
+    /// Keeps an unnamed Parse answered from the cache, so a later Bind without a Parse finds
+    /// the statement (as `on_parse` does for one a server saw).
+    fn remember_unnamed(&mut self, frame: Frame) {
+        let Ok(parse) = messages::read_parse(frame.body()) else {
+            return;
+        };
+        if !parse.name.is_empty() {
+            return;
+        }
+        let effects = super::sqlscan::effects(parse.query);
+        let reads = self.class_of(parse.query) == Class::Read;
+        let route_setting = self.route_setting_of(parse.query);
+        self.unnamed_parse = Some(super::UnnamedParse {
+            frame,
+            effects,
+            reads,
+            route_setting,
+        });
+    }
+
+    /// The key, the tables read and the TTL of a cacheable request; None when it is not one.
+    async fn cache_key(
+        &mut self,
+        cache: &cache::Cache,
+        frames: &[Frame],
+    ) -> Option<(cache::Key, Vec<String>, Option<Duration>)> {
+        let (sql, param_types, bind) = cacheable_shape(frames, |name| {
+            let s = self.statements.get(name)?;
+            Some((s.query.clone(), s.param_types.clone()))
+        })?;
+        let text = std::str::from_utf8(&sql).ok()?;
+        let ttl = match cache::leading_hint(text) {
+            Some(CacheHint::NoCache) => return None,
+            Some(CacheHint::Cache { ttl }) => ttl,
+            None => None,
+        };
+        let analysis = self.analyze(&sql);
+        if !cacheable(&analysis) {
+            return None;
+        }
+        if let Some(crypto) = self.state.runtime.load().crypto.clone() {
+            let info = &analysis.statements[0];
+            if info
+                .tables
+                .iter()
+                .any(|t| crypto.tables().any(|(_, name)| name == t.name))
+            {
+                return None;
+            }
+        }
+        let (snapshot, path_certain) = self.snapshot_for(&analysis).await.ok()?;
+        if !path_certain {
+            return None;
+        }
+        let subject = self.subject(&snapshot, true);
+        let mut tables = Vec::new();
+        for name in &analysis.statements[0].tables {
+            // Only relations the catalog knows: a temporary table is not in it.
+            let schema = snapshot.find(name, subject.search_path())?;
+            let table = format!("{schema}.{}", name.name);
+            if !cache.results.table_allowed(&table) {
+                return None;
+            }
+            tables.push(table);
+        }
+        cache.bus.ensure(&self.database);
+        let db = cache.results.database(&self.database);
+        let mut key = KeyBuilder::new(&db, &self.pool_user);
+        let mut settings: Vec<(&String, &String)> = self.wanted.iter().collect();
+        settings.sort();
+        for (name, value) in settings {
+            key.setting(name, value);
+        }
+        let shape: Vec<u8> = frames.iter().map(Frame::tag).collect();
+        key.shape(&shape).shape(&param_types).sql(text);
+        if let Some(bind) = bind {
+            bind.add_to(&mut key)?;
+        }
+        Some((key.finish(), tables, ttl))
+    }
+
+    /// Collects what the client is sent while a fill runs (called with the bytes just added).
+    pub(super) fn capture(&mut self, bytes: &[u8]) {
+        let Some(fill) = self.fill.as_mut() else {
+            return;
+        };
+        if fill.spoiled {
+            return;
+        }
+        let limit = self
+            .state
+            .cache
+            .as_ref()
+            .map_or(0, |c| c.results.max_entry_size()) as usize;
+        if fill.response.len() + bytes.len() > limit || !replayable(bytes) {
+            fill.spoiled = true;
+            fill.response = Vec::new();
+            return;
+        }
+        fill.response.extend_from_slice(bytes);
+    }
+
+    /// The request being filled has its answer: store it (unless spoiled).
+    pub(super) fn finish_fill(&mut self) {
+        let Some(fill) = self.fill.take() else {
+            return;
+        };
+        let Fill {
+            guard,
+            ticket,
+            ttl,
+            response,
+            spoiled,
+        } = *fill;
+        if !spoiled {
+            guard.finish(ticket, Bytes::from(response), ttl);
+        }
+    }
+
+    /// Notes what a statement about to run writes; it is invalidated here now, and
+    /// everywhere when its transaction ends.
+    pub(super) fn note_cache_writes(&mut self, sql: &[u8]) {
+        let Some(cache) = self.state.cache.clone() else {
+            return;
+        };
+        let analysis = self.analyze(sql);
+        if analysis.class == Class::Read
+            || matches!(analysis.class, Class::Begin { .. } | Class::TxnControl)
+        {
+            return;
+        }
+        let path = self
+            .wanted
+            .get("search_path")
+            .map(|p| crate::catalog::parse_search_path(p, &self.pool_user));
+        let catalog = self
+            .catalog
+            .as_ref()
+            .and_then(|e| e.current(Duration::MAX).0);
+        let mut tables = Vec::new();
+        let mut everything = !analysis.understood();
+        for info in &analysis.statements {
+            everything |= info.functions.iter().any(|f| f.writes)
+                || matches!(info.kind, Kind::Ddl | Kind::Admin);
+            for &(table, action) in &info.accesses {
+                if action == Action::Select {
+                    continue;
+                }
+                let name = &info.tables[table];
+                if name.is_database() {
+                    everything = true;
+                    continue;
+                }
+                let schema = match (&name.schema, &catalog) {
+                    (Some(schema), _) => Some(schema.clone()),
+                    (None, Some(snapshot)) => {
+                        let path = path
+                            .clone()
+                            .unwrap_or_else(|| snapshot.default_search_path.clone());
+                        snapshot.find(name, &path)
+                    }
+                    (None, None) => None,
+                };
+                match schema {
+                    Some(schema) => tables.push(format!("{schema}.{}", name.name)),
+                    // Not resolvable for sure: every table of that name, in any schema.
+                    None => everything = true,
+                }
+            }
+        }
+        let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+        if everything {
+            cache
+                .results
+                .invalidate_tables(&self.database, &[cache::EVERY_TABLE]);
+        } else if !names.is_empty() {
+            cache.results.invalidate_tables(&self.database, &names);
+        }
+        self.writes.everything |= everything;
+        for table in tables {
+            if !self.writes.tables.contains(&table) {
+                self.writes.tables.push(table);
+            }
+        }
+    }
+
+    /// Whether a transaction that wrote has ended and must be announced before its
+    /// ReadyForQuery reaches the client.
+    pub(super) fn writes_pending(&self) -> bool {
+        self.writes.everything || !self.writes.tables.is_empty()
+    }
+
+    /// Announces the ended transaction's writes to every instance (and here), waiting up to
+    /// `cache.ack_timeout` for the others.
+    pub(super) async fn publish_writes(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        let Some(cache) = self.state.cache.clone() else {
+            return;
+        };
+        let mut tables: Vec<&str> = writes.tables.iter().map(String::as_str).collect();
+        if writes.everything {
+            tables = vec![cache::EVERY_TABLE];
+        }
+        let published = cache.bus.publish(&self.database, &tables).await;
+        if !published.sent || !published.missing.is_empty() {
+            tracing::warn!(database = %self.database, sent = published.sent, missing = ?published.missing, "cache invalidation not acknowledged by every pgward instance");
+        }
+    }
+}
+
+/// Whether every frame of a captured response may be replayed.
+fn replayable(mut bytes: &[u8]) -> bool {
+    while bytes.len() >= 5 {
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        if !REPLAYABLE.contains(&bytes[0]) || bytes.len() < 1 + len {
+            return false;
+        }
+        bytes = &bytes[1 + len..];
+    }
+    bytes.is_empty()
+}
+
+/// A single understood SELECT of immutable functions only.
+fn cacheable(analysis: &Analysis) -> bool {
+    let [info] = analysis.statements.as_slice() else {
+        return false;
+    };
+    analysis.understood()
+        && analysis.class == Class::Read
+        && info.kind == Kind::Select
+        && info.functions.iter().all(|f| !f.volatile && !f.writes)
+        && info
+            .accesses
+            .iter()
+            .all(|&(_, action)| action == Action::Select)
+        && info.tables.iter().all(|t| !t.is_database())
+}
+
+/// The parts of a Bind that change a result.
+struct BindParts<'a> {
+    body: &'a [u8],
+}
+
+impl BindParts<'_> {
+    fn add_to(&self, key: &mut KeyBuilder) -> Option<()> {
+        let mut r = Reader::new(self.body);
+        r.cstr_bytes().ok()?;
+        r.cstr_bytes().ok()?;
+        let n = r.i16().ok()?.max(0) as usize;
+        let mut formats = Vec::with_capacity(n);
+        for _ in 0..n {
+            formats.push(r.i16().ok()?);
+        }
+        key.param_formats(&formats);
+        let count = r.i16().ok()?.max(0);
+        for _ in 0..count {
+            let len = r.i32().ok()?;
+            key.param((len >= 0).then(|| r.take(len as usize)).transpose().ok()?);
+        }
+        let n = r.i16().ok()?.max(0) as usize;
+        let mut results = Vec::with_capacity(n);
+        for _ in 0..n {
+            results.push(r.i16().ok()?);
+        }
+        key.result_formats(&results);
+        Some(())
+    }
+}
+
+/// The SQL text and Bind of a request of a cacheable shape: a lone Query, or
+/// `[Parse(unnamed)] Bind(unnamed portal) [Describe(portal)] Execute(all rows) Sync`.
+/// `statement` gives the text of a named statement.
+fn cacheable_shape<'a>(
+    frames: &'a [Frame],
+    statement: impl Fn(&str) -> Option<(Vec<u8>, Vec<u8>)>,
+) -> Option<(Vec<u8>, Vec<u8>, Option<BindParts<'a>>)> {
+    if let [query] = frames {
+        if query.tag() != tag::QUERY {
+            return None;
+        }
+        let sql = messages::read_query(query.body()).ok()?.to_vec();
+        return Some((sql, Vec::new(), None));
+    }
+    let tags: Vec<u8> = frames.iter().map(Frame::tag).collect();
+    let (parse, rest) = match tags.first() {
+        Some(&tag::PARSE) => (Some(&frames[0]), &frames[1..]),
+        _ => (None, frames),
+    };
+    let rest_tags: Vec<u8> = rest.iter().map(Frame::tag).collect();
+    let shape_ok = matches!(
+        rest_tags.as_slice(),
+        [tag::BIND, tag::EXECUTE, tag::SYNC] | [tag::BIND, tag::DESCRIBE, tag::EXECUTE, tag::SYNC]
+    );
+    if !shape_ok {
+        return None;
+    }
+    let bind = &rest[0];
+    let mut r = Reader::new(bind.body());
+    let portal = r.cstr().ok()?;
+    let name = r.cstr().ok()?;
+    if !portal.is_empty() {
+        return None;
+    }
+    let execute = &rest[rest.len() - 2];
+    let mut r = Reader::new(execute.body());
+    if !r.cstr().ok()?.is_empty() || r.i32().ok()? != 0 {
+        return None;
+    }
+    if rest.len() == 4 {
+        let mut r = Reader::new(rest[1].body());
+        if r.u8().ok()? != b'P' || !r.cstr().ok()?.is_empty() {
+            return None;
+        }
+    }
+    let (sql, param_types) = match parse {
+        Some(parse) => {
+            let parse = messages::read_parse(parse.body()).ok()?;
+            if !parse.name.is_empty() || !name.is_empty() {
+                return None;
+            }
+            (parse.query.to_vec(), parse.param_types.to_vec())
+        }
+        None if name.is_empty() => return None,
+        None => statement(name)?,
+    };
+    Some((sql, param_types, Some(BindParts { body: bind.body() })))
+}
