@@ -48,6 +48,7 @@ impl Keys {
             without_decrypt: WithoutDecrypt::Ciphertext,
             keys,
             columns,
+            ..EncryptionConfig::default()
         };
         Crypto::from_config(&cfg, Some(self.dir.path()))
     }
