@@ -21,7 +21,7 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const COMMANDS: &str =
     "SHOW POOLS | CLIENTS | SERVERS | STATS | BACKENDS | CONFIG | USERS | VERSION; \
-     RELOAD; PAUSE; RESUME; KILL <client id>; SHUTDOWN";
+     RELOAD; PAUSE; RESUME; KILL <client id>; CACHE FLUSH [schema.table]; SHUTDOWN";
 
 /// One console session.
 pub struct Console {
@@ -161,6 +161,26 @@ impl Console {
         }
     }
 
+    /// `CACHE FLUSH [schema.table]`: drops every cached result here (or those that read the
+    /// table). Other instances keep theirs; their writes are what they follow.
+    fn cache_flush(&self, table: Option<&str>) -> Result<Answer, ProxyError> {
+        let Some(cache) = &self.state.cache else {
+            return Err(ProxyError::Admin {
+                sqlstate: "55000",
+                message: "pgward: the result cache is off ([cache] enabled = false)".into(),
+            });
+        };
+        match table {
+            None => cache.results.flush_all(),
+            Some(table) => cache.results.flush_table(&table.to_lowercase()),
+        }
+        tracing::info!(
+            table = table.unwrap_or("*"),
+            "CACHE FLUSH from the admin console"
+        );
+        Ok(Answer::Done("CACHE FLUSH".into()))
+    }
+
     async fn command(&mut self, command: &str) -> Result<Answer, ProxyError> {
         let words: Vec<String> = command
             .split_whitespace()
@@ -191,6 +211,12 @@ impl Console {
                 Ok(Answer::Done("RESUME".into()))
             }
             ["KILL", id] => self.kill(id),
+            ["CACHE", "FLUSH"] => self.cache_flush(None),
+            ["CACHE", "FLUSH", _] => {
+                // The table name as written, not upper-cased.
+                let table = command.split_whitespace().nth(2).unwrap_or_default();
+                self.cache_flush(Some(table))
+            }
             ["SHUTDOWN"] => {
                 tracing::info!("SHUTDOWN from the admin console: draining");
                 self.state.shutdown.cancel();

@@ -34,7 +34,13 @@ static PRIMARY_PORT: OnceLock<u16> = OnceLock::new();
 
 fn shared_cluster() -> &'static Mutex<Option<Cluster>> {
     let cluster = CLUSTER.get_or_init(|| {
-        let cluster = Cluster::start(&ClusterOptions::default()).map_err(|e| e.to_string())?;
+        // pg_stat_statements counts what reaches the server (the result cache's tests).
+        let mut options = ClusterOptions::default();
+        options.settings.push((
+            "shared_preload_libraries".into(),
+            "pg_stat_statements".into(),
+        ));
+        let cluster = Cluster::start(&options).map_err(|e| e.to_string())?;
         let _ = PRIMARY_PORT.set(cluster.primary.port);
         // Statics are never dropped; stop PostgreSQL when the test binary exits.
         // SAFETY: registering a plain extern "C" function with no arguments.
