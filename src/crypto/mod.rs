@@ -383,6 +383,22 @@ impl ColumnCipher {
         })
     }
 
+    /// As [`ColumnCipher::decrypt`], appending the plaintext to `out` (no allocation when
+    /// the value was decrypted recently).
+    pub fn decrypt_into(
+        &self,
+        stored: &[u8],
+        out: &mut bytes::BytesMut,
+    ) -> Result<(), DecryptError> {
+        if self.recent.get_into(stored, out) {
+            metrics::crypto_decrypted(true);
+            return Ok(());
+        }
+        let plain = self.decrypt(stored)?;
+        out.extend_from_slice(&plain);
+        Ok(())
+    }
+
     /// Decrypts `stored` if it is this column's ciphertext; a failure is not counted (for
     /// trying the candidate columns of a value whose column is not known).
     pub fn try_decrypt(&self, stored: &[u8]) -> Result<Vec<u8>, DecryptFailure> {

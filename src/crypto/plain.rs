@@ -8,6 +8,7 @@
 //! and a hot set is back after one read). Plaintexts are zeroized when dropped.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use zeroize::Zeroizing;
@@ -25,8 +26,32 @@ pub(super) struct PlainCache {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<[u8]>, Zeroizing<Vec<u8>>>,
+    map: HashMap<Box<[u8]>, Zeroizing<Vec<u8>>, BuildHasherDefault<TailHasher>>,
     bytes: usize,
+}
+
+/// Hashes a key by its last bytes: the end of an envelope is its AEAD output (ciphertext and
+/// tag, or the SIV), uniformly random already, so mixing it through SipHash would only cost
+/// time. Keys are pgward's own stored values, not chosen to collide (and a collision only
+/// costs a comparison).
+#[derive(Default)]
+struct TailHasher(u64);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(8)..];
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
 }
 
 impl PlainCache {
@@ -52,6 +77,20 @@ impl PlainCache {
     pub(super) fn get(&self, stored: &[u8]) -> Option<Vec<u8>> {
         let shard = self.shard(stored)?.lock().ok()?;
         shard.map.get(stored).map(|plain| plain.to_vec())
+    }
+
+    /// Appends the plaintext of `stored` to `out`, if it is here.
+    pub(super) fn get_into(&self, stored: &[u8], out: &mut bytes::BytesMut) -> bool {
+        let Some(Ok(shard)) = self.shard(stored).map(Mutex::lock) else {
+            return false;
+        };
+        match shard.map.get(stored) {
+            Some(plain) => {
+                out.extend_from_slice(plain);
+                true
+            }
+            None => false,
+        }
     }
 
     pub(super) fn put(&self, stored: &[u8], plain: &[u8]) {

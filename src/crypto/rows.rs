@@ -77,84 +77,61 @@ fn expected(
     })
 }
 
-/// The DataRow `body` with its designated values decrypted (or hidden), as a new frame.
+/// The DataRow `body` with its designated values decrypted (or hidden), as a new frame:
+/// one pass over the fields, written straight into the new message.
 pub fn decrypt_row(map: &ResultMap, body: &[u8]) -> Result<Frame, ProxyError> {
     let mut r = Reader::new(body);
     let count = r.i16()?;
-    let mut out_fields: Vec<Option<std::borrow::Cow<[u8]>>> = Vec::with_capacity(count as usize);
-    for _ in 0..count.max(0) {
+    let mut out = bytes::BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_i16(count);
+    for index in 0..count.max(0) as usize {
         let len = r.i32()?;
         if len < 0 {
-            out_fields.push(None);
-        } else {
-            let value = r.take(len as usize)?;
-            out_fields.push(Some(value.into()));
-        }
-    }
-    if map.probe {
-        probe_row(map, &mut out_fields);
-    }
-    for &(index, id, reveal) in &map.fields {
-        let Some(slot) = out_fields.get_mut(index) else {
+            out.put_i32(-1);
             continue;
+        }
+        let stored = r.take(len as usize)?;
+        let mapped = map.fields.iter().find(|f| f.0 == index);
+        let target = match mapped {
+            Some(&(_, id, reveal)) => Some((id, reveal)),
+            None if map.probe && super::looks_like_envelope(stored) => probe(map, stored),
+            None => None,
         };
-        let Some(stored) = slot.as_deref() else {
-            continue; // NULL stays NULL
-        };
-        match reveal {
-            Reveal::Plaintext => {
-                let plain = map
-                    .plan
+        match target {
+            None | Some((_, Reveal::Ciphertext)) => {
+                out.put_i32(len);
+                out.put_slice(stored);
+            }
+            Some((_, Reveal::Null)) => out.put_i32(-1),
+            Some((id, Reveal::Plaintext)) => {
+                let at = out.len();
+                out.put_i32(0);
+                map.plan
                     .crypto
                     .by_id(id)
-                    .decrypt(stored)
+                    .decrypt_into(stored, &mut out)
                     .map_err(undecryptable)?;
-                *slot = Some(plain.to_vec().into());
+                let written = (out.len() - at - 4) as i32;
+                out[at..at + 4].copy_from_slice(&written.to_be_bytes());
             }
-            Reveal::Null => *slot = None,
-            Reveal::Ciphertext => {}
         }
     }
-    Ok(Frame::build(b'D', |b| {
-        b.put_i16(count);
-        for field in &out_fields {
-            match field {
-                None => b.put_i32(-1),
-                Some(value) => {
-                    b.put_i32(value.len() as i32);
-                    b.put_slice(value);
-                }
-            }
-        }
-    }))
+    let total = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&total.to_be_bytes());
+    Ok(Frame::from_bytes(out.freeze()))
 }
 
-/// Decrypts values of fields the map does not name that are ciphertexts of a candidate
-/// column: the one whose key authenticates the value is its column (an envelope is bound to
-/// its column), so a success is never a guess. Values no candidate opens stay as they are.
-fn probe_row(map: &ResultMap, fields: &mut [Option<std::borrow::Cow<[u8]>>]) {
-    for (index, slot) in fields.iter_mut().enumerate() {
-        if map.fields.iter().any(|f| f.0 == index) {
-            continue;
-        }
-        let Some(stored) = slot.as_deref() else {
-            continue;
-        };
-        if !super::looks_like_envelope(stored) {
-            continue;
-        }
-        for &id in &map.plan.candidates {
-            let cipher = map.plan.crypto.by_id(id);
-            if let Ok(plain) = cipher.try_decrypt(stored) {
-                *slot = match map.plan.reveal[id.index()] {
-                    Reveal::Plaintext => Some(plain.into()),
-                    Reveal::Null => None,
-                    Reveal::Ciphertext => Some(stored.to_vec().into()),
-                };
-                break;
-            }
-        }
-    }
+/// The candidate column whose key authenticates a value the map does not name (a scalar
+/// subquery, a UNION of two columns): the envelope is bound to its column, so a success is
+/// never a guess. None when no candidate opens it (it stays as it is).
+fn probe(map: &ResultMap, stored: &[u8]) -> Option<(ColumnId, Reveal)> {
+    map.plan
+        .candidates
+        .iter()
+        .find(|id| map.plan.crypto.by_id(**id).try_decrypt(stored).is_ok())
+        .map(|&id| (id, map.plan.reveal[id.index()]))
 }
 
 /// The client's error for a value that does not decrypt.

@@ -42,6 +42,12 @@ impl Frame {
         Frame(buf.freeze())
     }
 
+    /// A whole message already encoded (tag, length, body).
+    pub fn from_bytes(bytes: bytes::Bytes) -> Frame {
+        debug_assert!(bytes.len() >= 5);
+        Frame(bytes)
+    }
+
     pub fn tag(&self) -> u8 {
         self.0[0]
     }
