@@ -27,8 +27,10 @@ fn keyring(dir: &std::path::Path) -> Arc<Crypto> {
         column: name.into(),
         mode,
     };
+    // No cache of decrypted values: every decrypt here does the cryptography.
     let cfg = EncryptionConfig {
         without_decrypt: WithoutDecrypt::Null,
+        decrypt_cache: 0,
         keys: vec![KeyConfig {
             id: "k1".into(),
             material: "file:k1.key".into(),

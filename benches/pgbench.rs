@@ -425,6 +425,7 @@ fn encryption(
             }
         }
     }
+    let pid = proxy._process.child.id();
     let mut results = Vec::new();
     for mode in MODES {
         let mut outcomes = Vec::new();
@@ -436,29 +437,66 @@ fn encryption(
             fs::write(&script, format!("SELECT id, ssn, email FROM {table};\n"))?;
             let workload = ["-f", &script.to_string_lossy()].map(str::to_owned);
             run_pgbench_with(pgbench, proxy.port, mode, 1, warmup, scratch, &workload);
+            let ticks = cpu_ticks(pid);
             let outcome =
                 run_pgbench_with(pgbench, proxy.port, mode, 1, seconds, scratch, &workload);
-            eprintln!("encryption {table} {mode}: {outcome}");
-            outcomes.push(outcome);
+            // pgward's CPU per query, in ms (ticks are 1/100 s).
+            let used = cpu_ticks(pid).saturating_sub(ticks);
+            let per_query = used as f64 * 10.0 / (tps(&outcome) * seconds as f64);
+            eprintln!(
+                "encryption {table} {mode}: {outcome} ({per_query:.1} ms of pgward CPU per query)"
+            );
+            outcomes.push((outcome, per_query));
         }
         results.push((mode, outcomes));
+    }
+    // What PostgreSQL itself pays for the larger stored values: the same reads straight from it.
+    let mut direct = Vec::new();
+    for table in ["plain_bench", "enc_bench"] {
+        let script = dir.join(format!("{table}.sql"));
+        let workload = ["-f", &script.to_string_lossy()].map(str::to_owned);
+        let outcome =
+            run_pgbench_with(pgbench, pg_port, "prepared", 1, seconds, scratch, &workload);
+        eprintln!("encryption {table} direct: {outcome}");
+        direct.push(outcome);
     }
     println!(
         "\n## SELECT of {ENCRYPTED_ROWS} rows (two text columns), 1 client, {seconds} s per run, through pgward: plaintext table vs both columns encrypted\n"
     );
-    println!(
-        "| mode | plaintext queries/s | encrypted queries/s | time ratio (encrypted/plaintext) |"
-    );
-    println!("|---|---:|---:|---:|");
+    println!("| mode | plaintext queries/s | encrypted queries/s | time ratio (encrypted/plaintext) | pgward CPU per query, plaintext / encrypted (ms) |");
+    println!("|---|---:|---:|---:|---:|");
     for (mode, outcomes) in &results {
+        let ((plain, plain_cpu), (enc, enc_cpu)) = (&outcomes[0], &outcomes[1]);
         println!(
-            "| {mode} | {:.2} | {:.2} | {} |",
-            tps(&outcomes[0]),
-            tps(&outcomes[1]),
-            ratio(&outcomes[0], &outcomes[1])
+            "| {mode} | {:.2} | {:.2} | {} | {plain_cpu:.1} / {enc_cpu:.1} |",
+            tps(plain),
+            tps(enc),
+            ratio(plain, enc),
         );
     }
+    println!(
+        "| direct to PostgreSQL, prepared (ciphertext, nothing decrypted) | {:.2} | {:.2} | {} | |",
+        tps(&direct[0]),
+        tps(&direct[1]),
+        ratio(&direct[0], &direct[1])
+    );
     Ok(())
+}
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after the last ')':
+    // utime and stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }
 
 fn tps(outcome: &Outcome) -> f64 {
