@@ -6,11 +6,14 @@
 //! 3. `pgbench -S` (simple, extended, prepared; 16 clients) through pgward with the access
 //!    policy off and on (a policy of a few dozen lines), runs alternating;
 //! 4. column encryption: one client selecting 100k rows, with two encrypted columns and
-//!    from the same table unencrypted, through one pgward (simple, extended, prepared).
+//!    from the same table unencrypted, through one pgward (simple, extended, prepared);
+//! 5. the result cache: 16 clients reading a hot set of 1000 accounts, direct, through pgward
+//!    without the cache and with it (simple and prepared), with the hit ratio and pgward's CPU
+//!    per transaction.
 //!
 //! Run with `cargo bench --bench pgbench`. `PGWARD_BENCH_SECONDS` sets the length of each
-//! measured run (default 10); `PGWARD_BENCH=poolers|replicas|policy|encryption` runs one part
-//! only. PgBouncer is
+//! measured run (default 10); `PGWARD_BENCH=poolers|replicas|policy|encryption|cache` runs one
+//! part only. PgBouncer is
 //! measured only when its binary is installed.
 //!
 //! A run that fails (non-zero exit or failed transactions) is shown in the table as FAILED with
@@ -98,6 +101,9 @@ fn main() -> Result<()> {
     }
     if wanted("policy") && !interrupted() {
         policy(&pgbench, pg_port, seconds, warmup, scratch.path());
+    }
+    if wanted("cache") && !interrupted() {
+        cache(&pgbench, &cluster, seconds, warmup, scratch.path());
     }
     if wanted("encryption") && !interrupted() {
         if let Err(e) = encryption(&pgbench, pg_port, seconds, warmup, scratch.path()) {
@@ -349,6 +355,104 @@ fn policy(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Pat
             cell(&outcomes[0]),
             cell(&outcomes[1]),
             ratio(&outcomes[1], &outcomes[0])
+        );
+    }
+}
+
+/// Part 5: the result cache. A hot set of 1000 accounts read by 16 clients, direct, through
+/// pgward without the cache and with it; the hit ratio from the transactions PostgreSQL
+/// committed, and pgward's CPU per transaction from /proc.
+fn cache(pgbench: &Path, cluster: &Cluster, seconds: u64, warmup: u64, scratch: &Path) {
+    let pg_port = cluster.primary.port;
+    let script = scratch.join("hot.sql");
+    if let Err(e) = fs::write(
+        &script,
+        "\\set aid random(1, 1000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n",
+    ) {
+        eprintln!("cache bench: {e}");
+        return;
+    }
+    let workload = ["-f", &script.to_string_lossy()].map(str::to_owned);
+    let commits = || -> u64 {
+        cluster
+            .psql(
+                pg_port,
+                DATABASE,
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .ok()
+            .and_then(|out| out.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let clients = CLIENT_COUNTS[0];
+    let mut rows = Vec::new();
+    for mode in ["simple", "prepared"] {
+        let mut cells = Vec::new();
+        for (label, extra) in [
+            ("direct", None),
+            ("pgward", Some("")),
+            ("pgward + cache", Some("\n[cache]\nenabled = true\n")),
+        ] {
+            if interrupted() {
+                return;
+            }
+            let proxy = match extra
+                .map(|extra| start_pgward(scratch, &[("primary", pg_port, "primary")], extra))
+            {
+                Some(Ok(proxy)) => Some(proxy),
+                Some(Err(failed)) => {
+                    cells.push((failed, None, None));
+                    continue;
+                }
+                None => None,
+            };
+            let port = proxy.as_ref().map_or(pg_port, |p| p.port);
+            run_pgbench_with(pgbench, port, mode, clients, warmup, scratch, &workload);
+            sleep(Duration::from_millis(1500));
+            let (before, ticks) = (
+                commits(),
+                proxy.as_ref().map(|p| cpu_ticks(p._process.child.id())),
+            );
+            let outcome =
+                run_pgbench_with(pgbench, port, mode, clients, seconds, scratch, &workload);
+            let ticks = proxy
+                .as_ref()
+                .zip(ticks)
+                .map(|(p, t)| cpu_ticks(p._process.child.id()).saturating_sub(t));
+            sleep(Duration::from_millis(1500));
+            let served = commits().saturating_sub(before);
+            let transactions = tps(&outcome) * seconds as f64;
+            // Each pgbench transaction that reached PostgreSQL committed there once.
+            let hit_ratio = (extra.is_some() && transactions > 0.0)
+                .then(|| 1.0 - (served as f64 / transactions).min(1.0));
+            // Microseconds of pgward CPU per transaction (ticks are 1/100 s).
+            let cpu = ticks.map(|t| t as f64 * 10_000.0 / transactions);
+            eprintln!("cache {mode} {label}: {outcome} (hit ratio {hit_ratio:?}, pgward CPU {cpu:?} us per transaction)");
+            cells.push((outcome, hit_ratio, cpu));
+        }
+        rows.push((mode, cells));
+    }
+    println!(
+        "\n## Result cache: a hot set of 1000 accounts, {clients} clients, {seconds} s per run\n"
+    );
+    println!("| mode | direct tps | pgward tps | pgward + cache tps | cache / direct | cache / pgward | hit ratio | pgward CPU per transaction, without / with cache (us) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (mode, cells) in &rows {
+        let [(direct, _, _), (plain, _, plain_cpu), (cached, hits, cached_cpu)] = cells.as_slice()
+        else {
+            continue;
+        };
+        let us = |v: &Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
+        println!(
+            "| {mode} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            cell(direct),
+            cell(plain),
+            cell(cached),
+            ratio(cached, direct),
+            ratio(cached, plain),
+            hits.map_or("n/a".to_owned(), |h| format!("{:.1}%", h * 100.0)),
+            us(plain_cpu),
+            us(cached_cpu),
         );
     }
 }
