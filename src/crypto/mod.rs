@@ -212,7 +212,11 @@ impl Crypto {
             masters.push(MasterKey::new(key.id.clone(), &material));
         }
         let hkdfs: Vec<_> = masters.iter().map(MasterKey::hkdf).collect();
-        let per_column = cfg.decrypt_cache as usize / designated.len().max(1);
+        let deterministic = designated
+            .iter()
+            .filter(|(_, mode)| *mode == Mode::Deterministic)
+            .count();
+        let per_column = cfg.decrypt_cache as usize / deterministic.max(1);
 
         let mut crypto = Crypto {
             columns: Vec::with_capacity(designated.len()),
@@ -245,7 +249,14 @@ impl Crypto {
                 column,
                 mode,
                 keys,
-                recent: plain::PlainCache::new(per_column),
+                // AES-GCM opens a value about as fast as a lookup among many cached ones
+                // (memory latency); AES-SIV takes twice as long, and equal values share one
+                // ciphertext, so only deterministic columns keep what they decrypted.
+                recent: plain::PlainCache::new(if mode == Mode::Deterministic {
+                    per_column
+                } else {
+                    0
+                }),
             });
         }
         Ok(Some(Arc::new(crypto)))
