@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::sql::hint::split_block_comment;
+
 /// What a statement's leading comments ask of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheHint {
@@ -34,29 +36,6 @@ pub fn leading_hint(sql: &str) -> Option<CacheHint> {
     }
 }
 
-/// The body of a block comment and the text after it; PostgreSQL's block comments nest.
-fn split_block_comment(after_open: &str) -> Option<(&str, &str)> {
-    let bytes = after_open.as_bytes();
-    let mut depth = 1usize;
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        match (bytes[i], bytes[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some((after_open.get(..i)?, after_open.get(i + 2..)?));
-                }
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    None
-}
 
 fn parse(body: &str) -> Option<CacheHint> {
     let body = body.trim().to_ascii_lowercase();

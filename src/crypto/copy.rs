@@ -177,71 +177,61 @@ fn copy_plan(plan: &Plan, statement: usize) -> &CopyPlan {
         .expect("a COPY plan")
 }
 
-/// The length of the first complete row of `data` (with its newline), if there is one.
-fn row_end(plan: &CopyPlan, data: &[u8]) -> Option<usize> {
+/// Walks `data`, calling `visit` with the index of every byte that is data syntax: outside
+/// CSV quotes and not escaped by a backslash (text format). Stops when `visit` says so.
+fn walk_syntax(plan: &CopyPlan, data: &[u8], mut visit: impl FnMut(usize, u8) -> bool) {
     let mut i = 0;
     let mut quoted = false;
     while i < data.len() {
         let c = data[i];
         if plan.csv {
-            if quoted
+            let escaped_quote = quoted
                 && c == plan.escape
                 && plan.escape != plan.quote
                 && data
                     .get(i + 1)
-                    .is_some_and(|&n| n == plan.quote || n == plan.escape)
-            {
+                    .is_some_and(|&n| n == plan.quote || n == plan.escape);
+            if escaped_quote {
                 i += 2;
                 continue;
             }
             if c == plan.quote {
                 quoted = !quoted;
-            } else if c == b'\n' && !quoted {
-                return Some(i + 1);
+            } else if !quoted && visit(i, c) {
+                return;
             }
         } else if c == b'\\' {
             i += 1; // the escaped byte, a newline included, is data
-        } else if c == b'\n' {
-            return Some(i + 1);
+        } else if visit(i, c) {
+            return;
         }
         i += 1;
     }
-    None
+}
+
+/// The length of the first complete row of `data` (with its newline), if there is one.
+fn row_end(plan: &CopyPlan, data: &[u8]) -> Option<usize> {
+    let mut end = None;
+    walk_syntax(plan, data, |i, c| {
+        if c == b'\n' {
+            end = Some(i + 1);
+        }
+        end.is_some()
+    });
+    end
 }
 
 /// The raw fields of a row body (no line ending), split at unescaped, unquoted delimiters.
 fn split_fields<'a>(plan: &CopyPlan, body: &'a [u8]) -> Vec<&'a [u8]> {
     let mut fields = Vec::new();
     let mut start = 0;
-    let mut i = 0;
-    let mut quoted = false;
-    while i < body.len() {
-        let c = body[i];
-        if plan.csv {
-            if quoted
-                && c == plan.escape
-                && plan.escape != plan.quote
-                && body
-                    .get(i + 1)
-                    .is_some_and(|&n| n == plan.quote || n == plan.escape)
-            {
-                i += 2;
-                continue;
-            }
-            if c == plan.quote {
-                quoted = !quoted;
-            } else if c == plan.delimiter && !quoted {
-                fields.push(&body[start..i]);
-                start = i + 1;
-            }
-        } else if c == b'\\' {
-            i += 1;
-        } else if c == plan.delimiter {
+    walk_syntax(plan, body, |i, c| {
+        if c == plan.delimiter {
             fields.push(&body[start..i]);
             start = i + 1;
         }
-        i += 1;
-    }
+        false
+    });
     fields.push(&body[start..]);
     fields
 }
@@ -301,34 +291,14 @@ fn decode_field(plan: &CopyPlan, field: &[u8]) -> Option<Vec<u8>> {
             b'r' => value.push(b'\r'),
             b't' => value.push(b'\t'),
             b'v' => value.push(11),
-            b'0'..=b'7' => {
-                let mut n = u32::from(next - b'0');
-                for _ in 0..2 {
-                    match field.get(i) {
-                        Some(d @ b'0'..=b'7') => {
-                            n = n * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
+            b'0'..=b'7' | b'x' => match super::literal::numeric_escape(field, next, i) {
+                // COPY keeps the low byte of an octal escape above 255, as PostgreSQL does.
+                Some((n, after)) => {
+                    value.push(n as u8);
+                    i = after;
                 }
-                value.push(n as u8);
-            }
-            b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                let mut n = 0u32;
-                let mut digits = 0;
-                while digits < 2 {
-                    match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
-                        Some(d) => {
-                            n = n * 16 + d;
-                            i += 1;
-                            digits += 1;
-                        }
-                        None => break,
-                    }
-                }
-                value.push(n as u8);
-            }
+                None => value.push(next),
+            },
             other => value.push(other),
         }
     }

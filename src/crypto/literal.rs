@@ -110,36 +110,10 @@ fn quoted(b: &[u8], start: usize, body: usize, escapes: bool) -> Option<Literal>
                     b'n' => value.push(b'\n'),
                     b'r' => value.push(b'\r'),
                     b't' => value.push(b'\t'),
-                    b'0'..=b'7' => {
-                        let mut n = u32::from(next - b'0');
-                        for _ in 0..2 {
-                            match b.get(i) {
-                                Some(d @ b'0'..=b'7') => {
-                                    n = n * 8 + u32::from(d - b'0');
-                                    i += 1;
-                                }
-                                _ => break,
-                            }
-                        }
+                    b'0'..=b'7' | b'x' => {
+                        let (n, after) = numeric_escape(b, next, i)?;
                         value.push(u8::try_from(n).ok()?);
-                    }
-                    b'x' => {
-                        let mut n = 0u32;
-                        let mut digits = 0;
-                        while digits < 2 {
-                            match b.get(i).and_then(|d| (*d as char).to_digit(16)) {
-                                Some(d) => {
-                                    n = n * 16 + d;
-                                    i += 1;
-                                    digits += 1;
-                                }
-                                None => break,
-                            }
-                        }
-                        if digits == 0 {
-                            return None;
-                        }
-                        value.push(n as u8);
+                        i = after;
                     }
                     b'u' | b'U' => return None,
                     other => value.push(other),
@@ -151,6 +125,28 @@ fn quoted(b: &[u8], start: usize, body: usize, escapes: bool) -> Option<Literal>
             }
         }
     }
+}
+
+/// The value of an octal (`\101`: `first` is its first digit) or hex (`\x41`: `first` is
+/// `x`) backslash escape, whose remaining digits start at `at`, and the index after them.
+/// None for `\x` without a digit. Used by E'...' strings and COPY's text format alike.
+pub(super) fn numeric_escape(bytes: &[u8], first: u8, mut at: usize) -> Option<(u32, usize)> {
+    let (radix, max_digits, mut n) = match first {
+        b'x' => (16, 2, 0),
+        digit => (8, 2, u32::from(digit - b'0')),
+    };
+    let mut digits = 0;
+    while digits < max_digits {
+        match bytes.get(at).and_then(|d| (*d as char).to_digit(radix)) {
+            Some(d) => {
+                n = n * radix + d;
+                at += 1;
+                digits += 1;
+            }
+            None => break,
+        }
+    }
+    (first != b'x' || digits > 0).then_some((n, at))
 }
 
 /// `value` as a standard SQL string literal.

@@ -13,7 +13,7 @@
 pub mod analysis;
 mod classify;
 mod copy;
-mod hint;
+pub(crate) mod hint;
 mod normalize;
 mod walk;
 
