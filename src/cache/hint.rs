@@ -36,7 +36,6 @@ pub fn leading_hint(sql: &str) -> Option<CacheHint> {
     }
 }
 
-
 fn parse(body: &str) -> Option<CacheHint> {
     let body = body.trim().to_ascii_lowercase();
     let rest = body.strip_prefix("pgward:")?.trim_start();
