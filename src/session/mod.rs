@@ -420,6 +420,8 @@ impl Session {
                     return Ok(());
                 }
                 if self.server.is_none() {
+                    // The request failed before reaching a server: nothing to fill.
+                    self.fill = None;
                     continue;
                 }
             }
