@@ -21,8 +21,10 @@ use crate::sql::{Action, Analysis, Class, Kind};
 
 use super::Session;
 
-/// How long a request waits for another client filling the same entry.
-const FOLLOW_LIMIT: Duration = Duration::from_secs(2);
+/// How long a request waits for another client filling the same entry. Long: the leader's
+/// guard wakes the followers as soon as it is done or gone (failed, too large, client left),
+/// so this only bounds a query that runs very long.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(30);
 
 /// Response messages a cached entry may hold (no ParameterStatus, no error).
 const REPLAYABLE: &[u8] = b"12tTnDCIsN";
