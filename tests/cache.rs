@@ -12,9 +12,19 @@ use tokio_postgres::Client;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// `[cache]` on, with `extra` keys.
+/// `[cache]` on, with `extra` keys, on a channel of its own: the tests of this file run at
+/// the same time against one database, and an instance hearing another test's writes (a
+/// `nextval` flushes a whole database) would miss where its test expects a hit.
 fn cache_toml(extra: &str) -> String {
-    format!("\n[cache]\nenabled = true\n{extra}\n")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let channel = format!("pgward_cache_test_{}_{n}", std::process::id());
+    cache_toml_on(&channel, extra)
+}
+
+/// `[cache]` on `channel` (instances that must hear each other share one).
+fn cache_toml_on(channel: &str, extra: &str) -> String {
+    format!("\n[cache]\nenabled = true\nchannel = \"{channel}\"\n{extra}\n")
 }
 
 /// A pgward with the cache on, and its metrics port.
@@ -206,32 +216,56 @@ async fn a_thousand_random_steps_never_read_stale() {
 async fn a_write_through_one_instance_is_never_read_stale_through_another() {
     deadline(LIMIT, async {
         create_kv("cache_two", 5);
-        let a = start_cached("");
-        let b = start_cached("");
+        let channel = format!("pgward_cache_pair_{}", std::process::id());
+        let a = start_config(ProxyConfig::transaction(4).extra(&cache_toml_on(&channel, "")));
+        let b = start_config(ProxyConfig::transaction(4).extra(&cache_toml_on(&channel, "")));
         let (ca, cb) = (a.connect().await, b.connect().await);
         until_serving(&a, &ca).await;
         until_serving(&b, &cb).await;
         let read = "SELECT v FROM cache_two WHERE k = 1";
         for i in 0..300 {
             // B caches the current value, A changes it, B must see the change at once.
-            assert_eq!(value(&cb, read).await, (if i == 0 { 1 } else { 1000 + i - 1 }).to_string());
-            ca.simple_query(&format!("UPDATE cache_two SET v = {} WHERE k = 1", 1000 + i))
-                .await
-                .unwrap();
-            assert_eq!(value(&cb, read).await, (1000 + i).to_string(), "iteration {i}");
+            assert_eq!(
+                value(&cb, read).await,
+                (if i == 0 { 1 } else { 1000 + i - 1 }).to_string()
+            );
+            ca.simple_query(&format!(
+                "UPDATE cache_two SET v = {} WHERE k = 1",
+                1000 + i
+            ))
+            .await
+            .unwrap();
+            assert_eq!(
+                value(&cb, read).await,
+                (1000 + i).to_string(),
+                "iteration {i}"
+            );
         }
         assert!(hits(&b) > 0.0);
 
         // B's listener dies: B stops serving what it cached and answers fresh results.
+        // Only this pair's listeners (their queries name their channel): the other tests'
+        // instances run alongside.
         admin_psql(
             DATABASE,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgward cache bus'",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'pgward cache bus' AND query LIKE '%{channel}%'"
+            ),
         );
         admin_psql(DATABASE, "UPDATE cache_two SET v = 7 WHERE k = 1");
-        assert_eq!(value(&cb, read).await, "7", "no stale read after the listener dropped");
-        // ... and serves again once its listener is back.
+        assert_eq!(
+            value(&cb, read).await,
+            "7",
+            "no stale read after the listener dropped"
+        );
+        // ... and serves again once its listener is back (and A announces again once its
+        // own is back).
         until_serving(&b, &cb).await;
-        ca.simple_query("UPDATE cache_two SET v = 8 WHERE k = 1").await.unwrap();
+        until_serving(&a, &ca).await;
+        ca.simple_query("UPDATE cache_two SET v = 8 WHERE k = 1")
+            .await
+            .unwrap();
         assert_eq!(value(&cb, read).await, "8");
     })
     .await;
