@@ -1666,3 +1666,33 @@ async fn equality_matches_every_key_during_a_rotation() {
     })
     .await;
 }
+
+/// A designated column that is not text cannot hold ciphertext: statements on its table are
+/// refused with 0A000 saying so, before anything reaches PostgreSQL.
+#[tokio::test]
+async fn a_designated_column_must_be_text() {
+    deadline(LIMIT, async {
+        let table = "enc_not_text";
+        create_plain_table(table, "id int PRIMARY KEY, ssn int, email text");
+        let enc = Encrypted::start(table, ProxyConfig::transaction(2));
+        let client = enc.connect().await;
+        for sql in [
+            format!("INSERT INTO {table} (id, ssn) VALUES (1, 123)"),
+            format!("SELECT ssn FROM {table}"),
+        ] {
+            let err = client.simple_query(&sql).await.expect_err(&sql);
+            assert_eq!(sqlstate(&err), Some("0A000"), "{sql}: {err:?}");
+            assert!(
+                describe(&err).contains("must be of type text"),
+                "{sql}: {}",
+                describe(&err)
+            );
+        }
+        assert_usable(&client, "the type refusal").await;
+        assert_eq!(
+            admin_psql(DATABASE, &format!("SELECT count(*) FROM {table}")),
+            "0"
+        );
+    })
+    .await;
+}

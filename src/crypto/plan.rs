@@ -19,6 +19,10 @@ use crate::sql::{
 
 use super::{ColumnId, Crypto, Mode};
 
+/// Type OIDs a designated column may have: ciphertext is text.
+const TEXT_OID: u32 = 25;
+const VARCHAR_OID: u32 = 1043;
+
 /// How a user sees a designated column it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reveal {
@@ -240,6 +244,18 @@ impl Planner<'_> {
         for (schema, table) in tables.iter().flatten().filter_map(|t| split(t)) {
             for column in self.crypto.columns() {
                 if column.schema() == schema && column.table() == table {
+                    // Ciphertext is stored as text: another type would reject it, or (varchar(n))
+                    // cut it short.
+                    let stored_type =
+                        self.lookup
+                            .snapshot
+                            .column_type(schema, table, column.column());
+                    if stored_type.is_some_and(|oid| oid != TEXT_OID && oid != VARCHAR_OID) {
+                        return Err(Refusal(format!(
+                            "pgward: encrypted column {} must be of type text in PostgreSQL (it holds ciphertext as text)",
+                            column.name()
+                        )));
+                    }
                     let id = self
                         .crypto
                         .id_of(schema, table, column.column())
