@@ -284,12 +284,11 @@ fn decode_field(plan: &CopyPlan, field: &[u8]) -> Option<Vec<u8>> {
         }
         let next = field[i + 1];
         i += 2;
+        if let Some(control) = super::literal::control_escape(next) {
+            value.push(control);
+            continue;
+        }
         match next {
-            b'b' => value.push(8),
-            b'f' => value.push(12),
-            b'n' => value.push(b'\n'),
-            b'r' => value.push(b'\r'),
-            b't' => value.push(b'\t'),
             b'v' => value.push(11),
             b'0'..=b'7' | b'x' => match super::literal::numeric_escape(field, next, i) {
                 // COPY keeps the low byte of an octal escape above 255, as PostgreSQL does.

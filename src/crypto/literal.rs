@@ -104,12 +104,11 @@ fn quoted(b: &[u8], start: usize, body: usize, escapes: bool) -> Option<Literal>
             b'\\' if escapes => {
                 let next = *b.get(i + 1)?;
                 i += 2;
+                if let Some(control) = control_escape(next) {
+                    value.push(control);
+                    continue;
+                }
                 match next {
-                    b'b' => value.push(8),
-                    b'f' => value.push(12),
-                    b'n' => value.push(b'\n'),
-                    b'r' => value.push(b'\r'),
-                    b't' => value.push(b'\t'),
                     b'0'..=b'7' | b'x' => {
                         let (n, after) = numeric_escape(b, next, i)?;
                         value.push(u8::try_from(n).ok()?);
@@ -124,6 +123,19 @@ fn quoted(b: &[u8], start: usize, body: usize, escapes: bool) -> Option<Literal>
                 i += 1;
             }
         }
+    }
+}
+
+/// The control character a backslash letter stands for in E'...' strings and COPY's text
+/// format (`\b \f \n \r \t`; COPY also knows `\v`).
+pub(super) fn control_escape(letter: u8) -> Option<u8> {
+    match letter {
+        b'b' => Some(8),
+        b'f' => Some(12),
+        b'n' => Some(b'\n'),
+        b'r' => Some(b'\r'),
+        b't' => Some(b'\t'),
+        _ => None,
     }
 }
 

@@ -674,15 +674,7 @@ impl Walker<'_> {
                 }
                 _ => vec![self.operand(item)],
             };
-            if rights.len() == lefts.len() {
-                for (left, right) in lefts.iter().zip(&rights) {
-                    self.pair(left, right, op);
-                }
-            } else {
-                for left in &lefts {
-                    self.pair(left, &Operand::Other, op);
-                }
-            }
+            self.pair_all(&lefts, &rights, op);
             self.compare(expr, item, op);
         }
         if list.is_empty() {
@@ -710,12 +702,18 @@ impl Walker<'_> {
                 false => Operand::Result(out.sources.clone()),
             })
             .collect();
+        self.pair_all(&lefts, &rights, op);
+    }
+
+    /// Pairs a row of operands with another, position by position; when their widths
+    /// differ, each left operand is compared with something unknown.
+    fn pair_all(&mut self, lefts: &[Operand], rights: &[Operand], op: CompareOp) {
         if rights.len() == lefts.len() {
-            for (left, right) in lefts.iter().zip(&rights) {
+            for (left, right) in lefts.iter().zip(rights) {
                 self.pair(left, right, op);
             }
         } else {
-            for left in &lefts {
+            for left in lefts {
                 self.pair(left, &Operand::Other, op);
             }
         }
