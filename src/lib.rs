@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod demo;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod pool;
 pub mod protocol;

@@ -62,12 +62,14 @@ impl Daemon {
             ),
             false => None,
         };
+        let shutdown = CancellationToken::new();
         let state = Arc::new(State {
+            notify: Arc::new(crate::notify::Relay::new(shutdown.clone())),
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
             runtime: ArcSwap::from_pointee(runtime),
             pools: Pools::default(),
             cancels: Arc::new(CancelRegistry::default()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             health,
             policy: ArcSwapOption::new(policy),
             catalogs: Default::default(),

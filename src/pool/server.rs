@@ -136,6 +136,9 @@ pub struct ServerConn {
     pub session_params: BTreeMap<String, String>,
     /// Statements prepared on this connection under pgward's names, keyed by name hash.
     pub prepared: HashMap<u64, Arc<Statement>>,
+    /// SQL-level prepared statements on this connection by name, with the PREPARE text
+    /// that made them (None: made by a text pgward does not keep; see `session::sqlprep`).
+    pub sql_prepared: HashMap<String, Option<Arc<[u8]>>>,
     pub idle_since: Instant,
 }
 
@@ -185,6 +188,7 @@ impl ServerConn {
             reported: BTreeMap::new(),
             session_params: BTreeMap::new(),
             prepared: HashMap::new(),
+            sql_prepared: HashMap::new(),
             idle_since: Instant::now(),
         };
         conn.startup(user, credential, database, tls).await?;
@@ -386,7 +390,24 @@ impl ServerConn {
     ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         messages::query(self.writer.buffer(), sql);
         self.writer.flush().await?;
-        self.read_rows(Some(notifications)).await
+        self.read_rows(Some(&mut |body: &[u8]| {
+            notifications.extend(parse_notification(body))
+        }))
+        .await
+    }
+
+    /// `internal_query` on a connection that LISTENs, keeping the NotificationResponse bodies
+    /// that arrive before its ReadyForQuery as they are (the notify relay forwards them).
+    pub async fn internal_query_frames(
+        &mut self,
+        sql: &str,
+        notifications: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ServerError> {
+        messages::query(self.writer.buffer(), sql);
+        self.writer.flush().await?;
+        self.read_rows(Some(&mut |body: &[u8]| notifications.push(body.to_vec())))
+            .await
+            .map(drop)
     }
 
     /// Waits on an idle connection that LISTENs for the next notification. ParameterStatus
@@ -412,7 +433,7 @@ impl ServerConn {
     /// `notifications` when given, else they are dropped.
     async fn read_rows(
         &mut self,
-        mut notifications: Option<&mut Vec<Notification>>,
+        mut notifications: Option<&mut NotificationSink<'_>>,
     ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         let mut rows = Vec::new();
         let mut error = None;
@@ -424,11 +445,8 @@ impl ServerConn {
                 b'E' => error = Some(error_fields(frame.body())),
                 b'Z' => return error.map_or(Ok(rows), Err),
                 b'A' => {
-                    if let (Some(out), Some(n)) = (
-                        notifications.as_deref_mut(),
-                        parse_notification(frame.body()),
-                    ) {
-                        out.push(n);
+                    if let Some(out) = notifications.as_deref_mut() {
+                        out(frame.body());
                     }
                 }
                 b'T' | b'C' | b'N' | b'I' | b'1' | b'2' | b's' => {}
@@ -467,6 +485,9 @@ impl ServerConn {
         self.read_rows(None).await
     }
 }
+
+/// What takes the bodies of the NotificationResponses an internal query comes across.
+type NotificationSink<'a> = dyn FnMut(&[u8]) + Send + 'a;
 
 /// An asynchronous NotificationResponse: a NOTIFY on a channel the connection LISTENs to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -150,6 +150,8 @@ pub struct State {
     /// The result cache and its invalidation bus; None when `[cache]` is off. Built once:
     /// `[cache]` changes take effect after a restart.
     pub cache: Option<crate::cache::Cache>,
+    /// LISTEN/NOTIFY relay for clients in transaction mode.
+    pub notify: Arc<crate::notify::Relay>,
 }
 
 /// PAUSE holds new transactions before they take a server connection; RESUME lets them go.
