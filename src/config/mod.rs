@@ -256,6 +256,16 @@ pub struct PoolConfig {
     pub reset_query: String,
     /// Server-side prepared statements kept per connection before it is recycled.
     pub max_prepared_statements: usize,
+    /// Transaction mode: keep a client on its server connection while it holds session state
+    /// that cannot move (temporary tables, WITH HOLD cursors, ...), or refuse such statements.
+    pub pinning: Pinning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pinning {
+    Auto,
+    Off,
 }
 
 impl Default for PoolConfig {
@@ -268,6 +278,7 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(300),
             reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 1000,
+            pinning: Pinning::Auto,
         }
     }
 }

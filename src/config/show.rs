@@ -46,6 +46,7 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
         "pool.max_prepared_statements",
         p.max_prepared_statements.to_string(),
     );
+    put("pool.pinning", word(&p.pinning));
 
     let r = &config.routing;
     put("routing.read_write_split", r.read_write_split.to_string());

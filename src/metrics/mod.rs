@@ -1,9 +1,6 @@
 //! Every metric pgward exports, defined and registered in this one place (the catalogue of
 //! DESIGN.md). Labels are bounded: backend names from the config, fixed state and route
 //! names, SQLSTATE classes; never SQL text or anything a client chose.
-//!
-//! Still to come with their features: `pgward_pinned_clients` and `pgward_pins_total`
-//! (pinning). They join this module when that lands.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -77,6 +74,8 @@ struct Metrics {
     cache_invalidations: IntCounter,
     cache_evictions: IntCounter,
     cache_bytes: IntGauge,
+    pinned_clients: IntGauge,
+    pins: IntCounterVec,
 }
 
 fn metrics() -> &'static Metrics {
@@ -146,7 +145,21 @@ fn metrics() -> &'static Metrics {
         registry
             .register(Box::new(cache_bytes.clone()))
             .expect("registered once");
+        let pinned_clients = IntGauge::new(
+            "pgward_pinned_clients",
+            "Clients in transaction mode kept on one server connection by session state (pinning)",
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(pinned_clients.clone()))
+            .expect("registered once");
         Metrics {
+            pinned_clients,
+            pins: counter_vec(
+                "pgward_pins_total",
+                "Times a client in transaction mode was pinned to its server connection, by reason",
+                &["reason"],
+            ),
             clients: [ClientState::Idle, ClientState::Waiting, ClientState::Active]
                 .map(|s| clients.with_label_values(&[s.as_str()])),
             servers: gauge_vec(
@@ -397,6 +410,18 @@ pub fn cache_bytes(bytes: u64) {
 }
 
 /// Sets the server connection gauges to `counts` (backend, active, idle), replacing all.
+/// A client became pinned to its server connection for `reason`.
+pub fn pinned(reason: &str) {
+    let m = metrics();
+    m.pinned_clients.inc();
+    m.pins.with_label_values(&[reason]).inc();
+}
+
+/// A pinned client was let go (its session state is gone, or it left).
+pub fn unpinned() {
+    metrics().pinned_clients.dec();
+}
+
 pub fn server_connections(counts: &[(String, i64, i64)]) {
     let servers = &metrics().servers;
     servers.reset();
