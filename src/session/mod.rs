@@ -10,9 +10,12 @@ mod admit;
 pub mod auth;
 mod cache;
 mod encrypt;
+mod listen;
 pub mod params;
+mod pin;
 pub mod prepared;
 mod pump;
+mod sqlprep;
 pub mod sqlscan;
 
 use std::collections::HashMap;
@@ -223,6 +226,12 @@ async fn login(
         fill: None,
         writes: Default::default(),
         publish_due: false,
+        listener: None,
+        listen_due: Vec::new(),
+        notify_due: None,
+        listen_binds: HashMap::new(),
+        pin: Default::default(),
+        sql_statements: HashMap::new(),
         client_r: reader,
         client_w: writer,
     };
@@ -333,6 +342,20 @@ pub(crate) struct Session {
     writes: cache::Writes,
     /// A transaction that wrote has ended: announce it before its ReadyForQuery goes out.
     publish_due: bool,
+    /// This client's LISTEN subscriptions (transaction mode), made at its first LISTEN.
+    listener: Option<Box<crate::notify::Listener>>,
+    /// LISTEN/UNLISTENs committed, to apply before the client sees their ReadyForQuery.
+    listen_due: Vec<crate::notify::ListenOp>,
+    /// The client notified while listening: its own notifications go before the
+    /// ReadyForQuery at this position of its output buffer.
+    notify_due: Option<usize>,
+    /// Prepared statements (by the client's name, "" for the unnamed one) that are
+    /// LISTEN/UNLISTEN, with what a Bind of them does.
+    listen_binds: HashMap<String, listen::BoundListens>,
+    /// Whether session state keeps this client on its server connection (transaction mode).
+    pin: pin::Pin,
+    /// The client's SQL-level prepared statements (PREPARE text by name), transaction mode.
+    sql_statements: HashMap<String, Arc<[u8]>>,
     client_r: FrameReader,
     client_w: FrameWriter,
 }
@@ -452,11 +475,11 @@ impl Session {
     /// None when the client leaves or pgward shuts down.
     async fn next_request(&mut self) -> Result<Option<Frame>, ProxyError> {
         let (reader, writer, shutdown) = (&mut self.client_r, &mut self.client_w, &self.shutdown);
-        let kill = &self.client.info.kill;
-        if writer.flush().await.is_err() {
-            return Ok(None);
-        }
+        let (kill, listener) = (&self.client.info.kill, &mut self.listener);
         loop {
+            if writer.flush().await.is_err() {
+                return Ok(None);
+            }
             if let Some(frame) = reader.try_frame().map_err(client_frame_error)? {
                 return Ok(Some(frame));
             }
@@ -466,6 +489,7 @@ impl Session {
                     Err(FrameError::Eof) | Err(FrameError::Io(_)) => return Ok(None),
                     Err(e) => return Err(client_frame_error(e)),
                 },
+                Some(n) = notification(listener) => writer.queue(&n),
                 _ = shutdown.cancelled() => return Err(ProxyError::ShuttingDown),
                 _ = kill.cancelled() => return Err(ProxyError::Killed),
             }
@@ -667,6 +691,12 @@ impl Session {
             _ => return (false, None),
         };
         match sql {
+            // Session state that pins the client lives on the primary.
+            Some(sql)
+                if self.mode == PoolMode::Transaction && sqlscan::effects(sql).pin.is_some() =>
+            {
+                (false, None)
+            }
             Some(sql) => {
                 let a = self.analyze(sql);
                 let reads = match a.class {
@@ -743,6 +773,7 @@ impl Session {
 
     /// Lets go of a broken server connection: it is closed, not returned to the pool.
     fn drop_server(&mut self) {
+        self.unpin_lost();
         self.fill = None;
         self.client.set(ClientState::Idle, None);
         self.cancel.slot.set(None);
@@ -893,6 +924,9 @@ impl Session {
                 }
             }
             let conn = &lease.conn;
+            if self.state.notify.active() {
+                self.state.notify.leased(conn.pid, self.cancel.slot.pid);
+            }
             self.cancel.slot.set(Some(CancelTarget {
                 backend: conn.backend.clone(),
                 pid: conn.pid,
@@ -916,6 +950,20 @@ impl Session {
     /// Returns the server connection to the pool after a transaction (transaction mode),
     /// first reading back session state the client may have changed.
     async fn release(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        if self.pin.is_pinned() {
+            self.link.pin_check = false;
+            match self.still_pinned().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check a pinned client's session state; closing server connection");
+                    return self.drop_server();
+                }
+            }
+        }
         let Some(mut lease) = self.server.take() else {
             return;
         };
@@ -956,14 +1004,9 @@ impl Session {
         if self.link.statements_dirty {
             match lease.conn.internal_query(params::PREPARED_SQL).await {
                 Ok(rows) => {
-                    let names: std::collections::HashSet<String> = rows
-                        .into_iter()
-                        .filter_map(|mut r| r.get_mut(0)?.take())
-                        .collect();
-                    lease
-                        .conn
-                        .prepared
-                        .retain(|_, s| names.contains(&s.server_name));
+                    self.server = Some(lease);
+                    self.reconcile_prepared(rows);
+                    lease = self.server.take().expect("just put back");
                 }
                 Err(e) => {
                     return tracing::warn!(error = %e, "could not list prepared statements; closing server connection")
@@ -988,10 +1031,13 @@ impl Session {
         let Some(mut lease) = self.server.take() else {
             return;
         };
-        let clean = outcome.is_ok() && self.link.is_idle() && self.mode == PoolMode::Session;
+        // A pinned client's connection is reset like a session-mode one (LOAD cannot be).
+        let reusable = self.mode == PoolMode::Session || (self.pin.is_pinned() && !self.pin.load);
+        let clean = outcome.is_ok() && self.link.is_idle() && reusable;
         if clean && lease.conn.internal_query(&self.reset_query).await.is_ok() {
             lease.conn.session_params.clear();
             lease.conn.prepared.clear();
+            lease.conn.sql_prepared.clear();
             lease.release();
         }
         // Otherwise the lease drops here: a connection mid-transaction is closed, not reused.
@@ -1017,6 +1063,14 @@ async fn read_settings(
     Ok(read(
         conn.internal_query(params::SESSION_SETTINGS_SQL).await?,
     ))
+}
+
+/// The next notification for a listening client; never ready for one that does not listen.
+async fn notification(listener: &mut Option<Box<crate::notify::Listener>>) -> Option<bytes::Bytes> {
+    match listener {
+        Some(l) => l.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Where the primary's WAL ends after a client's write: its later reads need a server that

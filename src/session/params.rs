@@ -13,9 +13,8 @@ pub type Settings = BTreeMap<String, String>;
 pub const SESSION_SETTINGS_SQL: &str =
     "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name";
 
-/// Names of statements prepared through the protocol on this connection.
-pub const PREPARED_SQL: &str =
-    "SELECT name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql";
+/// The statements prepared on this connection: name, and whether SQL PREPARE made it.
+pub const PREPARED_SQL: &str = "SELECT name, from_sql FROM pg_catalog.pg_prepared_statements";
 
 /// SQL that turns a server session with `current` settings into one with `wanted`, or None
 /// when they already match (the common case: no extra round trip).

@@ -64,6 +64,8 @@ pub(super) enum Pending {
     /// A Sync pgward sent after that Parse: its ReadyForQuery is not the client's either,
     /// but its transaction status is.
     HiddenSync,
+    /// A step of pgward's own statement (see `sqlprep`): the reply with this tag is hidden.
+    Quiet(u8),
 }
 
 pub(super) enum Reply {
@@ -107,6 +109,24 @@ pub(super) struct Link {
     /// Watch for writes (read-your-writes on the primary); `wrote` once one is sent.
     track_writes: bool,
     pub(super) wrote: bool,
+    /// A pinned client ran something that may have released its session state: ask the
+    /// server when its transaction ends.
+    pub(super) pin_check: bool,
+    /// Requests (Query / Sync) sent and answered on this link, numbering them.
+    pub(super) requests_sent: u64,
+    pub(super) requests_done: u64,
+    /// LISTEN/UNLISTENs sent, waiting for their replies; those that ran, waiting for the
+    /// transaction to commit.
+    pub(super) listen_steps: VecDeque<super::listen::ListenStep>,
+    pub(super) listen_pending: Vec<crate::notify::ListenOp>,
+    /// The transaction failed or rolled back: its LISTENs do not take effect.
+    pub(super) tx_failed: bool,
+    /// CommandCompletes of the simple Query being answered so far.
+    pub(super) commands: usize,
+    /// The request sent NOTIFY (its client may be listening to itself).
+    pub(super) notified: bool,
+    /// SQL PREPAREs sent, checked against the server when the transaction ends.
+    pub(super) sql_prepared_now: Vec<String>,
 }
 
 impl Link {
@@ -131,6 +151,7 @@ enum Event {
     ClientWrote(std::io::Result<()>),
     ServerRead(Result<(), FrameError>),
     ClientRead(Result<(), FrameError>),
+    Notification(bytes::Bytes),
 }
 
 impl Session {
@@ -173,6 +194,9 @@ impl Session {
                 self.publish_due = false;
                 self.publish_writes().await;
             }
+            if !self.listen_due.is_empty() || self.notify_due.is_some() {
+                self.settle_listen().await;
+            }
             while !self.link.hold && self.server_mut().writer.pending() < HIGH_WATER {
                 let Some(frame) = self
                     .client_r
@@ -200,7 +224,12 @@ impl Session {
                     return Ok(exit);
                 }
             }
-            if self.mode == PoolMode::Transaction && self.link.is_idle() {
+            // A pinned client keeps its server between transactions, unless what it ran may
+            // have released its session state: `release` asks the server.
+            if self.mode == PoolMode::Transaction
+                && self.link.is_idle()
+                && (!self.pin.is_pinned() || self.link.pin_check)
+            {
                 return Ok(Exit::Release);
             }
             if self.link.restore_startup
@@ -217,14 +246,18 @@ impl Session {
 
             // In session mode the pump runs for the client's whole life: on shutdown, an idle
             // client is closed here (in transaction mode that happens between transactions).
-            let drain = self.mode == PoolMode::Session && self.link.is_idle();
+            let drain =
+                (self.mode == PoolMode::Session || self.pin.is_pinned()) && self.link.is_idle();
             let (hold, retry) = (self.link.hold, self.retry.is_some());
+            // Notifications go out between transactions, as PostgreSQL sends them.
+            let notify = self.listener.is_some() && self.link.is_idle();
             let Session {
                 client_r,
                 client_w,
                 server,
                 shutdown,
                 client,
+                listener,
                 ..
             } = self;
             let kill = &client.info.kill;
@@ -237,6 +270,7 @@ impl Session {
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
                 r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
+                Some(n) = super::notification(listener), if notify => Event::Notification(n),
             };
             match event {
                 Event::Wrote(Err(_)) | Event::ServerRead(Err(_)) if retry => {
@@ -255,6 +289,7 @@ impl Session {
                     return Ok(Exit::ClientGone)
                 }
                 Event::ClientRead(Err(e)) => return Err(super::client_frame_error(e)),
+                Event::Notification(n) => self.client_w.queue(&n),
                 _ => {}
             }
         }
@@ -265,6 +300,7 @@ impl Session {
     /// outside a transaction block, not in COPY FROM STDIN.
     pub(super) fn loss_is_hideable(&self) -> bool {
         self.mode == PoolMode::Transaction
+            && !self.pin.is_pinned()
             && self.link.tx_status == b'I'
             && !self.link.may_begin
             && !self.link.copy_in
@@ -355,9 +391,16 @@ impl Session {
             tag::QUERY => {
                 let sql = messages::read_query(frame.body())?;
                 self.note_cache_writes(sql);
-                match self.note_sql(sql) {
+                let noted = self.note_sql(sql).and_then(|fx| {
+                    let listen = match fx.listen && self.transaction_mode() {
+                        true => self.listen_rewrite(sql, true)?,
+                        false => None,
+                    };
+                    Ok((fx, listen))
+                });
+                match noted {
                     Err(e) => self.push_error_reply(e, true),
-                    Ok(fx) => {
+                    Ok((fx, listen)) => {
                         if self.link.track_writes && !self.link.wrote {
                             let reads = self.analyze(sql).class != Class::Write;
                             self.note_write(reads);
@@ -369,7 +412,20 @@ impl Session {
                                 self.route.setting = setting;
                             }
                         }
+                        if self.transaction_mode() {
+                            self.carry_sql_prepared(sql, &fx, true);
+                        }
                         let plan = self.crypt.next_query.take();
+                        let frame = match listen {
+                            Some(rewritten) => {
+                                self.expect_listen(&rewritten.steps);
+                                Frame::build(tag::QUERY, |b| {
+                                    b.put_slice(&rewritten.text);
+                                    b.put_u8(0);
+                                })
+                            }
+                            None => frame,
+                        };
                         self.forward(&frame, Some(Pending::Query(Instant::now(), plan)));
                         self.request_sent();
                     }
@@ -448,11 +504,14 @@ impl Session {
     fn forward(&mut self, frame: &Frame, pending: Option<Pending>) {
         self.server_mut().writer.queue(frame.as_bytes());
         if let Some(p) = pending {
+            if matches!(p, Pending::Sync(_) | Pending::Query(..)) {
+                self.link.requests_sent += 1;
+            }
             self.link.queue.push_back(p);
         }
     }
 
-    /// Records what a statement may change; refuses LISTEN where notifications would be lost.
+    /// Records what a statement may change, and what it means for pinning.
     fn note_sql(&mut self, sql: &[u8]) -> Result<sqlscan::Effects, ProxyError> {
         if self.mode == PoolMode::Session {
             let fx = sqlscan::effects(sql);
@@ -464,16 +523,13 @@ impl Session {
             return Ok(sqlscan::Effects::default());
         }
         let fx = sqlscan::effects(sql);
-        if fx.listen {
-            return Err(ProxyError::Unsupported(
-                "pgward: LISTEN needs pool.mode = \"session\"; in transaction mode notifications would be lost".into(),
-            ));
-        }
+        self.note_pin(&fx)?;
         self.note_effects(fx);
         Ok(fx)
     }
 
     fn note_effects(&mut self, fx: sqlscan::Effects) {
+        self.link.notified |= fx.notify;
         self.link.may_begin |= fx.begins;
         self.link.session_dirty |= fx.session;
         self.link.statements_dirty |= fx.statements;
@@ -483,6 +539,7 @@ impl Session {
     pub(super) fn push_error_reply(&mut self, err: ProxyError, ready: bool) {
         self.link.queue.push_back(Pending::Reply(Reply::Error(err)));
         if ready {
+            self.link.requests_sent += 1;
             self.link.queue.push_back(Pending::Reply(Reply::Ready));
         }
     }
@@ -502,13 +559,40 @@ impl Session {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
         self.note_cache_writes(parse.query);
-        let effects = match self.note_sql(parse.query) {
-            Ok(fx) => fx,
+        let noted = self.note_sql(parse.query).and_then(|fx| {
+            let listen = match fx.listen && self.transaction_mode() {
+                true => self.listen_rewrite(parse.query, false)?,
+                false => None,
+            };
+            Ok((fx, listen))
+        });
+        let (effects, listen) = match noted {
+            Ok(noted) => noted,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
+        if self.transaction_mode() {
+            self.carry_sql_prepared(parse.query, &effects, false);
+        }
+        // A LISTEN becomes a no-op on the server; its operations wait for the Bind.
+        let frame = match listen {
+            Some(rewritten) => {
+                let mut buf = bytes::BytesMut::new();
+                messages::write_parse(&mut buf, parse.name, &rewritten.text, parse.param_types);
+                self.listen_binds
+                    .insert(parse.name.to_owned(), rewritten.steps.into());
+                Frame::from_bytes(buf.freeze())
+            }
+            None => {
+                if !self.listen_binds.is_empty() {
+                    self.listen_binds.remove(parse.name);
+                }
+                frame
+            }
+        };
+        let parse = messages::read_parse(frame.body())?;
         self.note_prepared(parse.name, parse.query);
         let class = self.class_of(parse.query);
         let reads = class == Class::Read;
@@ -613,19 +697,39 @@ impl Session {
         } else if name.is_empty() {
             self.ensure_unnamed();
             if let Some(unnamed) = self.unnamed_parse.clone() {
+                if let Err(e) = self.note_pin(&unnamed.effects) {
+                    self.refuse(e);
+                    return Ok(());
+                }
                 if let Ok(parse) = messages::read_parse(unnamed.frame.body()) {
                     self.note_cache_writes(parse.query);
                 }
+            }
+            if let Some(ops) = self.listen_binds.get("").cloned() {
+                self.expect_listen(&ops);
             }
             if let Some(setting) = self.unnamed_parse.as_ref().and_then(|u| u.route_setting) {
                 self.route.setting = setting;
             }
             self.forward(&frame, Some(Pending::Bind(crypt)));
         } else {
+            if let Some(statement) = self.statements.get(name).cloned() {
+                if let Err(e) = self.note_pin(&statement.effects) {
+                    self.refuse(e);
+                    return Ok(());
+                }
+                // Its text may EXECUTE a client's SQL-level statement, on this server too.
+                if !self.sql_statements.is_empty() {
+                    self.carry_sql_prepared(&statement.query, &statement.effects, false);
+                }
+            }
             let Some(statement) = self.server_statement(name) else {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
                 return Ok(());
             };
+            if let Some(ops) = self.listen_binds.get(name).cloned() {
+                self.expect_listen(&ops);
+            }
             self.note_cache_writes(&statement.query);
             self.note_effects(statement.effects);
             self.note_write(statement.reads);
@@ -682,6 +786,7 @@ impl Session {
         self.link.in_batch = true;
         if kind == b'S' {
             self.analyses.remove(name);
+            self.listen_binds.remove(name);
         }
         if kind == b'S' && !name.is_empty() && self.transaction_mode() {
             self.statements.remove(name);
@@ -730,6 +835,10 @@ impl Session {
     fn relay_server_frame(&mut self, frame: Frame) {
         let t = frame.tag();
         self.traffic.1 += frame.as_bytes().len() as u64;
+        let frame = match t {
+            b'C' => self.on_command_complete(frame),
+            _ => frame,
+        };
         match t {
             b'S' => {
                 self.server_mut().record_parameter(&frame);
@@ -756,6 +865,18 @@ impl Session {
             b'Z' => {
                 self.link.copy_in = false;
                 self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                self.link.requests_done += 1;
+                self.link.commands = 0;
+                if self.listener.is_some()
+                    || !self.link.listen_steps.is_empty()
+                    || !self.link.listen_pending.is_empty()
+                    || self.link.notified
+                {
+                    self.listen_request_done(self.link.tx_status);
+                }
+                if self.link.tx_status == b'I' {
+                    self.link.tx_failed = false;
+                }
                 if self.catalog_dirty && self.link.tx_status == b'I' {
                     self.catalog_dirty = false;
                     self.state.catalogs.invalidate(&self.database);
@@ -785,6 +906,7 @@ impl Session {
             }
             b'E' => {
                 self.link.copy_in = false;
+                self.link.tx_failed = true;
                 crate::metrics::error(error_sqlstate(&frame).unwrap_or("XX"));
                 self.client_w.queue(frame.as_bytes());
                 // In the extended protocol the server now skips everything up to Sync.
@@ -806,6 +928,7 @@ impl Session {
                     Some(Pending::Describe(_)) => (matches!(t, b'T' | b'n'), false),
                     Some(Pending::Execute(_)) => (matches!(t, b'C' | b'I' | b's'), false),
                     Some(Pending::Close) => (t == b'3', false),
+                    Some(Pending::Quiet(reply)) => (t == *reply, true),
                     _ => (false, false),
                 };
                 if !hidden {
@@ -822,6 +945,29 @@ impl Session {
             }
         }
         self.reply_ready();
+    }
+
+    /// A CommandComplete: the few pgward must act on are told by their first letter.
+    fn on_command_complete(&mut self, frame: Frame) -> Frame {
+        // Which statement of a simple Query this is (LISTEN replies are told by it).
+        let ordinal = match self.link.queue.front() {
+            Some(Pending::Query(..)) => {
+                self.link.commands += 1;
+                Some(self.link.commands - 1)
+            }
+            _ => None,
+        };
+        match frame.body() {
+            b"DEALLOCATE ALL\0" | b"DISCARD ALL\0" => self.all_statements_dropped(),
+            b"DO\0" => {
+                if let Some(reply) = self.listen_reply(ordinal) {
+                    return reply;
+                }
+            }
+            body if body.starts_with(b"ROLLBACK") => self.link.tx_failed = true,
+            _ => {}
+        }
+        frame
     }
 
     /// Accounts for a request the server has answered: its duration, and the traffic so far.
@@ -857,7 +1003,10 @@ impl Session {
                 Reply::ParseComplete(_) => messages::parse_complete(out),
                 Reply::CloseComplete => messages::close_complete(out),
                 Reply::Error(e) => messages::error_response(out, &e, false),
-                Reply::Ready => messages::ready_for_query(out, self.link.tx_status),
+                Reply::Ready => {
+                    messages::ready_for_query(out, self.link.tx_status);
+                    self.link.requests_done += 1;
+                }
             }
         }
     }
