@@ -708,3 +708,155 @@ pub fn run_program(command: &mut Command, timeout: Duration) -> Finished {
         stderr: stderr.join().unwrap_or_default(),
     }
 }
+
+/// Connection string (libpq key=value) for `app` through `pgward`, as the Python scripts in
+/// tests/py take it.
+pub fn pgward_dsn(pgward: &Pgward) -> String {
+    format!(
+        "host=127.0.0.1 port={} dbname={DATABASE} user={USER} password={PASSWORD}",
+        pgward.port
+    )
+}
+
+/// Connection string (libpq key=value) for `app` straight to the shared cluster's primary.
+pub fn direct_dsn() -> String {
+    format!(
+        "host=127.0.0.1 port={} dbname={DATABASE} user={USER} password={PASSWORD}",
+        primary_port()
+    )
+}
+
+/// The psycopg release the Python scripts are written against.
+const PSYCOPG_REQUIREMENT: &str = "psycopg[binary]==3.2.*";
+
+/// A python3 interpreter with psycopg 3 (binary) installed: a venv made once, from PyPI, at
+/// `$CARGO_TARGET_TMPDIR/psycopg-venv` and shared by every test binary. It is built in a
+/// directory of its own and renamed into place when complete, so concurrent binaries never
+/// see half a venv (the loser of the race throws its copy away). Panics, naming the packages
+/// to install, when python3 or its venv module is missing.
+pub fn python_with_psycopg() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(prepare_psycopg_venv).clone()
+}
+
+fn prepare_psycopg_venv() -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = root.join("psycopg-venv");
+    let python = venv.join("bin").join("python");
+    let works = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import psycopg"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works(&python) {
+        return python;
+    }
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    // Existence first: a venv appears only complete, so one that exists and still cannot
+    // import psycopg is broken (left by an older python3, say), not half-built.
+    if venv.exists() && !works(&python) {
+        // Set it aside, whoever gets there first.
+        let aside = root.join(format!("psycopg-venv.broken-{unique}"));
+        if fs::rename(&venv, &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
+    }
+
+    fs::create_dir_all(root).expect("creating CARGO_TARGET_TMPDIR");
+    let partial = root.join(format!("psycopg-venv.partial-{unique}"));
+    let system_python = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("python3"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "python3 not found on PATH; the psycopg tests need it: \
+                 apt-get install python3 python3-venv"
+            )
+        });
+    let created = run_program(
+        Command::new(&system_python)
+            .arg("-m")
+            .arg("venv")
+            .arg(&partial),
+        Duration::from_secs(300),
+    );
+    if !created.status.success() {
+        let _ = fs::remove_dir_all(&partial);
+        panic!(
+            "`{} -m venv` failed; the psycopg tests need the venv module with ensurepip: \
+             apt-get install python3-venv\nstdout:\n{}\nstderr:\n{}",
+            system_python.display(),
+            created.stdout,
+            created.stderr
+        );
+    }
+    let installed = run_program(
+        Command::new(partial.join("bin").join("python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(PSYCOPG_REQUIREMENT),
+        Duration::from_secs(600),
+    );
+    if !installed.status.success() {
+        let _ = fs::remove_dir_all(&partial);
+        panic!(
+            "pip could not install {PSYCOPG_REQUIREMENT} from PyPI ({}):\nstdout:\n{}\nstderr:\n{}",
+            installed.status, installed.stdout, installed.stderr
+        );
+    }
+    // Atomic: either this copy becomes the venv, or another binary's already did.
+    if fs::rename(&partial, &venv).is_err() {
+        let _ = fs::remove_dir_all(&partial);
+    }
+    assert!(
+        works(&python),
+        "{} cannot import psycopg after installing it",
+        python.display()
+    );
+    python
+}
+
+/// A script of tests/py by file name.
+pub fn py_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("py")
+        .join(name)
+}
+
+/// Runs a Python script with the psycopg venv's interpreter (no PG* variables inherited, so
+/// libpq uses only the DSN it is given); kills it and panics if it outlives `timeout`.
+pub fn run_python(script: &Path, args: &[&str], timeout: Duration) -> Finished {
+    let mut command = Command::new(python_with_psycopg());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .env("LC_ALL", "C.UTF-8")
+        .arg(script)
+        .args(args);
+    run_program(&mut command, timeout)
+}
