@@ -826,6 +826,23 @@ fn psycopg_listen_notify_directly() {
     .expect_success("listen_notify.py directly");
 }
 
+#[test]
+fn session_mode_tells_the_client_its_servers_process_id() {
+    let pgward = ProxyConfig::session(2).start();
+    run_python(
+        &py_script("session_pid.py"),
+        &[&pgward_dsn(&pgward)],
+        SCRIPT_LIMIT,
+    )
+    .expect_success("session_pid.py through pgward in session mode");
+}
+
+#[test]
+fn session_pid_script_holds_directly() {
+    run_python(&py_script("session_pid.py"), &[&direct_dsn()], SCRIPT_LIMIT)
+        .expect_success("session_pid.py directly");
+}
+
 // ---------------------------------------------------------------------------------------------
 // SQL PREPARE / EXECUTE / DEALLOCATE
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@
 //! `session::listen`) and tell their hub at commit.
 //!
 //! The process id in a notification is rewritten to what the notifier's own client sees: a
-//! pgward client's backend pid (BackendKeyData), found through the server connection it last
-//! leased. Notifications from direct connections keep their real pid.
+//! pgward client's backend pid (BackendKeyData), found through the server process on which it
+//! last sent a NOTIFY (sessions record it only while some client listens, and only for
+//! statements that notify, so the hot path takes no lock). Notifications from direct
+//! connections, and those a trigger raises, keep the server's pid.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,8 +45,8 @@ pub enum ListenOp {
 /// Every hub of this pgward, and which client leased each server process last.
 pub struct Relay {
     hubs: Mutex<HashMap<(String, String), Arc<Hub>>>,
-    /// Server process id -> the pid pgward gave the client that leased it last. Kept only
-    /// while some client listens (`active`), so the hot path pays nothing otherwise.
+    /// Server process id -> the pid pgward gave the client that last notified through it.
+    /// Kept only once some client listens (`active`).
     lessees: Mutex<HashMap<i32, i32>>,
     active: AtomicBool,
     next_id: AtomicU64,
@@ -67,7 +69,7 @@ impl Relay {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Server process `server_pid` now serves the client pgward knows as `client_pid`.
+    /// The client pgward knows as `client_pid` notifies through server process `server_pid`.
     pub fn leased(&self, server_pid: i32, client_pid: i32) {
         let mut lessees = self.lessees.lock().expect("lessees lock");
         // Bounded: server pids are reused, and the map is cleared when it grows past what
@@ -81,6 +83,26 @@ impl Relay {
     fn client_pid(&self, server_pid: i32) -> i32 {
         let lessees = self.lessees.lock().expect("lessees lock");
         lessees.get(&server_pid).copied().unwrap_or(server_pid)
+    }
+
+    /// Waits until every hub of `database` has handed out the notifications committed before
+    /// now: a client that notified gets its ReadyForQuery only then, as it would directly
+    /// (PostgreSQL signals listeners at commit), so a listener that looks right after sees them.
+    pub async fn sync_database(&self, database: &str) {
+        if !self.active() {
+            return;
+        }
+        let hubs: Vec<Arc<Hub>> = {
+            let hubs = self.hubs.lock().expect("hubs lock");
+            hubs.iter()
+                .filter(|((db, _), _)| db == database)
+                .map(|(_, hub)| hub.clone())
+                .collect()
+        };
+        let waits: Vec<_> = hubs.iter().filter_map(|hub| hub.sync()).collect();
+        for wait in waits {
+            let _ = tokio::time::timeout(CONNECT_TIMEOUT, wait).await;
+        }
     }
 
     /// A listener for a client of `database` whose server connections log in as `user`.
@@ -150,6 +172,13 @@ enum Command {
 }
 
 impl Hub {
+    /// Asks for a sync (see `Command::Sync`); None when the hub is gone.
+    fn sync(&self) -> Option<oneshot::Receiver<()>> {
+        let (done, wait) = oneshot::channel();
+        self.commands.send(Command::Sync(done)).ok()?;
+        Some(wait)
+    }
+
     fn start(relay: Arc<Relay>, login: Login) -> Arc<Hub> {
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(relay, login, rx));
@@ -204,8 +233,7 @@ impl Listener {
 
     /// Waits until every notification committed before now has been handed out.
     pub async fn sync(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.hub.commands.send(Command::Sync(done)).is_ok() {
+        if let Some(wait) = self.hub.sync() {
             // A hub that cannot reach the primary answers after its reconnect; do not hold
             // the client longer than a connect attempt.
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, wait).await;

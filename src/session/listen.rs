@@ -126,11 +126,9 @@ impl Session {
             self.listen_due.extend(ops);
         }
         self.link.tx_failed = false;
-        if std::mem::take(&mut self.link.notified)
-            && self.listener.as_ref().is_some_and(|l| l.is_listening())
-        {
-            // The client notified and listens: its own notifications go out before this
-            // ReadyForQuery, as PostgreSQL sends them.
+        if std::mem::take(&mut self.link.notified) && self.state.notify.active() {
+            // The notifications of this transaction reach their listeners before its client
+            // sees this ReadyForQuery, and a client listening to itself gets its own first.
             self.notify_due = Some(self.client_w.buffer().len());
         }
     }
@@ -176,10 +174,10 @@ impl Session {
         let Some(mark) = self.notify_due.take() else {
             return;
         };
+        self.state.notify.sync_database(&self.database).await;
         let Some(listener) = self.listener.as_mut() else {
             return;
         };
-        listener.sync().await;
         let mut notes = Vec::new();
         while let Ok(frame) = listener.rx.try_recv() {
             notes.extend_from_slice(&frame);

@@ -251,6 +251,12 @@ async fn login(
         return Err((session.client_w, e));
     }
     let conn = &session.server.as_ref().expect("attached").conn;
+    if session.mode == PoolMode::Session {
+        // The client keeps this server: it is told the server's own process id.
+        let target = session.cancel.slot.target();
+        session.cancel = state.cancels.register_as(Some(conn.pid));
+        session.cancel.slot.set(target);
+    }
     let w = session.client_w.buffer();
     for (name, value) in &conn.reported {
         messages::parameter_status(w, name, value);
@@ -924,9 +930,6 @@ impl Session {
                 }
             }
             let conn = &lease.conn;
-            if self.state.notify.active() {
-                self.state.notify.leased(conn.pid, self.cancel.slot.pid);
-            }
             self.cancel.slot.set(Some(CancelTarget {
                 backend: conn.backend.clone(),
                 pid: conn.pid,

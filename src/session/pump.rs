@@ -529,7 +529,14 @@ impl Session {
     }
 
     fn note_effects(&mut self, fx: sqlscan::Effects) {
-        self.link.notified |= fx.notify;
+        if fx.notify {
+            self.link.notified = true;
+            // Listeners see the notifier's pid as this client knows it.
+            if self.state.notify.active() {
+                let server = self.server_mut().pid;
+                self.state.notify.leased(server, self.cancel.slot.pid);
+            }
+        }
         self.link.may_begin |= fx.begins;
         self.link.session_dirty |= fx.session;
         self.link.statements_dirty |= fx.statements;

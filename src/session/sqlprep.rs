@@ -50,7 +50,10 @@ impl Session {
         for name in &names {
             self.align_sql_prepared(name, simple);
         }
-        self.link.statements_dirty = true;
+        // EXECUTE alone changes nothing; what PREPARE and DEALLOCATE did is read back.
+        if !found.prepares.is_empty() || !found.deallocates.is_empty() {
+            self.link.statements_dirty = true;
+        }
         // What the text leaves behind, as if it all succeeds (a DEALLOCATE before a PREPARE
         // of the same name; the other order, and failures, are put right from the server's
         // list when the transaction ends).

@@ -28,6 +28,10 @@ impl CancelSlot {
     pub fn set(&self, target: Option<CancelTarget>) {
         *self.target.lock().expect("cancel slot lock") = target;
     }
+
+    pub fn target(&self) -> Option<CancelTarget> {
+        self.target.lock().expect("cancel slot lock").clone()
+    }
 }
 
 #[derive(Default)]
@@ -53,12 +57,22 @@ impl Drop for CancelHandle {
 
 impl CancelRegistry {
     pub fn register(self: &Arc<Self>) -> CancelHandle {
+        self.register_as(None)
+    }
+
+    /// Registers a client under `pid` if that pid is free (session mode gives a client its
+    /// server's own process id, so `pg_backend_pid()` agrees with what the client was told),
+    /// else under a pid of pgward's choosing.
+    pub fn register_as(self: &Arc<Self>, wanted: Option<i32>) -> CancelHandle {
         let mut slots = self.slots.lock().expect("cancel registry lock");
-        let pid = loop {
-            let pid = rand::random::<i32>() & 0x3fff_ffff;
-            if pid != 0 && !slots.contains_key(&pid) {
-                break pid;
-            }
+        let pid = match wanted {
+            Some(pid) if pid != 0 && !slots.contains_key(&pid) => pid,
+            _ => loop {
+                let pid = rand::random::<i32>() & 0x3fff_ffff;
+                if pid != 0 && !slots.contains_key(&pid) {
+                    break pid;
+                }
+            },
         };
         let slot = Arc::new(CancelSlot {
             pid,
