@@ -11,7 +11,7 @@ use common::{
 };
 use futures_util::{pin_mut, SinkExt, StreamExt};
 use tokio_postgres::types::Type;
-use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -407,24 +407,8 @@ async fn listen_notify_in_session_mode() {
     let pgward = ProxyConfig::session(4).start();
     deadline(LIMIT, async {
         let config = pgward.client_config(common::USER, common::PASSWORD);
-        let (listener, mut connection) = config.connect(NoTls).await.unwrap();
-        let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-        // Driving the connection through poll_message also surfaces asynchronous messages.
-        tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(n)) => {
-                        let _ = tx.send(n);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("listener connection failed: {e}");
-                        break;
-                    }
-                }
-            }
-        });
+        let (listener, mut notifications) =
+            common::connect_with_notifications(&config).await.unwrap();
         listener.batch_execute("LISTEN drv_events").await.unwrap();
         let listener_pid = simple_value(&listener, "SELECT pg_backend_pid()").await;
 

@@ -20,13 +20,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    admin_psql, connect_with, deadline, direct_dsn, direct_postgres, http_get, metric, pgward_dsn,
-    primary_port, py_script, run_python, simple_rows, simple_value, sqlstate, Pgward, ProxyConfig,
-    ProxyUser, DATABASE, PASSWORD, USER,
+    admin_psql, connect_with, connect_with_notifications, deadline, direct_dsn, direct_postgres,
+    http_get, metric, pgward_dsn, primary_port, py_script, run_python, simple_rows, simple_value,
+    sqlstate, Pgward, ProxyConfig, ProxyUser, DATABASE, PASSWORD, USER,
 };
-use futures_util::StreamExt;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::{Client, Config, Notification};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// How long a notification that must arrive may take.
@@ -156,26 +155,9 @@ fn payloads(notifications: &[Notification]) -> Vec<(String, String)> {
 
 /// A client whose notifications are collected as they arrive, busy or idle.
 async fn listener_with(config: &Config) -> (Client, Notifications) {
-    let (client, mut connection) = config
-        .connect(NoTls)
+    let (client, rx) = connect_with_notifications(config)
         .await
         .unwrap_or_else(|e| panic!("connecting a listener: {}", why(&e)));
-    let (tx, rx) = unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    let _ = tx.send(n);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("listener connection failed: {e}");
-                    break;
-                }
-            }
-        }
-    });
     (client, Notifications { rx })
 }
 

@@ -90,16 +90,8 @@ impl BusLogin {
     /// The primary (the first one that is usable, else the first configured) with `login`,
     /// the health-check credentials (`Runtime::check_credentials`).
     pub fn primary(router: &Router, login: (String, Option<String>)) -> Option<BusLogin> {
-        let primaries: Vec<usize> = (0..router.backends.len())
-            .filter(|&i| router.is_primary(i))
-            .collect();
-        let idx = primaries
-            .iter()
-            .copied()
-            .find(|&i| router.backends[i].status.usable())
-            .or(primaries.first().copied())?;
         Some(BusLogin {
-            backend: router.backends[idx].target.clone(),
+            backend: router.primary_target()?,
             user: login.0,
             credential: Credential::password(login.1.as_deref()),
         })

@@ -187,6 +187,20 @@ impl Router {
     pub fn is_primary(&self, idx: usize) -> bool {
         self.backends[idx].is_primary()
     }
+
+    /// The primary to open pgward's own connections on (the cache bus, the notify relay):
+    /// the first one that is usable, else the first configured.
+    pub fn primary_target(&self) -> Option<Arc<BackendTarget>> {
+        let primaries: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.is_primary(i))
+            .collect();
+        let idx = primaries
+            .iter()
+            .copied()
+            .find(|&i| self.backends[i].status.usable())
+            .or(primaries.first().copied())?;
+        Some(self.backends[idx].target.clone())
+    }
 }
 
 #[cfg(test)]

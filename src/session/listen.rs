@@ -140,20 +140,8 @@ impl Session {
         if !ops.is_empty() {
             if self.listener.is_none() {
                 let weak: Weak<crate::state::State> = Arc::downgrade(&self.state);
-                let primary: crate::notify::PrimarySource = Arc::new(move || {
-                    let state = weak.upgrade()?;
-                    let rt = state.runtime.load();
-                    let router = &rt.router;
-                    let primaries: Vec<usize> = (0..router.backends.len())
-                        .filter(|&i| router.is_primary(i))
-                        .collect();
-                    let idx = primaries
-                        .iter()
-                        .copied()
-                        .find(|&i| router.backends[i].status.usable())
-                        .or(primaries.first().copied())?;
-                    Some(router.backends[idx].target.clone())
-                });
+                let primary: crate::notify::PrimarySource =
+                    Arc::new(move || weak.upgrade()?.runtime.load().router.primary_target());
                 let listener = self.state.notify.listener(
                     &self.database,
                     &self.pool_user,

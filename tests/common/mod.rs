@@ -860,3 +860,35 @@ pub fn run_python(script: &Path, args: &[&str], timeout: Duration) -> Finished {
         .args(args);
     run_program(&mut command, timeout)
 }
+
+/// Connects a client whose notifications are collected as they arrive, while it is busy or
+/// idle: driving the connection through `poll_message` surfaces asynchronous messages.
+pub async fn connect_with_notifications(
+    config: &tokio_postgres::Config,
+) -> Result<
+    (
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    ),
+    tokio_postgres::Error,
+> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("listener connection failed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok((client, rx))
+}

@@ -11,17 +11,9 @@ import sys
 
 import psycopg
 
+from checks import check, fail
+
 TIMEOUT = 5.0
-
-
-def fail(message):
-    print(f"FAIL: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
 
 
 def triples(notifies):

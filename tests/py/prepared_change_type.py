@@ -17,15 +17,7 @@ import sys
 
 import psycopg
 
-def fail(message):
-    print(f"FAIL: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
+from checks import check, fail
 
 def create(conn, enum, table):
     conn.execute(f"CREATE TYPE {enum} AS ENUM ('foo', 'bar', 'baz')")

@@ -10,10 +10,7 @@ import time
 
 import psycopg
 
-
-def fail(message):
-    print(f"FAIL: {message}", file=sys.stderr)
-    sys.exit(1)
+from checks import fail
 
 
 dsn = sys.argv[1]
