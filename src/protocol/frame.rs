@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 const SHRINK_ABOVE: usize = 256 * 1024;
 /// Read granularity; also the most a reader reserves at once for a large message.
 const READ_CHUNK: usize = 16 * 1024;
+/// What an empty reader reserves for its first read.
+const FIRST_READ: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -228,7 +230,26 @@ impl FrameReader {
 
     /// Reads more bytes from the socket. Cancel-safe (usable in `select!`).
     pub async fn fill(&mut self) -> Result<(), FrameError> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+        if self.buf.capacity() == 0 {
+            // A client between requests waits without a buffer (memory per idle client):
+            // the buffer is taken only once the socket has something to read.
+            if let ReadIo::Tcp(r) = &self.io {
+                loop {
+                    r.readable().await?;
+                    self.buf.reserve(FIRST_READ);
+                    match r.try_read_buf(&mut self.buf) {
+                        Ok(0) => return Err(FrameError::Eof),
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.buf = BytesMut::new();
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            // Most requests are small: start small, grow by READ_CHUNK when they are not.
+            self.buf.reserve(FIRST_READ);
+        } else if self.buf.capacity() - self.buf.len() < FIRST_READ / 2 {
             self.buf.reserve(READ_CHUNK);
         }
         match self.io.read_buf(&mut self.buf).await? {
@@ -243,6 +264,14 @@ impl FrameReader {
                 return Ok(frame);
             }
             self.fill().await?;
+        }
+    }
+
+    /// Lets go of the buffer while nothing is in it (a client waiting between requests holds
+    /// no buffer; the next read takes a small one).
+    pub fn release_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
         }
     }
 
@@ -304,6 +333,13 @@ impl FrameWriter {
             self.write_some().await?;
         }
         self.io.flush().await
+    }
+
+    /// Lets go of the buffer once everything is written (see `FrameReader::release_idle`).
+    pub fn release_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
     }
 
     pub async fn shutdown(&mut self) {

@@ -54,9 +54,15 @@ const REQUEST_BUFFER_LIMIT: usize = 1 << 20;
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
     let rt = state.runtime.load_full();
     let timeout = rt.config.server.startup_timeout;
+    // Each phase's future is boxed while it runs, so the task of an idle client holds only
+    // what waiting for its next request needs (memory per idle client).
     let negotiated = tokio::time::timeout(
         timeout,
-        startup::negotiate(tcp, rt.tls.as_ref(), rt.config.server.tls_mode),
+        Box::pin(startup::negotiate(
+            tcp,
+            rt.tls.as_ref(),
+            rt.config.server.tls_mode,
+        )),
     )
     .await;
     let (stream, first) = match negotiated {
@@ -111,10 +117,10 @@ async fn serve_logged_in(
     client: ClientHandle,
 ) {
     let timeout = rt.config.server.startup_timeout;
-    let login = login(reader, writer, &state, &rt, request, client);
+    let login = Box::pin(login(reader, writer, &state, &rt, request, client));
     let mut session = match tokio::time::timeout(timeout, login).await {
         Ok(Ok(Login::Session(session))) => session,
-        Ok(Ok(Login::Console(console))) => return console.run().await,
+        Ok(Ok(Login::Console(console))) => return Box::pin(console.run()).await,
         Ok(Err((mut writer, err))) => {
             if let ProxyError::AuthFailed(_) = err {
                 crate::metrics::auth_failed();
@@ -131,7 +137,7 @@ async fn serve_logged_in(
         Ok(()) => tracing::info!("client disconnected"),
         Err(e) => tracing::info!(error = %e, "client disconnected with an error"),
     }
-    session.finish(outcome).await;
+    Box::pin(session.finish(outcome)).await;
 }
 
 /// What a logged-in client gets.
@@ -400,66 +406,100 @@ struct Request {
     complete: bool,
 }
 
+/// What became of a request read while no server was attached.
+enum Began {
+    /// Answered, refused or failed without a server: wait for the next one.
+    Done,
+    /// Sent to a server: pump.
+    Attached,
+    ClientGone,
+}
+
 impl Session {
+    /// Serves the client until it leaves. Only the wait for the next request lives in this
+    /// future; a request's own work (the stages, checkout, pumping) is boxed while it runs,
+    /// so an idle client costs little memory.
     async fn run(&mut self) -> Result<(), ProxyError> {
         loop {
             if self.server.is_none() {
                 let Some(frame) = self.next_request().await? else {
                     return Ok(());
                 };
-                match frame.tag() {
-                    tag::TERMINATE => return Ok(()),
-                    // Nothing is pending, so a lone Sync only asks for ReadyForQuery.
-                    tag::SYNC => {
-                        messages::ready_for_query(self.client_w.buffer(), b'I');
-                        continue;
-                    }
-                    tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
-                    _ => {}
-                }
-                let Some(mut request) = self.read_request(frame).await? else {
-                    return Ok(());
-                };
-                // The pipeline, in order: policy, encryption, then where the request runs.
-                if let Err(err) = self.admit(&request.frames).await {
-                    self.fail_request(&request.frames, &err).await?;
-                    continue;
-                }
-                if let Err(err) = self.encrypt(&mut request.frames).await {
-                    self.fail_request(&request.frames, &err).await?;
-                    continue;
-                }
-                if self.answer_locally(&request)? {
-                    continue;
-                }
-                let mut want = self.plan(&request);
-                if self.mode == PoolMode::Transaction && request.complete {
-                    match self.cache_lookup(&request.frames).await {
-                        cache::Cached::Answered => continue,
-                        // Fills run on the primary: a lagging replica could store rows a
-                        // write already invalidated.
-                        cache::Cached::Fill(fill) => {
-                            self.fill = Some(fill);
-                            want = Want::Primary;
-                        }
-                        cache::Cached::Pass => {}
-                    }
-                }
-                if let Some(Exit::ClientGone) = self.dispatch(request.frames, want, 0).await? {
-                    return Ok(());
-                }
-                if self.server.is_none() {
-                    // The request failed before reaching a server: nothing to fill.
-                    self.fill = None;
-                    continue;
+                match Box::pin(self.begin_request(frame)).await? {
+                    Began::Done => continue,
+                    Began::ClientGone => return Ok(()),
+                    Began::Attached => {}
                 }
             }
+            if !Box::pin(self.serve_attached()).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs the pipeline over a request that `frame` begins, up to sending it to a server.
+    async fn begin_request(&mut self, frame: Frame) -> Result<Began, ProxyError> {
+        match frame.tag() {
+            tag::TERMINATE => return Ok(Began::ClientGone),
+            // Nothing is pending, so a lone Sync only asks for ReadyForQuery.
+            tag::SYNC => {
+                messages::ready_for_query(self.client_w.buffer(), b'I');
+                return Ok(Began::Done);
+            }
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+                return Ok(Began::Done)
+            }
+            _ => {}
+        }
+        let Some(mut request) = self.read_request(frame).await? else {
+            return Ok(Began::ClientGone);
+        };
+        // The pipeline, in order: policy, encryption, then where the request runs.
+        if let Err(err) = self.admit(&request.frames).await {
+            self.fail_request(&request.frames, &err).await?;
+            return Ok(Began::Done);
+        }
+        if let Err(err) = self.encrypt(&mut request.frames).await {
+            self.fail_request(&request.frames, &err).await?;
+            return Ok(Began::Done);
+        }
+        if self.answer_locally(&request)? {
+            return Ok(Began::Done);
+        }
+        let mut want = self.plan(&request);
+        if self.mode == PoolMode::Transaction && request.complete {
+            match self.cache_lookup(&request.frames).await {
+                cache::Cached::Answered => return Ok(Began::Done),
+                // Fills run on the primary: a lagging replica could store rows a
+                // write already invalidated.
+                cache::Cached::Fill(fill) => {
+                    self.fill = Some(fill);
+                    want = Want::Primary;
+                }
+                cache::Cached::Pass => {}
+            }
+        }
+        if let Some(Exit::ClientGone) = self.dispatch(request.frames, want, 0).await? {
+            return Ok(Began::ClientGone);
+        }
+        if self.server.is_none() {
+            // The request failed before reaching a server: nothing to fill.
+            self.fill = None;
+            return Ok(Began::Done);
+        }
+        Ok(Began::Attached)
+    }
+
+    /// Pumps while a server is attached, then releases it, retries elsewhere or reports a
+    /// loss. False when the client is gone.
+    async fn serve_attached(&mut self) -> Result<bool, ProxyError> {
+        loop {
             match self.pump().await? {
                 Exit::Release => self.release().await,
-                Exit::ClientGone => return Ok(()),
+                Exit::ClientGone => return Ok(false),
                 Exit::Retry { ban } => {
                     if let Some(Exit::ClientGone) = self.retry_elsewhere(ban).await? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
                 Exit::Lost(err) => {
@@ -470,9 +510,12 @@ impl Session {
                     tracing::info!(error = %err, "server connection lost outside a transaction; failing the requests in flight");
                     self.drop_server();
                     if !self.answer_lost(&err).await? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
+            }
+            if self.server.is_none() {
+                return Ok(true);
             }
         }
     }
@@ -489,6 +532,8 @@ impl Session {
             if let Some(frame) = reader.try_frame().map_err(client_frame_error)? {
                 return Ok(Some(frame));
             }
+            writer.release_idle();
+            reader.release_idle();
             tokio::select! {
                 filled = reader.fill() => match filled {
                     Ok(()) => {}
