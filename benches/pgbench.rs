@@ -9,23 +9,31 @@
 //!    from the same table unencrypted, through one pgward (simple, extended, prepared);
 //! 5. the result cache: 16 clients reading a hot set of 1000 accounts, direct, through pgward
 //!    without the cache and with it (simple and prepared), with the hit ratio and pgward's CPU
-//!    per transaction.
+//!    per transaction;
+//! 6. efficiency, pgward beside PgBouncer, both with pool size 10 in transaction mode: proxy
+//!    CPU per transaction and throughput (simple, extended, prepared; 16 and 64 clients; pgward
+//!    also with the access policy and with the result cache), memory per idle client (4000
+//!    idle clients each, then pgward's RSS with 10k), the latency each adds at one client, and
+//!    pgward with one and two worker threads (and, where `taskset` exists, pinned to one CPU).
+//!    It first raises RLIMIT_NOFILE to 65536 (only the soft limit, up to the hard one, where
+//!    raising the hard limit is refused), which both proxies inherit, to hold 10k clients.
 //!
 //! Run with `cargo bench --bench pgbench`. `PGWARD_BENCH_SECONDS` sets the length of each
-//! measured run (default 10); `PGWARD_BENCH=poolers|replicas|policy|encryption|cache` runs one
-//! part only. PgBouncer is
-//! measured only when its binary is installed.
+//! measured run (default 10);
+//! `PGWARD_BENCH=poolers|replicas|policy|encryption|cache|efficiency` runs one part only.
+//! PgBouncer is measured only when its binary is installed.
 //!
 //! A run that fails (non-zero exit or failed transactions) is shown in the table as FAILED with
 //! its reason, never hidden.
 
 use std::fmt;
 use std::fs;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -109,6 +117,16 @@ fn main() -> Result<()> {
         if let Err(e) = encryption(&pgbench, pg_port, seconds, warmup, scratch.path()) {
             eprintln!("encryption bench: {e:#}");
         }
+    }
+    if wanted("efficiency") && !interrupted() {
+        let bench = Bench {
+            pgbench: &pgbench,
+            pg_port,
+            seconds,
+            warmup,
+            scratch: scratch.path(),
+        };
+        efficiency(&bench);
     }
     if interrupted() {
         eprintln!("interrupted; results are incomplete");
@@ -294,27 +312,33 @@ fn bench_policy() -> String {
     lines.join("\n") + "\n"
 }
 
-/// Part 3: the cost of the access policy, pgward with it off and on, runs alternating.
-fn policy(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Path) {
+/// Writes the bench policy and the model to `scratch` and returns the pgward config section
+/// that turns them on.
+fn policy_section(scratch: &Path) -> std::io::Result<String> {
     let files = scratch.join("policy");
-    let written = fs::create_dir_all(&files)
-        .and_then(|()| {
-            fs::write(
-                files.join("model.conf"),
-                include_str!("../policies/model.conf"),
-            )
-        })
-        .and_then(|()| fs::write(files.join("policy.csv"), bench_policy()));
-    if let Err(e) = written {
-        eprintln!("policy bench: cannot write the policy files: {e}");
-        return;
-    }
-    let lines = bench_policy().lines().count();
-    let on = format!(
+    fs::create_dir_all(&files)?;
+    fs::write(
+        files.join("model.conf"),
+        include_str!("../policies/model.conf"),
+    )?;
+    fs::write(files.join("policy.csv"), bench_policy())?;
+    Ok(format!(
         "\n[policy]\nenabled = true\nmodel = {:?}\npolicy = {:?}\n",
         files.join("model.conf"),
         files.join("policy.csv")
-    );
+    ))
+}
+
+/// Part 3: the cost of the access policy, pgward with it off and on, runs alternating.
+fn policy(pgbench: &Path, pg_port: u16, seconds: u64, warmup: u64, scratch: &Path) {
+    let on = match policy_section(scratch) {
+        Ok(on) => on,
+        Err(e) => {
+            eprintln!("policy bench: cannot write the policy files: {e}");
+            return;
+        }
+    };
+    let lines = bench_policy().lines().count();
     let backends = [("primary", pg_port, "primary")];
     let mut rows = Vec::new();
     for mode in MODES {
@@ -391,7 +415,7 @@ fn cache(pgbench: &Path, cluster: &Cluster, seconds: u64, warmup: u64, scratch: 
         for (label, extra) in [
             ("direct", None),
             ("pgward", Some("")),
-            ("pgward + cache", Some("\n[cache]\nenabled = true\n")),
+            ("pgward + cache", Some(CACHE_ON)),
         ] {
             if interrupted() {
                 return;
@@ -409,24 +433,21 @@ fn cache(pgbench: &Path, cluster: &Cluster, seconds: u64, warmup: u64, scratch: 
             let port = proxy.as_ref().map_or(pg_port, |p| p.port);
             run_pgbench_with(pgbench, port, mode, clients, warmup, scratch, &workload);
             sleep(Duration::from_millis(1500));
-            let (before, ticks) = (
-                commits(),
-                proxy.as_ref().map(|p| cpu_ticks(p._process.child.id())),
-            );
+            let (before, ticks) = (commits(), proxy.as_ref().map(|p| cpu_ticks(p.pid())));
             let outcome =
                 run_pgbench_with(pgbench, port, mode, clients, seconds, scratch, &workload);
             let ticks = proxy
                 .as_ref()
                 .zip(ticks)
-                .map(|(p, t)| cpu_ticks(p._process.child.id()).saturating_sub(t));
+                .map(|(p, t)| cpu_ticks(p.pid()).saturating_sub(t));
             sleep(Duration::from_millis(1500));
             let served = commits().saturating_sub(before);
             let transactions = tps(&outcome) * seconds as f64;
             // Each pgbench transaction that reached PostgreSQL committed there once.
             let hit_ratio = (extra.is_some() && transactions > 0.0)
                 .then(|| 1.0 - (served as f64 / transactions).min(1.0));
-            // Microseconds of pgward CPU per transaction (ticks are 1/100 s).
-            let cpu = ticks.map(|t| t as f64 * 10_000.0 / transactions);
+            // Microseconds of pgward CPU per transaction.
+            let cpu = ticks.map(|t| ticks_to_us(t) / transactions);
             eprintln!("cache {mode} {label}: {outcome} (hit ratio {hit_ratio:?}, pgward CPU {cpu:?} us per transaction)");
             cells.push((outcome, hit_ratio, cpu));
         }
@@ -529,7 +550,7 @@ fn encryption(
             }
         }
     }
-    let pid = proxy._process.child.id();
+    let pid = proxy.pid();
     let mut results = Vec::new();
     for mode in MODES {
         let mut outcomes = Vec::new();
@@ -544,9 +565,9 @@ fn encryption(
             let ticks = cpu_ticks(pid);
             let outcome =
                 run_pgbench_with(pgbench, proxy.port, mode, 1, seconds, scratch, &workload);
-            // pgward's CPU per query, in ms (ticks are 1/100 s).
+            // pgward's CPU per query, in ms.
             let used = cpu_ticks(pid).saturating_sub(ticks);
-            let per_query = used as f64 * 10.0 / (tps(&outcome) * seconds as f64);
+            let per_query = ticks_to_us(used) / 1000.0 / (tps(&outcome) * seconds as f64);
             eprintln!(
                 "encryption {table} {mode}: {outcome} ({per_query:.1} ms of pgward CPU per query)"
             );
@@ -587,6 +608,678 @@ fn encryption(
     Ok(())
 }
 
+/// Server connections per pool in the efficiency part, for pgward and PgBouncer alike.
+const EFFICIENCY_POOL_SIZE: usize = 10;
+/// pgward as the efficiency part runs it unless told otherwise.
+const EFFICIENCY_PGWARD: PgwardSetup<'static> = PgwardSetup {
+    pool_size: EFFICIENCY_POOL_SIZE,
+    auth: "scram-sha-256",
+    server: "",
+    extra: "",
+    prefix: &[],
+};
+/// PgBouncer as the efficiency part runs it unless told otherwise.
+const EFFICIENCY_PGBOUNCER: PgbouncerSetup<'static> = PgbouncerSetup {
+    pool_size: EFFICIENCY_POOL_SIZE,
+    auth_type: "scram-sha-256",
+    settings: &[],
+};
+/// pgward's result cache, on with its defaults.
+const CACHE_ON: &str = "\n[cache]\nenabled = true\n";
+/// Idle clients held open against each proxy to measure memory per client.
+const IDLE_CLIENTS: usize = 4000;
+/// Idle clients pgward is then shown holding.
+const MANY_IDLE_CLIENTS: usize = 10_000;
+/// Open-file limit for the efficiency part: 10k client sockets in this process and as many in
+/// the proxy, with room to spare.
+const OPEN_FILE_LIMIT: libc::rlim_t = 65_536;
+/// Clients of the worker-thread comparison.
+const THREAD_CLIENTS: u32 = 16;
+
+/// What every efficiency measurement needs.
+struct Bench<'a> {
+    pgbench: &'a Path,
+    pg_port: u16,
+    /// Length of each measured run.
+    seconds: u64,
+    /// Length of the unmeasured run of the same workload before each measured one.
+    warmup: u64,
+    scratch: &'a Path,
+}
+
+impl<'a> Bench<'a> {
+    /// `pgbench -S -M <mode> -c <clients>` against `port`, one measured run long.
+    fn select_only(&self, port: u16, mode: &'a str, clients: u32) -> PgbenchRun<'a> {
+        PgbenchRun {
+            pgbench: self.pgbench,
+            scratch: self.scratch,
+            port,
+            mode,
+            clients,
+            seconds: self.seconds,
+            workload: SELECT_ONLY,
+            prefix: &[],
+        }
+    }
+
+    /// pgward in front of the primary only.
+    fn pgward(&self, setup: &PgwardSetup) -> std::result::Result<Proxy, Outcome> {
+        start_pgward_with(self.scratch, &[("primary", self.pg_port, "primary")], setup)
+    }
+
+    fn pgbouncer(&self, setup: &PgbouncerSetup) -> std::result::Result<Proxy, Outcome> {
+        start_pgbouncer_with(self.scratch, self.pg_port, setup)
+    }
+}
+
+/// One measured run: pgbench's outcome and what the target's process spent on it.
+#[derive(Clone, Debug)]
+struct Sample {
+    outcome: Outcome,
+    /// Microseconds of the proxy's CPU (user + system) per transaction pgbench completed.
+    cpu_us: Option<f64>,
+    /// pgbench's `latency average`, in ms.
+    latency_ms: Option<f64>,
+}
+
+impl From<Outcome> for Sample {
+    /// A target that was not measured, with the reason in its outcome.
+    fn from(outcome: Outcome) -> Self {
+        Sample {
+            outcome,
+            cpu_us: None,
+            latency_ms: None,
+        }
+    }
+}
+
+impl Sample {
+    /// The latency of a run that succeeded.
+    fn latency(&self) -> Option<f64> {
+        matches!(self.outcome, Outcome::Tps(_))
+            .then_some(self.latency_ms)
+            .flatten()
+    }
+}
+
+/// Runs `run` after an unmeasured `warmup`-second run of the same workload (connections made,
+/// caches and the CPU frequency settled), counting the CPU `pid` used during the measured run
+/// only.
+fn measure(run: &PgbenchRun, warmup: u64, pid: Option<u32>) -> Sample {
+    if warmup > 0 {
+        let (outcome, _) = PgbenchRun {
+            seconds: warmup,
+            ..*run
+        }
+        .execute();
+        if !matches!(outcome, Outcome::Tps(_)) {
+            eprintln!("warmup: {outcome}");
+        }
+    }
+    let before = pid.map(cpu_ticks);
+    let (outcome, report) = run.execute();
+    let used = pid
+        .zip(before)
+        .map(|(pid, before)| cpu_ticks(pid).saturating_sub(before));
+    let cpu_us = match (&outcome, used, report.transactions) {
+        (Outcome::Tps(_), Some(used), Some(done)) if done > 0 => {
+            Some(ticks_to_us(used) / done as f64)
+        }
+        _ => None,
+    };
+    Sample {
+        outcome,
+        cpu_us,
+        latency_ms: report.latency_ms,
+    }
+}
+
+/// PostgreSQL itself or a proxy in front of it, as the efficiency runs measure it.
+struct Target {
+    name: &'static str,
+    endpoint: Endpoint,
+    /// The process whose CPU is counted; none for PostgreSQL itself.
+    pid: Option<u32>,
+    /// A mode it cannot run, with the reason shown in its cells.
+    unsupported: Option<(&'static str, String)>,
+}
+
+impl Target {
+    fn direct(pg_port: u16) -> Self {
+        Target {
+            name: "direct",
+            endpoint: Ok(pg_port),
+            pid: None,
+            unsupported: None,
+        }
+    }
+
+    fn proxy(name: &'static str, proxy: &std::result::Result<Proxy, Outcome>) -> Self {
+        Target {
+            name,
+            endpoint: endpoint(proxy),
+            pid: proxy.as_ref().ok().map(Proxy::pid),
+            unsupported: None,
+        }
+    }
+
+    /// `pgbench -S -M <mode> -c <clients>` through it, warmed up, logged as it finishes.
+    fn measure(&self, bench: &Bench, mode: &'static str, clients: u32) -> Sample {
+        let sample = match (&self.endpoint, &self.unsupported) {
+            (_, Some((unsupported, reason))) if *unsupported == mode => {
+                Sample::from(Outcome::Skipped(reason.clone()))
+            }
+            (Err(missing), _) => Sample::from(missing.clone()),
+            (Ok(port), _) => measure(
+                &bench.select_only(*port, mode, clients),
+                bench.warmup,
+                self.pid,
+            ),
+        };
+        let result = match &sample.outcome {
+            Outcome::Tps(tps) => format!(
+                "{tps:.0} tps, {} us/tx, latency {} ms",
+                cpu_cell(&sample),
+                sample.latency_ms.map_or("n/a".into(), |l| l.to_string())
+            ),
+            other => reason_cell(other),
+        };
+        eprintln!(
+            "efficiency {mode:>8} {clients:>3} clients {:>13}: {result}",
+            self.name
+        );
+        sample
+    }
+}
+
+/// Part 6: what pgward costs beside PgBouncer (pool size 10 each, transaction mode): CPU per
+/// transaction, memory per idle client, latency at one client, and worker threads.
+fn efficiency(bench: &Bench) {
+    // Before any proxy starts, so that they inherit it.
+    let open_files = raise_open_file_limit(OPEN_FILE_LIMIT);
+    eprintln!("efficiency: open-file limit {open_files} (asked for {OPEN_FILE_LIMIT})");
+    cpu_per_transaction(bench);
+    if !interrupted() {
+        idle_client_memory(bench, open_files);
+    }
+    if !interrupted() {
+        added_latency(bench);
+    }
+    if !interrupted() {
+        worker_threads(bench);
+    }
+}
+
+/// Raises this process's RLIMIT_NOFILE, soft and hard, to `wanted` (or the soft limit as far
+/// as the hard one allows, where raising that is refused) and returns the soft limit in force.
+/// Children inherit it, PgBouncer through its switch to the postgres user too.
+fn raise_open_file_limit(wanted: libc::rlim_t) -> libc::rlim_t {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit {
+                rlim_cur: wanted,
+                rlim_max: limit.rlim_max.max(wanted),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                let soft = libc::rlimit {
+                    rlim_cur: limit.rlim_max.min(wanted),
+                    ..limit
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+            }
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// Efficiency 1: proxy CPU per transaction and throughput. Per row every target runs in turn,
+/// starting one target further along each row, so drift spreads evenly over them.
+fn cpu_per_transaction(bench: &Bench) {
+    let with_policy = match policy_section(bench.scratch) {
+        Ok(section) => bench.pgward(&PgwardSetup {
+            extra: &section,
+            ..EFFICIENCY_PGWARD
+        }),
+        Err(e) => Err(Outcome::Failed(format!(
+            "cannot write the policy files: {e}"
+        ))),
+    };
+    let proxies = [
+        bench.pgward(&EFFICIENCY_PGWARD),
+        with_policy,
+        bench.pgward(&PgwardSetup {
+            extra: CACHE_ON,
+            ..EFFICIENCY_PGWARD
+        }),
+        bench.pgbouncer(&EFFICIENCY_PGBOUNCER),
+    ];
+    let mut pgbouncer = Target::proxy("PgBouncer", &proxies[3]);
+    pgbouncer.unsupported = pgbouncer_prepared_gap().map(|reason| ("prepared", reason));
+    // Columns of both tables, in this order.
+    let targets = [
+        Target::direct(bench.pg_port),
+        Target::proxy("pgward", &proxies[0]),
+        Target::proxy("pgward+policy", &proxies[1]),
+        Target::proxy("pgward+cache", &proxies[2]),
+        pgbouncer,
+    ];
+    let cases = MODES
+        .iter()
+        .flat_map(|&mode| CLIENT_COUNTS.map(|clients| (mode, clients)));
+    let mut rows = Vec::new();
+    'rows: for (row, (mode, clients)) in cases.enumerate() {
+        let mut samples = vec![Sample::from(Outcome::Skipped("not run".into())); targets.len()];
+        for k in 0..targets.len() {
+            if interrupted() {
+                break 'rows;
+            }
+            let i = (row + k) % targets.len();
+            samples[i] = targets[i].measure(bench, mode, clients);
+        }
+        rows.push((mode, clients, samples));
+    }
+
+    let workload = format!(
+        "pgbench -S -M <mode> -c <N> -j {THREADS} -T {}, scale {SCALE}, pool size {EFFICIENCY_POOL_SIZE} for both proxies, transaction mode, primary only; every target warmed up {} s with the same workload before each run, targets alternating within each row",
+        bench.seconds, bench.warmup
+    );
+    println!(
+        "\n## CPU per transaction: {workload}; microseconds of the proxy process's CPU (utime+stime, /proc/<pid>/stat, over the whole run including connection setup) / transactions pgbench reported; pgward+policy: the access policy of part 3 ({} lines); pgward+cache: the result cache on\n",
+        bench_policy().lines().count()
+    );
+    println!("| mode | clients | pgward us/tx | pgward+policy us/tx | pgward+cache us/tx | PgBouncer us/tx | pgward/PgBouncer | pgward+policy/PgBouncer |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (mode, clients, s) in &rows {
+        println!(
+            "| {mode} | {clients} | {} | {} | {} | {} | {} | {} |",
+            cpu_cell(&s[1]),
+            cpu_cell(&s[2]),
+            cpu_cell(&s[3]),
+            cpu_cell(&s[4]),
+            ratio_of(s[1].cpu_us, s[4].cpu_us),
+            ratio_of(s[2].cpu_us, s[4].cpu_us),
+        );
+    }
+    println!("\n## Throughput: {workload}; direct = PostgreSQL without a proxy\n");
+    println!("| mode | clients | direct tps | pgward tps | pgward+policy tps | pgward+cache tps | PgBouncer tps | pgward/PgBouncer | pgward/direct |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (mode, clients, s) in &rows {
+        println!(
+            "| {mode} | {clients} | {} | {} | {} | {} | {} | {} | {} |",
+            reason_cell(&s[0].outcome),
+            reason_cell(&s[1].outcome),
+            reason_cell(&s[2].outcome),
+            reason_cell(&s[3].outcome),
+            reason_cell(&s[4].outcome),
+            ratio(&s[1].outcome, &s[4].outcome),
+            ratio(&s[1].outcome, &s[0].outcome),
+        );
+    }
+}
+
+/// A proxy's resident memory in bytes after a warm-up client, and with each number of idle
+/// clients connected.
+struct Rss {
+    before: u64,
+    with: Vec<(usize, u64)>,
+    /// The proxy's own open-file limit, to show it inherited the raised one.
+    open_files: Option<u64>,
+}
+
+impl Rss {
+    /// Bytes per idle client with `clients` of them, over the warm-up RSS.
+    fn per_client(&self, clients: usize) -> Option<f64> {
+        let &(_, after) = self.with.iter().find(|(n, _)| *n == clients)?;
+        Some((after as f64 - self.before as f64) / clients as f64)
+    }
+
+    fn with(&self, clients: usize) -> Option<u64> {
+        self.with.iter().find(|(n, _)| *n == clients).map(|w| w.1)
+    }
+}
+
+/// Efficiency 2: memory per idle client. Each proxy starts fresh with trust auth (so a client
+/// costs no password exchange) and room for 20000 clients.
+fn idle_client_memory(bench: &Bench, open_files: libc::rlim_t) {
+    let measured = |proxy: std::result::Result<Proxy, Outcome>, counts: &[usize]| {
+        if open_files < (MANY_IDLE_CLIENTS + 1000) as libc::rlim_t {
+            return Err(Outcome::Failed(format!(
+                "open-file limit {open_files} is too low for {MANY_IDLE_CLIENTS} clients (raising it needs root)"
+            )));
+        }
+        let proxy = proxy?;
+        idle_client_rss(&proxy, counts)
+            .map_err(|e| Outcome::Failed(shorten(&format!("{e:#}"), 120)))
+        // The proxy stops here, before the next one starts.
+    };
+    let pgward = measured(
+        bench.pgward(&PgwardSetup {
+            auth: "trust",
+            server: "max_clients = 20000\n",
+            ..EFFICIENCY_PGWARD
+        }),
+        &[IDLE_CLIENTS, MANY_IDLE_CLIENTS],
+    );
+    let pgbouncer = measured(
+        bench.pgbouncer(&PgbouncerSetup {
+            auth_type: "trust",
+            settings: &[("max_client_conn", "20000")],
+            ..EFFICIENCY_PGBOUNCER
+        }),
+        &[IDLE_CLIENTS],
+    );
+
+    println!(
+        "\n## Memory per idle client: each proxy started fresh (trust auth, pool size {EFFICIENCY_POOL_SIZE}, room for 20000 clients, open-file limit {open_files}); VmRSS (/proc/<pid>/status) after one warm-up client ran SELECT 1 and left, then 1 s after {IDLE_CLIENTS} more clients completed startup (StartupMessage to ReadyForQuery) and stayed idle\n"
+    );
+    println!("| proxy | its open-file limit | RSS after warm-up (KiB) | RSS with {IDLE_CLIENTS} idle clients (KiB) | bytes per idle client |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, rss) in [("pgward", &pgward), ("PgBouncer", &pgbouncer)] {
+        match rss {
+            Ok(rss) => println!(
+                "| {name} | {} | {} | {} | {} |",
+                rss.open_files.map_or("n/a".into(), |n| n.to_string()),
+                rss.before / 1024,
+                rss.with(IDLE_CLIENTS)
+                    .map_or("n/a".into(), |b| (b / 1024).to_string()),
+                rss.per_client(IDLE_CLIENTS)
+                    .map_or("n/a".into(), |b| format!("{b:.0}")),
+            ),
+            Err(failed) => println!("| {name} | {} | | | |", reason_cell(failed)),
+        }
+    }
+    let per_client = |rss: &std::result::Result<Rss, Outcome>| {
+        rss.as_ref().ok().and_then(|r| r.per_client(IDLE_CLIENTS))
+    };
+    println!(
+        "| pgward / PgBouncer | | | | {} |",
+        ratio_of(per_client(&pgward), per_client(&pgbouncer))
+    );
+    match &pgward {
+        Ok(rss) => println!(
+            "\npgward with {MANY_IDLE_CLIENTS} idle clients: RSS {} KiB ({:.1} MiB), {} bytes per idle client over the warm-up RSS",
+            rss.with(MANY_IDLE_CLIENTS).map_or("n/a".into(), |b| (b / 1024).to_string()),
+            rss.with(MANY_IDLE_CLIENTS).map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0)),
+            rss.per_client(MANY_IDLE_CLIENTS)
+                .map_or("n/a".into(), |b| format!("{b:.0}")),
+        ),
+        Err(failed) => println!("\npgward with {MANY_IDLE_CLIENTS} idle clients: {}", reason_cell(failed)),
+    }
+}
+
+/// The proxy's RSS after a warm-up client, then with each number in `counts` of idle clients
+/// held open (read 1 s after the last of them connected). Every client is closed on return.
+fn idle_client_rss(proxy: &Proxy, counts: &[usize]) -> Result<Rss> {
+    warm_up_client(proxy.port).context("warm-up client")?;
+    sleep(Duration::from_secs(1));
+    let before = vm_rss(proxy.pid())?;
+    let mut clients = Vec::with_capacity(counts.iter().copied().max().unwrap_or(0));
+    let mut with = Vec::new();
+    for &count in counts {
+        let started = Instant::now();
+        while clients.len() < count {
+            if interrupted() {
+                bail!("interrupted");
+            }
+            let client = idle_client(proxy.port)
+                .with_context(|| format!("idle client {}", clients.len() + 1))?;
+            clients.push(client);
+        }
+        eprintln!(
+            "{} idle clients connected to port {} in {:.1} s",
+            count,
+            proxy.port,
+            started.elapsed().as_secs_f64()
+        );
+        sleep(Duration::from_secs(1));
+        with.push((count, vm_rss(proxy.pid())?));
+    }
+    drop(clients);
+    Ok(Rss {
+        before,
+        with,
+        open_files: open_file_limit_of(proxy.pid()),
+    })
+}
+
+/// The soft open-file limit of `pid` ("Max open files" in /proc/<pid>/limits).
+fn open_file_limit_of(pid: u32) -> Option<u64> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Resident set size of `pid` in bytes (VmRSS of /proc/<pid>/status).
+fn vm_rss(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
+}
+
+/// A frontend message: type byte, length (itself included), body.
+fn frontend_message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut message = vec![kind];
+    message.extend(((body.len() + 4) as u32).to_be_bytes());
+    message.extend(body);
+    message
+}
+
+/// A connection to `port` that has completed startup as the app role and now sits idle. The
+/// proxy must trust the client: a password request fails it.
+fn idle_client(port: u16) -> Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // StartupMessage: length, protocol 3.0, then name/value pairs and a final zero byte.
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for text in ["user", USER, "database", DATABASE] {
+        body.extend(text.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend(body);
+    stream.write_all(&startup)?;
+    read_until_ready(&mut stream)?;
+    Ok(stream)
+}
+
+/// A client that runs one query and leaves, so that the proxy has its pool and its server
+/// parameters before its memory is read.
+fn warm_up_client(port: u16) -> Result<()> {
+    let mut stream = idle_client(port)?;
+    stream.write_all(&frontend_message(b'Q', b"SELECT 1\0"))?;
+    read_until_ready(&mut stream)?;
+    stream.write_all(&frontend_message(b'X', &[]))?;
+    Ok(())
+}
+
+/// Reads backend messages up to ReadyForQuery; an ErrorResponse or a password request fails.
+fn read_until_ready(stream: &mut TcpStream) -> Result<()> {
+    loop {
+        let mut header = [0u8; 5];
+        stream
+            .read_exact(&mut header)
+            .context("reading from the proxy")?;
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; length.saturating_sub(4)];
+        stream
+            .read_exact(&mut body)
+            .context("reading from the proxy")?;
+        match header[0] {
+            b'Z' => return Ok(()),
+            b'E' => bail!("{}", error_message(&body)),
+            b'R' if body.get(..4) != Some(&[0u8; 4][..]) => {
+                bail!("the proxy asked for a password (expected trust)")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The message field (`M`) of an ErrorResponse body.
+fn error_message(body: &[u8]) -> String {
+    body.split(|&b| b == 0)
+        .find_map(|field| field.strip_prefix(b"M"))
+        .map_or_else(
+            || "error without a message".into(),
+            |m| String::from_utf8_lossy(m).into_owned(),
+        )
+}
+
+/// Efficiency 3: the latency each proxy adds to one client's extended-protocol reads.
+fn added_latency(bench: &Bench) {
+    let pgbouncer = bench.pgbouncer(&EFFICIENCY_PGBOUNCER);
+    let pgward = bench.pgward(&EFFICIENCY_PGWARD);
+    let samples: Vec<(&str, Sample)> = [
+        Target::direct(bench.pg_port),
+        Target::proxy("PgBouncer", &pgbouncer),
+        Target::proxy("pgward", &pgward),
+    ]
+    .iter()
+    .map(|target| (target.name, target.measure(bench, "extended", 1)))
+    .collect();
+    let direct = samples[0].1.latency();
+    let added = |s: &Sample| s.latency().zip(direct).map(|(l, d)| l - d);
+    println!(
+        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s first; latency average as pgbench reports it\n",
+        bench.seconds, bench.warmup
+    );
+    println!("| target | tps | latency average (ms) | added over direct (ms) |");
+    println!("|---|---:|---:|---:|");
+    let ms = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
+    for (name, sample) in &samples {
+        let added = if *name == "direct" {
+            String::new()
+        } else {
+            ms(added(sample))
+        };
+        println!(
+            "| {name} | {} | {} | {added} |",
+            reason_cell(&sample.outcome),
+            ms(sample.latency()),
+        );
+    }
+    println!(
+        "| pgward added / PgBouncer added | | | {} |",
+        ratio_of(added(&samples[2].1), added(&samples[1].1))
+    );
+}
+
+/// Efficiency 4: pgward with one and with two worker threads, and, where `taskset` can, with
+/// one thread on a CPU of its own while pgbench runs on the other.
+fn worker_threads(bench: &Bench) {
+    let pinned = "worker_threads = 1, pgward pinned to CPU 1 (taskset -c 1), pgbench to CPU 0 (taskset -c 0), PostgreSQL unpinned";
+    let variants: [(&str, &str, &[&str], &[&str]); 3] = [
+        ("worker_threads = 1", "worker_threads = 1\n", &[], &[]),
+        ("worker_threads = 2", "worker_threads = 2\n", &[], &[]),
+        (
+            pinned,
+            "worker_threads = 1\n",
+            &["taskset", "-c", "1"],
+            &["taskset", "-c", "0"],
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (label, server, pgward_prefix, pgbench_prefix) in variants {
+        if interrupted() {
+            return;
+        }
+        let unavailable = (!pgward_prefix.is_empty())
+            .then(pinning_unavailable)
+            .flatten();
+        let sample = match unavailable {
+            Some(reason) => Sample::from(Outcome::Skipped(reason)),
+            None => match bench.pgward(&PgwardSetup {
+                server,
+                prefix: pgward_prefix,
+                ..EFFICIENCY_PGWARD
+            }) {
+                Ok(proxy) => measure(
+                    &PgbenchRun {
+                        prefix: pgbench_prefix,
+                        ..bench.select_only(proxy.port, "extended", THREAD_CLIENTS)
+                    },
+                    bench.warmup,
+                    Some(proxy.pid()),
+                ),
+                Err(failed) => Sample::from(failed),
+            },
+        };
+        eprintln!(
+            "threads {label}: {} ({} us/tx)",
+            sample.outcome,
+            cpu_cell(&sample)
+        );
+        rows.push((label, sample));
+    }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "\n## pgward worker threads: pgbench -S -M extended -c {THREAD_CLIENTS} -j {THREADS} -T {}, pool size {EFFICIENCY_POOL_SIZE}, {cpus} CPUs, each run warmed up {} s first; CPU per transaction as in the CPU table\n",
+        bench.seconds, bench.warmup
+    );
+    println!("| pgward | tps | pgward us/tx |");
+    println!("|---|---:|---:|");
+    for (label, sample) in &rows {
+        println!(
+            "| {label} | {} | {} |",
+            reason_cell(&sample.outcome),
+            cpu_cell(sample)
+        );
+    }
+}
+
+/// Why pgward and pgbench cannot be pinned to CPUs 1 and 0 here, if they cannot.
+fn pinning_unavailable() -> Option<String> {
+    let taskset = Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !taskset.is_ok_and(|status| status.success()) {
+        return Some("taskset not installed (util-linux)".into());
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus < 2).then(|| format!("{cpus} CPU available, pinning needs 2"))
+}
+
+/// A table cell that keeps a skip's reason (other parts note theirs below the table).
+fn reason_cell(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Skipped(reason) => format!("skipped: {}", reason.replace('|', "/")),
+        other => cell(other),
+    }
+}
+
+/// The CPU cell of a run: microseconds per transaction, or why there are none.
+fn cpu_cell(sample: &Sample) -> String {
+    match (&sample.outcome, sample.cpu_us) {
+        (Outcome::Tps(_), Some(us)) => format!("{us:.1}"),
+        (Outcome::Tps(_), None) => "n/a".into(),
+        (other, _) => reason_cell(other),
+    }
+}
+
+/// `a / b` when both are known.
+fn ratio_of(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    }
+}
+
 /// CPU time (user + system, in clock ticks) a process has used.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -601,6 +1294,15 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
+}
+
+/// Microseconds in `ticks` clock ticks of /proc/<pid>/stat.
+fn ticks_to_us(ticks: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // POSIX leaves it unspecified only in theory; Linux has used 100 for decades.
+    let per_second = if per_second > 0 { per_second } else { 100 };
+    ticks as f64 * 1e6 / per_second as f64
 }
 
 fn tps(outcome: &Outcome) -> f64 {
@@ -657,7 +1359,12 @@ fn initialize(pgbench: &Path, pg_port: u16) -> Result<()> {
 /// A pgbench command connecting as the app role over TCP without TLS, so all three targets pay
 /// the same (no) encryption cost.
 fn client_command(pgbench: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(pgbench);
+    client_command_under(&[], pgbench, port)
+}
+
+/// `client_command` run under `prefix` (e.g. `taskset -c 0`), or directly when it is empty.
+fn client_command_under(prefix: &[&str], bin: &Path, port: u16) -> Command {
+    let mut cmd = prefixed_command(prefix, bin);
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER])
         .env("PGPASSWORD", PASSWORD)
         .env("PGSSLMODE", "disable")
@@ -717,47 +1424,98 @@ fn run_pgbench_with(
     scratch: &Path,
     workload: &[String],
 ) -> Outcome {
-    let stdout_path = scratch.join("pgbench.out");
-    let stderr_path = scratch.join("pgbench.err");
-    let (stdout_file, stderr_file) = match (
-        fs::File::create(&stdout_path),
-        fs::File::create(&stderr_path),
-    ) {
-        (Ok(out), Ok(err)) => (out, err),
-        (Err(e), _) | (_, Err(e)) => {
-            return Outcome::Failed(format!("cannot create output file: {e}"))
-        }
-    };
-    let threads = THREADS.min(clients);
-    let mut cmd = client_command(pgbench, port);
-    cmd.arg("-n")
-        .args(workload)
-        .args(["-M", mode])
-        .args(["-c", &clients.to_string(), "-j", &threads.to_string()])
-        .args(["-T", &seconds.to_string(), DATABASE])
-        .stdout(stdout_file)
-        .stderr(stderr_file);
-    let child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return Outcome::Failed(format!("cannot run {}: {e}", pgbench.display())),
-    };
-    let mut guard = ChildGuard::new("pgbench", child);
-    let status = match guard.wait_until(Instant::now() + Duration::from_secs(seconds) + RUN_GRACE) {
-        Some(status) => status,
-        None if interrupted() => return Outcome::Failed("interrupted".into()),
-        None => {
-            return Outcome::Failed(format!(
-                "no result after {}s; killed",
-                seconds + RUN_GRACE.as_secs()
-            ))
-        }
-    };
-    if interrupted() {
-        return Outcome::Failed("interrupted".into());
+    let workload: Vec<&str> = workload.iter().map(String::as_str).collect();
+    PgbenchRun {
+        pgbench,
+        scratch,
+        port,
+        mode,
+        clients,
+        seconds,
+        workload: &workload,
+        prefix: &[],
     }
-    let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
-    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
-    judge_run(status, &stdout, &stderr)
+    .execute()
+    .0
+}
+
+/// The workload of `pgbench -S` (pgbench's built-in select-only script).
+const SELECT_ONLY: &[&str] = &["-S"];
+
+/// One `pgbench -n` invocation, `-j` as many threads as `THREADS` allows.
+#[derive(Clone, Copy)]
+struct PgbenchRun<'a> {
+    pgbench: &'a Path,
+    scratch: &'a Path,
+    port: u16,
+    mode: &'a str,
+    clients: u32,
+    seconds: u64,
+    /// `-S`, or `-f script`.
+    workload: &'a [&'a str],
+    /// A command pgbench runs under (e.g. `taskset -c 0`); empty for none.
+    prefix: &'a [&'a str],
+}
+
+impl PgbenchRun<'_> {
+    /// Runs it and returns the outcome with pgbench's summary (empty if it printed none); never
+    /// panics, every problem becomes `Outcome::Failed`.
+    fn execute(&self) -> (Outcome, Report) {
+        let failed = |reason: String| (Outcome::Failed(reason), Report::default());
+        let stdout_path = self.scratch.join("pgbench.out");
+        let stderr_path = self.scratch.join("pgbench.err");
+        let (stdout_file, stderr_file) = match (
+            fs::File::create(&stdout_path),
+            fs::File::create(&stderr_path),
+        ) {
+            (Ok(out), Ok(err)) => (out, err),
+            (Err(e), _) | (_, Err(e)) => return failed(format!("cannot create output file: {e}")),
+        };
+        let threads = THREADS.min(self.clients);
+        let mut cmd = client_command_under(self.prefix, self.pgbench, self.port);
+        cmd.arg("-n")
+            .args(self.workload)
+            .args(["-M", self.mode])
+            .args(["-c", &self.clients.to_string(), "-j", &threads.to_string()])
+            .args(["-T", &self.seconds.to_string(), DATABASE])
+            .stdout(stdout_file)
+            .stderr(stderr_file);
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => return failed(format!("cannot run {}: {e}", self.pgbench.display())),
+        };
+        let mut guard = ChildGuard::new("pgbench", child);
+        let deadline = Instant::now() + Duration::from_secs(self.seconds) + RUN_GRACE;
+        let status = match guard.wait_until(deadline) {
+            Some(status) => status,
+            None if interrupted() => return failed("interrupted".into()),
+            None => {
+                return failed(format!(
+                    "no result after {}s; killed",
+                    self.seconds + RUN_GRACE.as_secs()
+                ))
+            }
+        };
+        if interrupted() {
+            return failed("interrupted".into());
+        }
+        let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
+        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        (judge_run(status, &stdout, &stderr), parse_report(&stdout))
+    }
+}
+
+/// `bin` run under `prefix` (a wrapper that execs it, such as `taskset -c 1`, so the child's
+/// pid is `bin`'s), or `bin` itself when `prefix` is empty.
+fn prefixed_command(prefix: &[&str], bin: &Path) -> Command {
+    match prefix.split_first() {
+        Some((wrapper, args)) => {
+            let mut cmd = Command::new(wrapper);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
 }
 
 /// Turn pgbench's exit status and output into an outcome.
@@ -793,9 +1551,15 @@ fn judge_run(status: ExitStatus, stdout: &str, stderr: &str) -> Outcome {
 struct Report {
     tps: Option<f64>,
     failed: u64,
+    /// Transactions pgbench completed.
+    transactions: Option<u64>,
+    /// Average latency in milliseconds.
+    latency_ms: Option<f64>,
 }
 
-/// Reads `tps = X (without initial connection time)` and `number of failed transactions: N`.
+/// Reads `tps = X (without initial connection time)`, `number of failed transactions: N`,
+/// `number of transactions actually processed: N` (`N/M` with `-t`) and
+/// `latency average = X ms`.
 fn parse_report(stdout: &str) -> Report {
     let mut report = Report::default();
     for line in stdout.lines().map(str::trim) {
@@ -803,6 +1567,13 @@ fn parse_report(stdout: &str) -> Report {
             if line.contains("without initial connection time") {
                 report.tps = rest.split_whitespace().next().and_then(|v| v.parse().ok());
             }
+        } else if let Some(rest) = line.strip_prefix("number of transactions actually processed:") {
+            report.transactions = rest
+                .split(['/', ' '])
+                .find(|v| !v.is_empty())
+                .and_then(|v| v.parse().ok());
+        } else if let Some(rest) = line.strip_prefix("latency average = ") {
+            report.latency_ms = rest.strip_suffix(" ms").and_then(|v| v.trim().parse().ok());
         } else if let Some(rest) = line.strip_prefix("number of failed transactions:") {
             report.failed = rest
                 .split_whitespace()
@@ -892,7 +1663,21 @@ impl Drop for ChildGuard {
 /// A proxy process under benchmark and the port it listens on.
 struct Proxy {
     port: u16,
-    _process: ChildGuard,
+    process: ChildGuard,
+}
+
+impl Proxy {
+    /// The proxy's own process id (wrappers such as `taskset` exec it), for /proc.
+    fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+}
+
+/// A number for each proxy instance's files, so proxies running side by side in one scratch
+/// directory keep separate configs and logs.
+fn instance_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The port of a started proxy, or the reason to report in its cells.
@@ -943,6 +1728,32 @@ fn log_tail(log: &Path) -> String {
     shorten(last.unwrap_or("(empty log)"), 200)
 }
 
+/// What differs between the pgward instances of the benches.
+#[derive(Clone, Copy)]
+struct PgwardSetup<'a> {
+    pool_size: usize,
+    /// `auth.method`.
+    auth: &'a str,
+    /// Lines added to `[server]`, such as `worker_threads = 1`.
+    server: &'a str,
+    /// TOML appended to the config (whole sections).
+    extra: &'a str,
+    /// A command pgward runs under (e.g. `taskset -c 1`); empty for none.
+    prefix: &'a [&'a str],
+}
+
+impl Default for PgwardSetup<'_> {
+    fn default() -> Self {
+        PgwardSetup {
+            pool_size: POOL_SIZE,
+            auth: "scram-sha-256",
+            server: "",
+            extra: "",
+            prefix: &[],
+        }
+    }
+}
+
 /// Starts pgward in transaction mode in front of `backends` (name, port, role).
 /// `extra` is TOML appended to the config.
 fn start_pgward(
@@ -950,14 +1761,32 @@ fn start_pgward(
     backends: &[(&str, u16, &str)],
     extra: &str,
 ) -> std::result::Result<Proxy, Outcome> {
+    start_pgward_with(
+        scratch,
+        backends,
+        &PgwardSetup {
+            extra,
+            ..PgwardSetup::default()
+        },
+    )
+}
+
+/// `start_pgward` with more than the appended TOML chosen.
+fn start_pgward_with(
+    scratch: &Path,
+    backends: &[(&str, u16, &str)],
+    setup: &PgwardSetup,
+) -> std::result::Result<Proxy, Outcome> {
     let failed = |what: &str, e: &dyn fmt::Display| Outcome::Failed(format!("pgward {what}: {e}"));
     let port = free_port().map_err(|e| failed("port", &e))?;
-    let config = scratch.join("pgward.toml");
-    fs::write(&config, pgward_config(port, backends) + extra).map_err(|e| failed("config", &e))?;
-    let log = scratch.join("pgward.log");
+    let instance = instance_number();
+    let config = scratch.join(format!("pgward-{instance}.toml"));
+    fs::write(&config, pgward_config(port, backends, setup) + setup.extra)
+        .map_err(|e| failed("config", &e))?;
+    let log = scratch.join(format!("pgward-{instance}.log"));
     let log_file = fs::File::create(&log).map_err(|e| failed("log", &e))?;
     let stderr = log_file.try_clone().map_err(|e| failed("log", &e))?;
-    let child = Command::new(env!("CARGO_BIN_EXE_pgward"))
+    let child = prefixed_command(setup.prefix, Path::new(env!("CARGO_BIN_EXE_pgward")))
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
@@ -968,11 +1797,12 @@ fn start_pgward(
     let mut process = ChildGuard::new("pgward", child);
     match wait_for_port(&mut process, port, &log) {
         Ok(()) => {
-            eprintln!("pgward on 127.0.0.1:{port} (pool size {POOL_SIZE})");
-            Ok(Proxy {
-                port,
-                _process: process,
-            })
+            eprintln!(
+                "pgward on 127.0.0.1:{port} (pool size {}, config {})",
+                setup.pool_size,
+                config.display()
+            );
+            Ok(Proxy { port, process })
         }
         Err(reason) => {
             eprintln!("pgward unavailable: {reason}");
@@ -982,13 +1812,19 @@ fn start_pgward(
 }
 
 /// pgward's config file, per the contract in DESIGN.md.
-fn pgward_config(port: u16, backends: &[(&str, u16, &str)]) -> String {
+fn pgward_config(port: u16, backends: &[(&str, u16, &str)], setup: &PgwardSetup) -> String {
+    let PgwardSetup {
+        pool_size,
+        auth,
+        server,
+        ..
+    } = setup;
     let mut config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
-
+{server}
 [auth]
-method = "scram-sha-256"
+method = "{auth}"
 
 [[users]]
 name = "{USER}"
@@ -996,7 +1832,7 @@ password = "{PASSWORD}"
 
 [pool]
 mode = "transaction"
-size = {POOL_SIZE}
+size = {pool_size}
 "#
     );
     for (name, port, role) in backends {
@@ -1007,21 +1843,49 @@ size = {POOL_SIZE}
     config
 }
 
+/// What differs between the PgBouncer instances of the benches.
+#[derive(Clone, Copy)]
+struct PgbouncerSetup<'a> {
+    pool_size: usize,
+    auth_type: &'a str,
+    /// `[pgbouncer]` settings that replace or add to the generated ones.
+    settings: &'a [(&'a str, &'a str)],
+}
+
+impl Default for PgbouncerSetup<'_> {
+    fn default() -> Self {
+        PgbouncerSetup {
+            pool_size: POOL_SIZE,
+            auth_type: "scram-sha-256",
+            settings: &[],
+        }
+    }
+}
+
 /// Starts PgBouncer in transaction mode in front of the primary, if it is installed.
 fn start_pgbouncer(scratch: &Path, pg_port: u16) -> std::result::Result<Proxy, Outcome> {
+    start_pgbouncer_with(scratch, pg_port, &PgbouncerSetup::default())
+}
+
+/// `start_pgbouncer` with its pool size, auth and other settings chosen.
+fn start_pgbouncer_with(
+    scratch: &Path,
+    pg_port: u16,
+    setup: &PgbouncerSetup,
+) -> std::result::Result<Proxy, Outcome> {
     let Some(bin) = pgbouncer_binary() else {
         let reason = "not installed, skipped (install it with: apt-get install pgbouncer)";
         eprintln!("PgBouncer {reason}");
         return Err(Outcome::Skipped(reason.into()));
     };
     let version = version_line(&bin).unwrap_or_default();
-    let supports_prepared = parse_pgbouncer_version(&version).is_some_and(|v| v >= (1, 21));
+    let supports_prepared = supports_prepared(&version);
     eprintln!("PgBouncer: {} ({version})", bin.display());
-    match launch_pgbouncer(&bin, scratch, pg_port, supports_prepared) {
+    match launch_pgbouncer(&bin, scratch, pg_port, supports_prepared, setup) {
         Ok(proxy) => {
             eprintln!(
-                "PgBouncer on 127.0.0.1:{} (pool size {POOL_SIZE})",
-                proxy.port
+                "PgBouncer on 127.0.0.1:{} (pool size {})",
+                proxy.port, setup.pool_size
             );
             if !supports_prepared {
                 eprintln!("PgBouncer < 1.21: no max_prepared_statements, so -M prepared is expected to fail");
@@ -1044,6 +1908,23 @@ fn pgbouncer_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Whether the PgBouncer of `version` (its `--version` line) can carry prepared statements in
+/// transaction mode: `max_prepared_statements` arrived in 1.21.
+fn supports_prepared(version: &str) -> bool {
+    parse_pgbouncer_version(version).is_some_and(|v| v >= (1, 21))
+}
+
+/// Why the installed PgBouncer cannot run `-M prepared` in transaction mode, if it cannot.
+fn pgbouncer_prepared_gap() -> Option<String> {
+    let version = version_line(&pgbouncer_binary()?)?;
+    (!supports_prepared(&version)).then(|| {
+        format!(
+            "{} has no prepared statements in transaction mode (max_prepared_statements needs 1.21)",
+            version.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        )
+    })
+}
+
 /// `(major, minor)` from a line such as `PgBouncer 1.18.0`.
 fn parse_pgbouncer_version(line: &str) -> Option<(u32, u32)> {
     let version = line.split_whitespace().nth(1)?;
@@ -1056,8 +1937,9 @@ fn launch_pgbouncer(
     scratch: &Path,
     pg_port: u16,
     supports_prepared: bool,
+    setup: &PgbouncerSetup,
 ) -> Result<Proxy> {
-    let dir = scratch.join("pgbouncer");
+    let dir = scratch.join(format!("pgbouncer-{}", instance_number()));
     fs::create_dir(&dir)?;
     let port = free_port()?;
     let log = dir.join("pgbouncer.log");
@@ -1066,7 +1948,7 @@ fn launch_pgbouncer(
     let ini = dir.join("pgbouncer.ini");
     fs::write(
         &ini,
-        pgbouncer_ini(port, pg_port, &userlist, &log, supports_prepared),
+        pgbouncer_ini(port, pg_port, &userlist, &log, supports_prepared, setup),
     )?;
 
     let mut cmd = Command::new(bin);
@@ -1075,6 +1957,7 @@ fn launch_pgbouncer(
         .stdout(Stdio::null())
         .stderr(fs::File::create(dir.join("pgbouncer.stderr"))?);
     // PgBouncer refuses to run as root: drop to the postgres user and hand it the directory.
+    // Resource limits (RLIMIT_NOFILE) survive the switch.
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } == 0 {
         let (uid, gid) =
@@ -1092,10 +1975,7 @@ fn launch_pgbouncer(
         .with_context(|| format!("spawning {}", bin.display()))?;
     let mut process = ChildGuard::new("pgbouncer", child);
     wait_for_port(&mut process, port, &log).map_err(|reason| anyhow!(reason))?;
-    Ok(Proxy {
-        port,
-        _process: process,
-    })
+    Ok(Proxy { port, process })
 }
 
 /// pgbouncer.ini for a transaction-mode pool that matches pgward's.
@@ -1105,30 +1985,35 @@ fn pgbouncer_ini(
     userlist: &Path,
     log: &Path,
     supports_prepared: bool,
+    setup: &PgbouncerSetup,
 ) -> String {
-    let prepared = if supports_prepared {
-        "max_prepared_statements = 100\n"
-    } else {
-        ""
-    };
-    format!(
-        "[databases]
-{DATABASE} = host=127.0.0.1 port={pg_port} dbname={DATABASE}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {userlist}
-pool_mode = transaction
-default_pool_size = {POOL_SIZE}
-max_client_conn = 1000
-logfile = {log}
-{prepared}",
-        userlist = userlist.display(),
-        log = log.display(),
-    )
+    let mut settings: Vec<(&str, String)> = vec![
+        ("listen_addr", "127.0.0.1".into()),
+        ("listen_port", port.to_string()),
+        ("unix_socket_dir", String::new()),
+        ("auth_type", setup.auth_type.into()),
+        ("auth_file", userlist.display().to_string()),
+        ("pool_mode", "transaction".into()),
+        ("default_pool_size", setup.pool_size.to_string()),
+        ("max_client_conn", "1000".into()),
+        ("logfile", log.display().to_string()),
+    ];
+    if supports_prepared {
+        settings.push(("max_prepared_statements", "100".into()));
+    }
+    for &(key, value) in setup.settings {
+        match settings.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value.into(),
+            None => settings.push((key, value.into())),
+        }
+    }
+    let mut ini =
+        format!("[databases]\n{DATABASE} = host=127.0.0.1 port={pg_port} dbname={DATABASE}\n\n[pgbouncer]\n");
+    for (key, value) in settings {
+        ini.push_str(format!("{key} = {value}").trim_end());
+        ini.push('\n');
+    }
+    ini
 }
 
 /// uid and gid of a system user, via getpwnam.
