@@ -296,13 +296,20 @@ pub struct FrameWriter {
     buf: BytesMut,
 }
 
+/// What a writer without a buffer takes at once (one allocation for a typical reply,
+/// instead of growing from nothing).
+const FIRST_WRITE: usize = 4096;
+
 impl FrameWriter {
     pub fn queue(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.buffer().extend_from_slice(bytes);
     }
 
     /// Gives encoders direct access to the output buffer.
     pub fn buffer(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(FIRST_WRITE);
+        }
         &mut self.buf
     }
 
