@@ -121,6 +121,7 @@ impl Session {
         if status != b'I' {
             return;
         }
+        // Cheap when nothing of LISTEN/NOTIFY is in flight (the common case): no allocation.
         let ops = std::mem::take(&mut self.link.listen_pending);
         if !self.link.tx_failed {
             self.listen_due.extend(ops);

@@ -1051,11 +1051,7 @@ impl Session {
         }
         if self.link.statements_dirty {
             match lease.conn.internal_query(params::PREPARED_SQL).await {
-                Ok(rows) => {
-                    self.server = Some(lease);
-                    self.reconcile_prepared(rows);
-                    lease = self.server.take().expect("just put back");
-                }
+                Ok(rows) => self.reconcile_prepared(&mut lease.conn, rows),
                 Err(e) => {
                     return tracing::warn!(error = %e, "could not list prepared statements; closing server connection")
                 }

@@ -391,14 +391,7 @@ impl Session {
             tag::QUERY => {
                 let sql = messages::read_query(frame.body())?;
                 self.note_cache_writes(sql);
-                let noted = self.note_sql(sql).and_then(|fx| {
-                    let listen = match fx.listen && self.transaction_mode() {
-                        true => self.listen_rewrite(sql, true)?,
-                        false => None,
-                    };
-                    Ok((fx, listen))
-                });
-                match noted {
+                match self.note_text(sql, true) {
                     Err(e) => self.push_error_reply(e, true),
                     Ok((fx, listen)) => {
                         if self.link.track_writes && !self.link.wrote {
@@ -411,9 +404,6 @@ impl Session {
                             if let Some(setting) = self.route_setting_of(sql) {
                                 self.route.setting = setting;
                             }
-                        }
-                        if self.transaction_mode() {
-                            self.carry_sql_prepared(sql, &fx, true);
                         }
                         let plan = self.crypt.next_query.take();
                         let frame = match listen {
@@ -528,6 +518,26 @@ impl Session {
         Ok(fx)
     }
 
+    /// Notes the SQL text of a Query (`simple`) or Parse about to be forwarded: its effects,
+    /// and in transaction mode what stands in for its LISTENs and the SQL-level prepared
+    /// statements it needs on this server (sent ahead of it).
+    fn note_text(
+        &mut self,
+        sql: &[u8],
+        simple: bool,
+    ) -> Result<(sqlscan::Effects, Option<super::listen::Rewritten>), ProxyError> {
+        let fx = self.note_sql(sql)?;
+        if !self.transaction_mode() {
+            return Ok((fx, None));
+        }
+        let listen = match fx.listen {
+            true => self.listen_rewrite(sql, simple)?,
+            false => None,
+        };
+        self.carry_sql_prepared(sql, &fx, simple);
+        Ok((fx, listen))
+    }
+
     fn note_effects(&mut self, fx: sqlscan::Effects) {
         if fx.notify {
             self.link.notified = true;
@@ -566,23 +576,13 @@ impl Session {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
         self.note_cache_writes(parse.query);
-        let noted = self.note_sql(parse.query).and_then(|fx| {
-            let listen = match fx.listen && self.transaction_mode() {
-                true => self.listen_rewrite(parse.query, false)?,
-                false => None,
-            };
-            Ok((fx, listen))
-        });
-        let (effects, listen) = match noted {
+        let (effects, listen) = match self.note_text(parse.query, false) {
             Ok(noted) => noted,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
-        if self.transaction_mode() {
-            self.carry_sql_prepared(parse.query, &effects, false);
-        }
         // A LISTEN becomes a no-op on the server; its operations wait for the Bind.
         let frame = match listen {
             Some(rewritten) => {
@@ -874,16 +874,7 @@ impl Session {
                 self.link.tx_status = frame.body().first().copied().unwrap_or(b'I');
                 self.link.requests_done += 1;
                 self.link.commands = 0;
-                if self.listener.is_some()
-                    || !self.link.listen_steps.is_empty()
-                    || !self.link.listen_pending.is_empty()
-                    || self.link.notified
-                {
-                    self.listen_request_done(self.link.tx_status);
-                }
-                if self.link.tx_status == b'I' {
-                    self.link.tx_failed = false;
-                }
+                self.listen_request_done(self.link.tx_status);
                 if self.catalog_dirty && self.link.tx_status == b'I' {
                     self.catalog_dirty = false;
                     self.state.catalogs.invalidate(&self.database);

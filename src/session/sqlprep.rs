@@ -143,7 +143,11 @@ impl Session {
     /// The connection's statements as the server lists them (name, from_sql), after a
     /// transaction that may have prepared or dropped some: pgward's records of the
     /// connection follow, and a client's PREPARE that failed is forgotten.
-    pub(super) fn reconcile_prepared(&mut self, rows: Vec<Vec<Option<String>>>) {
+    pub(super) fn reconcile_prepared(
+        &mut self,
+        conn: &mut crate::pool::ServerConn,
+        rows: Vec<Vec<Option<String>>>,
+    ) {
         let mut protocol = std::collections::HashSet::new();
         let mut sql = std::collections::HashSet::new();
         for mut row in rows {
@@ -159,7 +163,6 @@ impl Session {
                 protocol.insert(name);
             }
         }
-        let conn = self.server_mut();
         conn.prepared
             .retain(|_, s| protocol.contains(&s.server_name));
         conn.sql_prepared.retain(|name, _| sql.contains(name));
