@@ -82,7 +82,7 @@ impl Console {
             }
             let frame = tokio::select! {
                 frame = self.reader.read_frame() => frame,
-                _ = self.client.info.kill.cancelled() => {
+                _ = self.client.stopped(false) => {
                     messages::error_response(self.writer.buffer(), &ProxyError::Killed, true);
                     return self.writer.shutdown().await;
                 }
@@ -277,7 +277,7 @@ impl Console {
                 message: format!("pgward: no client with id {id}"),
             })?;
         tracing::info!(client = client.id, user = %client.user, "KILL from the admin console");
-        client.kill.cancel();
+        client.kill();
         Ok(Answer::Done("KILL".into()))
     }
 
@@ -301,7 +301,7 @@ impl Console {
                     .map(|c| c.link())
                     .filter(|l| l.state == state)
                     .filter(|l| match &l.server {
-                        Some((backend, _)) => *backend == pool.key.backend,
+                        Some((backend, _)) => backend.name == pool.key.backend,
                         None => true,
                     })
                     .count()
@@ -344,7 +344,7 @@ impl Console {
             .map(|c| {
                 let link = c.link();
                 let (backend, pid) = match link.server {
-                    Some((backend, pid)) => (Some(backend), Some(pid.to_string())),
+                    Some((backend, pid)) => (Some(backend.name.clone()), Some(pid.to_string())),
                     None => (None, None),
                 };
                 vec![
@@ -394,13 +394,13 @@ impl Console {
         for c in self.state.clients.list() {
             let link = c.link();
             if let Some((backend, pid)) = link.server {
-                let (host, port) = address(&backend);
+                let (host, port) = address(&backend.name);
                 rows.push(vec![
                     Some("S".into()),
                     Some(c.user.clone()),
                     Some(c.database.clone()),
                     Some("active".into()),
-                    Some(backend),
+                    Some(backend.name.clone()),
                     Some(host),
                     Some(port),
                     Some(pid.to_string()),

@@ -48,7 +48,10 @@ pub struct Pool {
     settings: ArcSwap<PoolSettings>,
     /// The size the semaphore's permits add up to (with those lent out).
     size: AtomicUsize,
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed: a checkout or release moves a pointer, not the connection's state, and a
+    /// lease (kept in every session) is small.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     permits: Arc<Semaphore>,
     /// Statements some server of this pool has parsed successfully, so a client's prepare of
     /// the same statement can be answered without a server (see `Session::prepare_locally`).
@@ -60,7 +63,7 @@ const MAX_KNOWN_STATEMENTS: usize = 10_000;
 
 /// A checked-out server connection. Dropping it closes the connection; `release` returns it.
 pub struct Lease {
-    pub conn: ServerConn,
+    pub conn: Box<ServerConn>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
 }
@@ -129,7 +132,7 @@ impl Pool {
         })?;
         tracing::debug!(backend = %self.key.backend, pid = conn.pid, "new server connection");
         Ok(Lease {
-            conn,
+            conn: Box::new(conn),
             pool: self.clone(),
             _permit: permit,
         })
@@ -173,7 +176,7 @@ impl Pool {
     }
 
     /// Most recently used first: warm connections stay warm, old ones age out.
-    fn pop_idle(&self) -> Option<ServerConn> {
+    fn pop_idle(&self) -> Option<Box<ServerConn>> {
         self.idle.lock().expect("pool lock").pop()
     }
 

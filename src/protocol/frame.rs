@@ -6,10 +6,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -173,23 +173,27 @@ impl AsyncRead for ReadIo {
     }
 }
 
-impl WriteIo {
-    async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        match self {
-            WriteIo::Tcp(w) => w.write(data).await,
-            WriteIo::Other(w) => w.write(data).await,
+impl AsyncWrite for WriteIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteIo::Tcp(w) => Pin::new(w).poll_write(cx, data),
+            WriteIo::Other(w) => Pin::new(w).poll_write(cx, data),
         }
     }
-    async fn flush(&mut self) -> io::Result<()> {
-        match self {
-            WriteIo::Tcp(w) => w.flush().await,
-            WriteIo::Other(w) => w.flush().await,
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteIo::Tcp(w) => Pin::new(w).poll_flush(cx),
+            WriteIo::Other(w) => Pin::new(w).poll_flush(cx),
         }
     }
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            WriteIo::Tcp(w) => w.shutdown().await,
-            WriteIo::Other(w) => w.shutdown().await,
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteIo::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            WriteIo::Other(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
@@ -228,22 +232,28 @@ impl FrameReader {
         Ok(Some(frame))
     }
 
-    /// Reads more bytes from the socket. Cancel-safe (usable in `select!`).
-    pub async fn fill(&mut self) -> Result<(), FrameError> {
+    /// Reads more bytes from the socket. Cancel-safe (usable in `select!`). The waits are
+    /// poll functions, so the future holds nothing but the reader (memory per idle client,
+    /// and less to move per poll).
+    pub fn fill(&mut self) -> impl std::future::Future<Output = Result<(), FrameError>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_fill(cx))
+    }
+
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
         if self.buf.capacity() == 0 {
             // A client between requests waits without a buffer (memory per idle client):
             // the buffer is taken only once the socket has something to read.
             if let ReadIo::Tcp(r) = &self.io {
                 loop {
-                    r.readable().await?;
+                    ready!(r.as_ref().poll_read_ready(cx))?;
                     self.buf.reserve(FIRST_READ);
                     match r.try_read_buf(&mut self.buf) {
-                        Ok(0) => return Err(FrameError::Eof),
-                        Ok(_) => return Ok(()),
+                        Ok(0) => return Poll::Ready(Err(FrameError::Eof)),
+                        Ok(_) => return Poll::Ready(Ok(())),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             self.buf = BytesMut::new();
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Poll::Ready(Err(e.into())),
                     }
                 }
             }
@@ -252,9 +262,13 @@ impl FrameReader {
         } else if self.buf.capacity() - self.buf.len() < FIRST_READ / 2 {
             self.buf.reserve(READ_CHUNK);
         }
-        match self.io.read_buf(&mut self.buf).await? {
-            0 => Err(FrameError::Eof),
-            _ => Ok(()),
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ))? {
+            0 => Poll::Ready(Err(FrameError::Eof)),
+            _ => Poll::Ready(Ok(())),
         }
     }
 
@@ -318,28 +332,34 @@ impl FrameWriter {
     }
 
     /// One write call; flushes the transport once the buffer is empty. Cancel-safe.
-    pub async fn write_some(&mut self) -> io::Result<()> {
+    pub fn write_some(&mut self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_write_some(cx))
+    }
+
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.buf.is_empty() {
-            let n = self.io.write(&self.buf).await?;
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.buf.advance(n);
         }
         if self.buf.is_empty() {
-            self.io.flush().await?;
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
             if self.buf.capacity() > SHRINK_ABOVE {
                 self.buf = BytesMut::new();
             }
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
-    pub async fn flush(&mut self) -> io::Result<()> {
-        while !self.buf.is_empty() {
-            self.write_some().await?;
-        }
-        self.io.flush().await
+    pub fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| {
+            while !self.buf.is_empty() {
+                ready!(self.poll_write_some(cx))?;
+            }
+            Pin::new(&mut self.io).poll_flush(cx)
+        })
     }
 
     /// Lets go of the buffer once everything is written (see `FrameReader::release_idle`).

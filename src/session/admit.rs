@@ -126,7 +126,11 @@ impl Session {
     ) -> Result<(Arc<crate::catalog::Entry>, Arc<Snapshot>), ProxyError> {
         let entry = self
             .catalog
-            .get_or_insert_with(|| self.state.catalogs.entry(&self.database, &self.pool_user))
+            .get_or_insert_with(|| {
+                self.state
+                    .catalogs
+                    .entry(&self.client.info.database, &self.pool_user)
+            })
             .clone();
         let snapshot = match entry.current(self.rt.config.policy.catalog_refresh) {
             (Some(snapshot), false) => snapshot,
@@ -141,7 +145,7 @@ impl Session {
                     ProxyError::ServerUnavailable("no backend to read the catalog from".into())
                 })?;
                 entry.first(&source).await.map_err(|e| {
-                    tracing::warn!(error = %e, database = %self.database, "cannot read the catalog");
+                    tracing::warn!(client = self.client.info.id, error = %e, database = %self.client.info.database, "cannot read the catalog");
                     ProxyError::ServerUnavailable(e.to_string())
                 })?
             }
@@ -180,14 +184,14 @@ impl Session {
     /// ends (a refresh in between would not see the change yet).
     pub(super) fn note_schema_change(&mut self, analysis: &Analysis) {
         if !analysis.understood() || analysis.statements.iter().any(|s| s.kind == Kind::Ddl) {
-            self.state.catalogs.invalidate(&self.database);
+            self.state.catalogs.invalidate(&self.client.info.database);
             self.catalog_dirty = true;
         }
     }
 
     /// Logs and counts a refusal; the log names the action and object, never values.
     pub(super) fn refused(&self, message: String, action: &str, object: &str) -> ProxyError {
-        tracing::warn!(user = %self.user, database = %self.database, action, object, "policy denied a statement");
+        tracing::warn!(client = self.client.info.id, user = %self.client.info.user, database = %self.client.info.database, action, object, "policy denied a statement");
         crate::metrics::policy_denied();
         ProxyError::PermissionDenied(message)
     }
@@ -215,7 +219,12 @@ impl Session {
             self.subject = Some(CachedSubject {
                 setting: setting.cloned(),
                 generation: snapshot.generation,
-                subject: Subject::new(&self.user, &self.database, search_path, true),
+                subject: Subject::new(
+                    &self.client.info.user,
+                    &self.client.info.database,
+                    search_path,
+                    true,
+                ),
             });
         }
         let cached = &self.subject.as_ref().expect("just set").subject;
@@ -237,7 +246,7 @@ impl Session {
             target: router.backends[idx].target.clone(),
             user: self.pool_user.clone(),
             credential: self.pool_credential.clone(),
-            database: self.database.clone(),
+            database: self.client.info.database.clone(),
         })
     }
 

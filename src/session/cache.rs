@@ -168,8 +168,8 @@ impl Session {
             }
             tables.push(table);
         }
-        cache.bus.ensure(&self.database);
-        let db = cache.results.database(&self.database);
+        cache.bus.ensure(&self.client.info.database);
+        let db = cache.results.database(&self.client.info.database);
         let mut key = KeyBuilder::new(&db, &self.pool_user);
         let mut settings: Vec<(&String, &String)> = self.wanted.iter().collect();
         settings.sort();
@@ -277,9 +277,11 @@ impl Session {
         if everything {
             cache
                 .results
-                .invalidate_tables(&self.database, &[cache::EVERY_TABLE]);
+                .invalidate_tables(&self.client.info.database, &[cache::EVERY_TABLE]);
         } else if !names.is_empty() {
-            cache.results.invalidate_tables(&self.database, &names);
+            cache
+                .results
+                .invalidate_tables(&self.client.info.database, &names);
         }
         self.writes.everything |= everything;
         for table in tables {
@@ -306,9 +308,9 @@ impl Session {
         if writes.everything {
             tables = vec![cache::EVERY_TABLE];
         }
-        let published = cache.bus.publish(&self.database, &tables).await;
+        let published = cache.bus.publish(&self.client.info.database, &tables).await;
         if !published.sent || !published.missing.is_empty() {
-            tracing::warn!(database = %self.database, sent = published.sent, missing = ?published.missing, "cache invalidation not acknowledged by every pgward instance");
+            tracing::warn!(client = self.client.info.id, database = %self.client.info.database, sent = published.sent, missing = ?published.missing, "cache invalidation not acknowledged by every pgward instance");
         }
     }
 }

@@ -9,7 +9,8 @@
 //! column carry no plan and their replies are never decoded.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, LazyLock};
 
 use bytes::BufMut;
 
@@ -28,6 +29,34 @@ use super::Session;
 
 /// Plans kept per session, by analysis; cleared when they may no longer hold.
 const PLAN_CACHE_ENTRIES: usize = 256;
+
+/// Column-encryption state of one session, allocated the first time it is written (when
+/// encryption is on): a session that never meets encryption reads an empty one and holds a
+/// null pointer (memory per idle client).
+#[derive(Default)]
+pub(super) struct CryptSlot(Option<Box<Crypt>>);
+
+static NO_CRYPT: LazyLock<Crypt> = LazyLock::new(Crypt::default);
+
+impl Deref for CryptSlot {
+    type Target = Crypt;
+    fn deref(&self) -> &Crypt {
+        self.0.as_deref().unwrap_or(&NO_CRYPT)
+    }
+}
+
+impl DerefMut for CryptSlot {
+    fn deref_mut(&mut self) -> &mut Crypt {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl CryptSlot {
+    /// The plan of the Query just admitted, if any (without allocating the state).
+    pub(super) fn take_next_query(&mut self) -> Option<Arc<Plan>> {
+        self.0.as_mut()?.next_query.take()
+    }
+}
 
 /// Column-encryption state of one session.
 #[derive(Default)]
@@ -102,7 +131,9 @@ impl Session {
     /// to refuse them with.
     pub(super) async fn encrypt(&mut self, frames: &mut [Frame]) -> Result<(), ProxyError> {
         let crypto = self.crypto();
-        self.crypt.enabled = crypto.is_some();
+        if self.crypt.enabled != crypto.is_some() {
+            self.crypt.enabled = crypto.is_some();
+        }
         let Some(crypto) = crypto else {
             return Ok(());
         };
@@ -271,7 +302,7 @@ impl Session {
                 return Err(self.refused(
                     format!(
                         "pgward: permission denied: {} may not decrypt {denied}",
-                        self.user
+                        self.client.info.user
                     ),
                     "decrypt",
                     denied,
@@ -283,7 +314,7 @@ impl Session {
 
     /// Logs and counts a statement column encryption refuses (never its values).
     fn crypto_refused(&self, message: String) -> ProxyError {
-        tracing::warn!(user = %self.user, database = %self.database, reason = %message, "column encryption refused a statement");
+        tracing::warn!(client = self.client.info.id, user = %self.client.info.user, database = %self.client.info.database, reason = %message, "column encryption refused a statement");
         ProxyError::Unsupported(message)
     }
 
@@ -358,7 +389,7 @@ impl Session {
         };
         match result {
             Err(e) => {
-                tracing::warn!(user = %self.user, error = %e, "COPY into a table with encrypted columns failed");
+                tracing::warn!(client = self.client.info.id, user = %self.client.info.user, error = %e, "COPY into a table with encrypted columns failed");
                 self.crypt.copy_in = None;
                 self.crypt.copy_in_failed = frame.tag() == tag::COPY_DATA;
                 let message = e.to_string();
@@ -464,7 +495,7 @@ impl Session {
         match outcome {
             Ok(out) => (out, false),
             Err(err) => {
-                tracing::warn!(user = %self.user, error = %err, "a stored value did not decrypt");
+                tracing::warn!(client = self.client.info.id, user = %self.client.info.user, error = %err, "a stored value did not decrypt");
                 messages::error_response(self.client_w.buffer(), &err, false);
                 self.crypt.failed = true;
                 // The original frame only keeps the relay's books; the client never sees it.

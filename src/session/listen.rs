@@ -144,7 +144,7 @@ impl Session {
                 let primary: crate::notify::PrimarySource =
                     Arc::new(move || weak.upgrade()?.runtime.load().router.primary_target());
                 let listener = self.state.notify.listener(
-                    &self.database,
+                    &self.client.info.database,
                     &self.pool_user,
                     &self.pool_credential,
                     primary,
@@ -163,7 +163,10 @@ impl Session {
         let Some(mark) = self.notify_due.take() else {
             return;
         };
-        self.state.notify.sync_database(&self.database).await;
+        self.state
+            .notify
+            .sync_database(&self.client.info.database)
+            .await;
         let Some(listener) = self.listener.as_mut() else {
             return;
         };

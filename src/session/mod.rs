@@ -25,8 +25,7 @@ use std::sync::Arc;
 use pgwire::messages::startup::NegotiateProtocolVersion;
 use pgwire::messages::Message;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::PoolMode;
 use crate::metrics::ClientState;
@@ -37,7 +36,7 @@ use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
 use crate::route::{Tried, Want};
 use crate::sql::{Analysis, Class, RouteHint, RouteSetting};
 use crate::state::cancel::{CancelHandle, CancelTarget};
-use crate::state::clients::ClientHandle;
+use crate::state::clients::{ClientHandle, Stop};
 use crate::state::{Runtime, State};
 use params::Settings;
 use prepared::Statement;
@@ -50,19 +49,42 @@ const MEMO_MAX_LEN: usize = 4096;
 /// the primary as it streams in.
 const REQUEST_BUFFER_LIMIT: usize = 1 << 20;
 
-/// Entry point for an accepted TCP connection.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
+/// Entry point for an accepted TCP connection. Negotiation and login run boxed, made here
+/// (not an async fn, so the connection's arguments are not kept in the task): once they are
+/// done, the task holds only what serving the session needs (memory per idle client).
+pub fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+) -> impl std::future::Future<Output = ()> {
+    let opening = Box::pin(open(tcp, peer, state));
+    async move {
+        let Some((session, _client_slot)) = opening.await else {
+            return;
+        };
+        serve_session(session).await;
+    }
+}
+
+/// Moves a future to the heap, so the async fn awaiting it holds a pointer. It is built
+/// here rather than in that async fn: a future built there takes its size in the caller's
+/// state even when it is boxed at once.
+fn boxed<F: std::future::Future>(future: F) -> std::pin::Pin<Box<F>> {
+    Box::pin(future)
+}
+
+/// Negotiates the connection and logs the client in. None when it was refused, or was an
+/// admin console (served here).
+async fn open(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+) -> Option<(Box<Session>, OwnedSemaphorePermit)> {
     let rt = state.runtime.load_full();
     let timeout = rt.config.server.startup_timeout;
-    // Each phase's future is boxed while it runs, so the task of an idle client holds only
-    // what waiting for its next request needs (memory per idle client).
     let negotiated = tokio::time::timeout(
         timeout,
-        Box::pin(startup::negotiate(
-            tcp,
-            rt.tls.as_ref(),
-            rt.config.server.tls_mode,
-        )),
+        startup::negotiate(tcp, rt.tls.as_ref(), rt.config.server.tls_mode),
     )
     .await;
     let (stream, first) = match negotiated {
@@ -72,72 +94,87 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, state: Arc<State>) {
             if let Some(stream) = stream {
                 startup::reject(stream, &err).await;
             }
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "startup timed out");
-            return;
+            return None;
         }
     };
     let request = match first {
-        FirstPacket::Cancel { pid, secret } => return state.cancels.cancel(pid, secret).await,
+        FirstPacket::Cancel { pid, secret } => {
+            state.cancels.cancel(pid, secret).await;
+            return None;
+        }
         FirstPacket::Startup(request) => request,
     };
-    let Ok(_client_slot) = state.client_slots.clone().try_acquire_owned() else {
+    let Ok(client_slot) = state.client_slots.clone().try_acquire_owned() else {
         tracing::warn!(%peer, "max_clients reached; refusing a client");
-        return startup::reject(stream, &ProxyError::TooManyClients).await;
+        startup::reject(stream, &ProxyError::TooManyClients).await;
+        return None;
     };
     if rt.config.server.tls_mode == crate::config::TlsMode::Require && !stream.is_tls() {
-        return startup::reject(stream, &ProxyError::TlsRequired).await;
+        startup::reject(stream, &ProxyError::TlsRequired).await;
+        return None;
     }
     let (reader, writer) = stream.into_framed(rt.config.server.max_message_size);
     let client = state
         .clients
         .register(&request.user, &request.database, peer);
-    // Every event of this client's session carries who it is.
-    let span = tracing::info_span!(
-        "client",
-        id = client.info.id,
-        addr = %peer,
-        user = %request.user,
-        database = %request.database
-    );
-    serve_logged_in(reader, writer, state, rt, request, client)
-        .instrument(span)
-        .await;
+    let session = log_in(reader, writer, state, rt, request, client).await?;
+    Some((session, client_slot))
 }
 
-/// Logs the client in and serves it until it leaves.
-async fn serve_logged_in(
+/// Logs the client in: its session, or None when it was refused or was served as an admin
+/// console.
+async fn log_in(
     reader: FrameReader,
     writer: FrameWriter,
     state: Arc<State>,
     rt: Arc<Runtime>,
     request: StartupRequest,
     client: ClientHandle,
-) {
+) -> Option<Box<Session>> {
     let timeout = rt.config.server.startup_timeout;
-    let login = Box::pin(login(reader, writer, &state, &rt, request, client));
-    let mut session = match tokio::time::timeout(timeout, login).await {
-        Ok(Ok(Login::Session(session))) => session,
-        Ok(Ok(Login::Console(console))) => return Box::pin(console.run()).await,
+    // The session's events name the client by id (a span per client would cost each idle
+    // client some 400 bytes); this line says who that is.
+    let (id, addr) = (client.info.id, client.info.addr);
+    let (user, database) = (request.user.clone(), request.database.clone());
+    let login = login(reader, writer, &state, &rt, request, client);
+    match tokio::time::timeout(timeout, login).await {
+        Ok(Ok(Login::Session(session))) => {
+            tracing::info!(client = id, %addr, user, database, "client connected");
+            Some(session)
+        }
+        Ok(Ok(Login::Console(console))) => {
+            console.run().await;
+            None
+        }
         Ok(Err((mut writer, err))) => {
             if let ProxyError::AuthFailed(_) = err {
                 crate::metrics::auth_failed();
             }
-            tracing::info!(error = %err, "login refused");
+            tracing::info!(client = id, %addr, user, database, error = %err, "login refused");
             messages::error_response(writer.buffer(), &err, true);
-            return writer.shutdown().await;
+            writer.shutdown().await;
+            None
         }
-        Err(_) => return tracing::info!("login timed out"),
-    };
-    tracing::info!("client connected");
-    let outcome = session.run().await;
-    match &outcome {
-        Ok(()) => tracing::info!("client disconnected"),
-        Err(e) => tracing::info!(error = %e, "client disconnected with an error"),
+        Err(_) => {
+            tracing::info!(client = id, %addr, user, database, "login timed out");
+            None
+        }
     }
-    Box::pin(session.finish(outcome)).await;
+}
+
+/// Serves a logged-in client until it leaves.
+async fn serve_session(mut session: Box<Session>) {
+    let outcome = session.run().await;
+    let id = session.client.info.id;
+    match &outcome {
+        Ok(()) => tracing::info!(client = id, "client disconnected"),
+        Err(e) => tracing::info!(client = id, error = %e, "client disconnected with an error"),
+    }
+    boxed(session.finish(outcome)).await;
 }
 
 /// What a logged-in client gets.
@@ -200,10 +237,7 @@ async fn login(
         rt: rt.clone(),
         mode: rt.config.pool.mode,
         max_prepared: rt.config.pool.max_prepared_statements,
-        reset_query: rt.config.pool.reset_query.clone(),
-        shutdown: state.shutdown.clone(),
         pools: vec![None; rt.router.backends.len()],
-        user: request.user.clone(),
         analyses: HashMap::new(),
         settings_unknown: false,
         catalog: None,
@@ -212,7 +246,6 @@ async fn login(
         memo: Default::default(),
         pool_user: login.backend_user,
         pool_credential: login.credential,
-        database: request.database.clone(),
         cancel: state.cancels.register(),
         startup: wanted.clone(),
         wanted,
@@ -299,13 +332,8 @@ pub(crate) struct Session {
     rt: Arc<Runtime>,
     mode: PoolMode,
     max_prepared: usize,
-    reset_query: String,
-    /// pgward's shutdown signal (a clone kept here: cloning takes a lock).
-    shutdown: CancellationToken,
     /// This client's pools (its backend user and database), one per backend, made on first use.
     pools: Vec<Option<Arc<Pool>>>,
-    /// The client's user name (the policy's subject).
-    user: String,
     /// Analyses of the client's prepared statements by name ("" for the unnamed one), kept
     /// while a policy is on, so a Bind is checked with the search_path of its execution.
     analyses: HashMap<String, Arc<Analysis>>,
@@ -323,7 +351,6 @@ pub(crate) struct Session {
     /// The role this client's server connections log in as, and with what.
     pool_user: String,
     pool_credential: Credential,
-    database: String,
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
     wanted: Settings,
@@ -347,7 +374,7 @@ pub(crate) struct Session {
     /// Bytes received from and sent to the client since the last request was accounted.
     traffic: (u64, u64),
     /// Column encryption's state (plans of prepared statements, the result being read).
-    crypt: encrypt::Crypt,
+    crypt: encrypt::CryptSlot,
     /// The result-cache entry the request in flight fills.
     fill: Option<Box<cache::Fill>>,
     /// What the current transaction wrote (for cache invalidation).
@@ -425,13 +452,13 @@ impl Session {
                 let Some(frame) = self.next_request().await? else {
                     return Ok(());
                 };
-                match Box::pin(self.begin_request(frame)).await? {
+                match boxed(self.begin_request(frame)).await? {
                     Began::Done => continue,
                     Began::ClientGone => return Ok(()),
                     Began::Attached => {}
                 }
             }
-            if !Box::pin(self.serve_attached()).await? {
+            if !boxed(self.serve_attached()).await? {
                 return Ok(());
             }
         }
@@ -507,7 +534,7 @@ impl Session {
                         // A transaction block (or the session's state) went with the server.
                         return Err(err);
                     }
-                    tracing::info!(error = %err, "server connection lost outside a transaction; failing the requests in flight");
+                    tracing::info!(client = self.client.info.id, error = %err, "server connection lost outside a transaction; failing the requests in flight");
                     self.drop_server();
                     if !self.answer_lost(&err).await? {
                         return Ok(false);
@@ -523,8 +550,8 @@ impl Session {
     /// Waits, without a server connection, for the first message of the next request.
     /// None when the client leaves or pgward shuts down.
     async fn next_request(&mut self) -> Result<Option<Frame>, ProxyError> {
-        let (reader, writer, shutdown) = (&mut self.client_r, &mut self.client_w, &self.shutdown);
-        let (kill, listener) = (&self.client.info.kill, &mut self.listener);
+        let (reader, writer) = (&mut self.client_r, &mut self.client_w);
+        let (client, listener) = (&self.client, &mut self.listener);
         loop {
             if writer.flush().await.is_err() {
                 return Ok(None);
@@ -541,8 +568,7 @@ impl Session {
                     Err(e) => return Err(client_frame_error(e)),
                 },
                 Some(n) = notification(listener) => writer.queue(&n),
-                _ = shutdown.cancelled() => return Err(ProxyError::ShuttingDown),
-                _ = kill.cancelled() => return Err(ProxyError::Killed),
+                stop = client.stopped(true) => return Err(stop_error(stop)),
             }
         }
     }
@@ -837,7 +863,7 @@ impl Session {
     async fn retry_elsewhere(&mut self, ban: bool) -> Result<Option<Exit>, ProxyError> {
         let retry = self.retry.take().expect("Exit::Retry comes with a retry");
         let failed = self.backend;
-        tracing::info!(backend = %self.rt.router.backends[failed].target.name, "server failed before answering a read; retrying elsewhere");
+        tracing::info!(client = self.client.info.id, backend = %self.rt.router.backends[failed].target.name, "server failed before answering a read; retrying elsewhere");
         self.cancel.slot.set(None);
         self.server = None;
         if ban {
@@ -876,7 +902,7 @@ impl Session {
                 // A read can go elsewhere: past a replica that is down, refuses logins (too
                 // many clients, pg_hba) or lacks the database (not caught up yet).
                 Err(AttachError::Backend(e)) if want != Want::Primary => {
-                    tracing::info!(backend = %self.rt.router.backends[idx].target.name, error = %e, "backend unavailable; trying another");
+                    tracing::info!(client = self.client.info.id, backend = %self.rt.router.backends[idx].target.name, error = %e, "backend unavailable; trying another");
                     self.rt.router.ban(idx);
                     tried |= 1 << idx;
                 }
@@ -893,7 +919,7 @@ impl Session {
         let target = self.rt.router.backends[idx].target.clone();
         let key = PoolKey {
             user: self.pool_user.clone(),
-            database: self.database.clone(),
+            database: self.client.info.database.clone(),
             backend: target.name.clone(),
             addr: (target.host.clone(), target.port),
         };
@@ -947,7 +973,7 @@ impl Session {
                     });
                 }
             };
-            let server = Some((pool.key.backend.clone(), lease.conn.pid));
+            let server = Some((lease.conn.backend.clone(), lease.conn.pid));
             self.client.set(ClientState::Active, server);
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 match lease.conn.internal_query(&sql).await {
@@ -964,7 +990,7 @@ impl Session {
                     }
                     // A connection that died while idle: try once more with a fresh one.
                     Err(e) if !retried => {
-                        tracing::debug!(error = %e, "server connection failed at checkout; retrying");
+                        tracing::debug!(client = self.client.info.id, error = %e, "server connection failed at checkout; retrying");
                         retried = true;
                         continue;
                     }
@@ -1007,7 +1033,7 @@ impl Session {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not check a pinned client's session state; closing server connection");
+                    tracing::warn!(client = self.client.info.id, error = %e, "could not check a pinned client's session state; closing server connection");
                     return self.drop_server();
                 }
             }
@@ -1034,7 +1060,7 @@ impl Session {
                 Err(e) => {
                     // Without the position, only the primary is sure to have the write.
                     self.route.min_lsn = u64::MAX;
-                    return tracing::warn!(error = %e, "could not read the WAL position after a write; closing server connection");
+                    return tracing::warn!(client = self.client.info.id, error = %e, "could not read the WAL position after a write; closing server connection");
                 }
             }
         }
@@ -1045,7 +1071,7 @@ impl Session {
                     lease.conn.session_params = settings;
                 }
                 Err(e) => {
-                    return tracing::warn!(error = %e, "could not read session settings; closing server connection")
+                    return tracing::warn!(client = self.client.info.id, error = %e, "could not read session settings; closing server connection")
                 }
             }
         }
@@ -1053,7 +1079,7 @@ impl Session {
             match lease.conn.internal_query(params::PREPARED_SQL).await {
                 Ok(rows) => self.reconcile_prepared(&mut lease.conn, rows),
                 Err(e) => {
-                    return tracing::warn!(error = %e, "could not list prepared statements; closing server connection")
+                    return tracing::warn!(client = self.client.info.id, error = %e, "could not list prepared statements; closing server connection")
                 }
             }
         }
@@ -1067,7 +1093,7 @@ impl Session {
     /// server connection.
     async fn finish(mut self, outcome: Result<(), ProxyError>) {
         if let Err(err) = &outcome {
-            tracing::debug!(error = %err, "closing client");
+            tracing::debug!(client = self.client.info.id, error = %err, "closing client");
             messages::error_response(self.client_w.buffer(), err, true);
         }
         self.client_w.shutdown().await;
@@ -1078,13 +1104,26 @@ impl Session {
         // A pinned client's connection is reset like a session-mode one (LOAD cannot be).
         let reusable = self.mode == PoolMode::Session || (self.pin.is_pinned() && !self.pin.load);
         let clean = outcome.is_ok() && self.link.is_idle() && reusable;
-        if clean && lease.conn.internal_query(&self.reset_query).await.is_ok() {
+        if clean
+            && lease
+                .conn
+                .internal_query(&self.rt.config.pool.reset_query)
+                .await
+                .is_ok()
+        {
             lease.conn.session_params.clear();
             lease.conn.prepared.clear();
             lease.conn.sql_prepared.clear();
             lease.release();
         }
         // Otherwise the lease drops here: a connection mid-transaction is closed, not reused.
+    }
+}
+
+fn stop_error(stop: Stop) -> ProxyError {
+    match stop {
+        Stop::Killed => ProxyError::Killed,
+        Stop::ShuttingDown => ProxyError::ShuttingDown,
     }
 }
 

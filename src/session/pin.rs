@@ -70,18 +70,27 @@ impl Session {
         if !self.pin.logged {
             self.pin.logged = true;
             tracing::info!(
+                client = self.client.info.id,
                 reason = reason.as_str(),
                 "client pinned to its server connection until its session state is gone"
             );
         } else {
-            tracing::debug!(reason = reason.as_str(), "client pinned again");
+            tracing::debug!(
+                client = self.client.info.id,
+                reason = reason.as_str(),
+                "client pinned again"
+            );
         }
     }
 
     fn unpin(&mut self) {
         if let Some(reason) = self.pin.reason.take() {
             crate::metrics::unpinned();
-            tracing::debug!(reason = reason.as_str(), "client unpinned");
+            tracing::debug!(
+                client = self.client.info.id,
+                reason = reason.as_str(),
+                "client unpinned"
+            );
         }
     }
 
@@ -113,7 +122,7 @@ impl Session {
     /// The server connection is gone with the client's session state.
     pub(super) fn unpin_lost(&mut self) {
         if self.pin.is_pinned() {
-            tracing::warn!("a pinned client's server connection was lost, and its session state (temporary tables, cursors, locks) with it");
+            tracing::warn!(client = self.client.info.id, "a pinned client's server connection was lost, and its session state (temporary tables, cursors, locks) with it");
             self.unpin();
         }
     }

@@ -163,7 +163,7 @@ impl Session {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "bad frame from server");
+                        tracing::warn!(client = self.client.info.id, error = %e, "bad frame from server");
                         return Ok(Exit::Lost(ProxyError::ServerLost));
                     }
                 };
@@ -239,7 +239,7 @@ impl Session {
                 self.link.restore_startup = false;
                 let startup = self.startup.clone();
                 if let Err(e) = super::read_settings(self.server_mut(), &startup).await {
-                    tracing::warn!(error = %e, "could not restore the client's startup settings");
+                    tracing::warn!(client = self.client.info.id, error = %e, "could not restore the client's startup settings");
                     return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
             }
@@ -255,17 +255,14 @@ impl Session {
                 client_r,
                 client_w,
                 server,
-                shutdown,
                 client,
                 listener,
                 ..
             } = self;
-            let kill = &client.info.kill;
             let server = &mut server.as_mut().expect("attached").conn;
             let event = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if drain => return Err(ProxyError::ShuttingDown),
-                _ = kill.cancelled() => return Err(ProxyError::Killed),
+                stop = client.stopped(drain) => return Err(super::stop_error(stop)),
                 r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
@@ -277,11 +274,11 @@ impl Session {
                     return Ok(Exit::Retry { ban: true })
                 }
                 Event::Wrote(Err(e)) | Event::ServerRead(Err(FrameError::Io(e))) => {
-                    tracing::warn!(error = %e, "server connection failed");
+                    tracing::warn!(client = client.info.id, error = %e, "server connection failed");
                     return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
                 Event::ServerRead(Err(_)) => {
-                    tracing::info!("server closed the connection");
+                    tracing::info!(client = client.info.id, "server closed the connection");
                     return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
                 Event::ClientWrote(Err(_))
@@ -405,7 +402,7 @@ impl Session {
                                 self.route.setting = setting;
                             }
                         }
-                        let plan = self.crypt.next_query.take();
+                        let plan = self.crypt.take_next_query();
                         let frame = match listen {
                             Some(rewritten) => {
                                 self.expect_listen(&rewritten.steps);
@@ -877,7 +874,7 @@ impl Session {
                 self.listen_request_done(self.link.tx_status);
                 if self.catalog_dirty && self.link.tx_status == b'I' {
                     self.catalog_dirty = false;
-                    self.state.catalogs.invalidate(&self.database);
+                    self.state.catalogs.invalidate(&self.client.info.database);
                 }
                 // A transaction goes on (BEGIN READ ONLY on a replica): keep the client here.
                 if self.link.tx_status != b'I' {

@@ -3,14 +3,17 @@
 //! handle takes it out again however the session ends.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use tokio_util::sync::CancellationToken;
+use atomic_waker::AtomicWaker;
 
 use crate::metrics::{ClientGauge, ClientState};
+use crate::pool::BackendTarget;
 
 /// Every client session, by pgward's client id.
 #[derive(Default)]
@@ -18,6 +21,8 @@ pub struct Clients {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     stats: Mutex<HashMap<String, Arc<DbStats>>>,
+    /// pgward is shutting down (see `shut_down`).
+    shutting_down: AtomicBool,
 }
 
 /// One connected client.
@@ -27,22 +32,40 @@ pub struct ClientInfo {
     pub database: String,
     pub addr: SocketAddr,
     pub connected_at: SystemTime,
-    /// Cancelled by KILL: the session ends with 57P01.
-    pub kill: CancellationToken,
+    /// Set by KILL: the session ends with 57P01.
+    killed: AtomicBool,
+    /// The session's task, woken by KILL and shutdown. A flag and a waker rather than a
+    /// cancellation future: a session waits on them with no state of its own (memory per idle
+    /// client) and without a lock per wait.
+    waker: AtomicWaker,
     link: Mutex<Link>,
+}
+
+/// Why a session must end now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Killed,
+    ShuttingDown,
 }
 
 /// What a client is attached to right now.
 #[derive(Debug, Clone)]
 pub struct Link {
     pub state: ClientState,
-    /// Backend name and PostgreSQL process id of the server connection it holds.
-    pub server: Option<(String, i32)>,
+    /// Backend and PostgreSQL process id of the server connection it holds (shared, not
+    /// copied: this is set at every attach).
+    pub server: Option<(Arc<BackendTarget>, i32)>,
     /// When the state last changed.
     pub since: SystemTime,
 }
 
 impl ClientInfo {
+    /// KILL from the admin console: the session ends at once.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
     pub fn link(&self) -> Link {
         self.link.lock().expect("client lock").clone()
     }
@@ -72,7 +95,8 @@ impl Clients {
             database: database.to_owned(),
             addr,
             connected_at: now,
-            kill: CancellationToken::new(),
+            killed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             link: Mutex::new(Link {
                 state: ClientState::Idle,
                 server: None,
@@ -118,6 +142,15 @@ impl Clients {
             .clone()
     }
 
+    /// Tells every session that pgward is shutting down (after `State::shutdown` is
+    /// cancelled): idle ones close, the others once their transaction is over.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for client in self.entries.lock().expect("clients lock").values() {
+            client.waker.wake();
+        }
+    }
+
     /// Every database's statistics, by name.
     pub fn all_stats(&self) -> Vec<(String, Arc<DbStats>)> {
         let mut all: Vec<_> = self
@@ -134,7 +167,7 @@ impl Clients {
 
 impl ClientHandle {
     /// Moves the client to `state`, holding `server` (backend name, pid) or none.
-    pub fn set(&mut self, state: ClientState, server: Option<(String, i32)>) {
+    pub fn set(&mut self, state: ClientState, server: Option<(Arc<BackendTarget>, i32)>) {
         self.gauge.set(state);
         *self.info.link.lock().expect("client lock") = Link {
             state,
@@ -145,6 +178,25 @@ impl ClientHandle {
 
     pub fn state(&self) -> ClientState {
         self.gauge.state()
+    }
+
+    /// Ready when the session must end: it was killed, or pgward is shutting down and
+    /// `drain` says the session may close now. The waker is registered before the flags are
+    /// read, so a KILL or shutdown after the check still wakes the task.
+    pub fn poll_stop(&self, cx: &mut Context<'_>, drain: bool) -> Poll<Stop> {
+        self.info.waker.register(cx.waker());
+        if self.info.killed.load(Ordering::Acquire) {
+            Poll::Ready(Stop::Killed)
+        } else if drain && self.clients.shutting_down.load(Ordering::Acquire) {
+            Poll::Ready(Stop::ShuttingDown)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// `poll_stop` as a future, for `select!`.
+    pub fn stopped(&self, drain: bool) -> impl Future<Output = Stop> + '_ {
+        std::future::poll_fn(move |cx| self.poll_stop(cx, drain))
     }
 }
 
