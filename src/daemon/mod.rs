@@ -132,6 +132,8 @@ impl Daemon {
             }
         }
         drop(listener);
+        // Idle sessions close now, the others once their transaction is over.
+        state.clients.shut_down();
         tracker.close();
         let timeout = state.runtime.load().config.server.shutdown_timeout;
         tracing::info!(

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -42,6 +42,12 @@ impl Frame {
         let mut buf = bytes::BytesMut::new();
         super::messages::frontend(&mut buf, tag, body);
         Frame(buf.freeze())
+    }
+
+    /// A copy of this message that does not keep the read buffer it was cut from alive, for
+    /// a message kept past its request (a client idle for hours would hold that buffer).
+    pub fn detached(&self) -> Frame {
+        Frame(Bytes::copy_from_slice(&self.0))
     }
 
     /// A whole message already encoded (tag, length, body).
@@ -198,6 +204,55 @@ impl AsyncWrite for WriteIo {
     }
 }
 
+/// Most requests are small: an empty buffer starts small, and grows by READ_CHUNK when
+/// what comes is not.
+fn reserve_for_read(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        buf.reserve(FIRST_READ);
+    } else if buf.capacity() - buf.len() < FIRST_READ / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// One read from a plain socket into `buf`'s spare capacity. A read that leaves part of it
+/// unfilled has drained the socket, so readiness is cleared with it: tokio would otherwise
+/// learn that from one more recv failing with EAGAIN, a system call per request. No wake-up
+/// is lost: readiness that arrives after the read comes with a newer tick, which
+/// `try_io` does not clear.
+fn poll_read_tcp(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        let mut read = 0;
+        let result = stream.try_io(Interest::READABLE, || {
+            let spare = buf.spare_capacity_mut();
+            let room = spare.len();
+            let n = socket2::SockRef::from(stream).recv(spare)?;
+            // SAFETY: recv initialised the first n bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            read = n;
+            if n > 0 && n < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match result {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if read > 0 {
+                    return Poll::Ready(Ok(read));
+                }
+                // Nothing after all (readiness was stale): wait for the next event.
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
 /// Reads whole frames; bytes of the next frames stay buffered.
 pub struct FrameReader {
     io: ReadIo,
@@ -240,33 +295,27 @@ impl FrameReader {
     }
 
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
-        if self.buf.capacity() == 0 {
-            // A client between requests waits without a buffer (memory per idle client):
-            // the buffer is taken only once the socket has something to read.
-            if let ReadIo::Tcp(r) = &self.io {
-                loop {
+        let Self { io, buf, .. } = self;
+        let read = match io {
+            ReadIo::Tcp(r) => {
+                if buf.capacity() == 0 {
+                    // A client between requests waits without a buffer (memory per idle
+                    // client): the buffer is taken only once the socket has something.
                     ready!(r.as_ref().poll_read_ready(cx))?;
-                    self.buf.reserve(FIRST_READ);
-                    match r.try_read_buf(&mut self.buf) {
-                        Ok(0) => return Poll::Ready(Err(FrameError::Eof)),
-                        Ok(_) => return Poll::Ready(Ok(())),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.buf = BytesMut::new();
-                        }
-                        Err(e) => return Poll::Ready(Err(e.into())),
-                    }
                 }
+                reserve_for_read(buf);
+                let read = poll_read_tcp(r.as_ref(), buf, cx);
+                if read.is_pending() && buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                ready!(read)?
             }
-            // Most requests are small: start small, grow by READ_CHUNK when they are not.
-            self.buf.reserve(FIRST_READ);
-        } else if self.buf.capacity() - self.buf.len() < FIRST_READ / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        match ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.buf
-        ))? {
+            ReadIo::Other(_) => {
+                reserve_for_read(buf);
+                ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?
+            }
+        };
+        match read {
             0 => Poll::Ready(Err(FrameError::Eof)),
             _ => Poll::Ready(Ok(())),
         }

@@ -244,8 +244,8 @@ impl Session {
             .ok()?;
         Some(Source {
             target: router.backends[idx].target.clone(),
-            user: self.pool_user.clone(),
-            credential: self.pool_credential.clone(),
+            user: self.pool_user.to_string(),
+            credential: (*self.pool_credential).clone(),
             database: self.client.info.database.clone(),
         })
     }

@@ -3,6 +3,8 @@
 //! md5 or trust. A wrong password, an unknown user and a role without a password pgward can
 //! check all look the same to the client (28P01), and take the same steps.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use pgwire::messages::startup::Authentication;
 use rand::RngCore;
@@ -19,8 +21,8 @@ use crate::state::{Runtime, UserEntry};
 #[derive(Debug)]
 pub struct Login {
     /// The role pgward logs in to PostgreSQL as.
-    pub backend_user: String,
-    pub credential: Credential,
+    pub backend_user: Arc<str>,
+    pub credential: Arc<Credential>,
 }
 
 /// What pgward knows of a user name before the exchange.
@@ -38,12 +40,12 @@ impl Known<'_> {
     fn login(self, user: &str, proven: Credential) -> Login {
         match self {
             Known::Configured(entry) => Login {
-                backend_user: entry.config.backend_user().to_owned(),
-                credential: Credential::password(entry.config.backend_password()),
+                backend_user: entry.backend_user.clone(),
+                credential: entry.backend_credential.clone(),
             },
             Known::Role(_) | Known::Nobody => Login {
-                backend_user: user.to_owned(),
-                credential: proven,
+                backend_user: user.into(),
+                credential: Arc::new(proven),
             },
         }
     }

@@ -116,7 +116,7 @@ impl Session {
         let reads = self.class_of(parse.query) == Class::Read;
         let route_setting = self.route_setting_of(parse.query);
         self.unnamed_parse = Some(super::UnnamedParse {
-            frame,
+            frame: frame.detached(),
             effects,
             reads,
             route_setting,

@@ -18,7 +18,7 @@ mod pump;
 mod sqlprep;
 pub mod sqlscan;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -238,7 +238,7 @@ async fn login(
         mode: rt.config.pool.mode,
         max_prepared: rt.config.pool.max_prepared_statements,
         pools: vec![None; rt.router.backends.len()],
-        analyses: HashMap::new(),
+        analyses: BTreeMap::new(),
         settings_unknown: false,
         catalog: None,
         catalog_dirty: false,
@@ -249,7 +249,7 @@ async fn login(
         cancel: state.cancels.register(),
         startup: wanted.clone(),
         wanted,
-        statements: HashMap::new(),
+        statements: BTreeMap::new(),
         unnamed_parse: None,
         server: None,
         backend: 0,
@@ -268,9 +268,9 @@ async fn login(
         listener: None,
         listen_due: Vec::new(),
         notify_due: None,
-        listen_binds: HashMap::new(),
+        listen_binds: BTreeMap::new(),
         pin: Default::default(),
-        sql_statements: HashMap::new(),
+        sql_statements: BTreeMap::new(),
         client_r: reader,
         client_w: writer,
     };
@@ -326,6 +326,8 @@ fn parse_route_setting(value: &str) -> Option<RouteSetting> {
     }
 }
 
+/// A session's maps by statement name are BTreeMaps: half a HashMap's size when empty, as
+/// they are in most sessions, and a session holds few names.
 pub(crate) struct Session {
     state: Arc<State>,
     /// The configuration this client connected with.
@@ -336,7 +338,7 @@ pub(crate) struct Session {
     pools: Vec<Option<Arc<Pool>>>,
     /// Analyses of the client's prepared statements by name ("" for the unnamed one), kept
     /// while a policy is on, so a Bind is checked with the search_path of its execution.
-    analyses: HashMap<String, Arc<Analysis>>,
+    analyses: BTreeMap<String, Arc<Analysis>>,
     /// Session mode: the client ran something that may have changed its settings, which
     /// pgward does not read back there, so its search_path is not known for sure.
     settings_unknown: bool,
@@ -349,15 +351,15 @@ pub(crate) struct Session {
     /// The last text analysed and its analysis: the stages ask about the same text in turn.
     memo: std::cell::RefCell<(Vec<u8>, Option<Arc<Analysis>>)>,
     /// The role this client's server connections log in as, and with what.
-    pool_user: String,
-    pool_credential: Credential,
+    pool_user: Arc<str>,
+    pool_credential: Arc<Credential>,
     cancel: CancelHandle,
     /// The run-time settings this client expects on every server connection it gets.
     wanted: Settings,
     /// The settings of its startup packet: its reset values, as PostgreSQL keeps them.
     startup: Settings,
     /// The client's named prepared statements (transaction mode).
-    statements: HashMap<String, Arc<Statement>>,
+    statements: BTreeMap<String, Arc<Statement>>,
     /// The client's last unnamed Parse, re-sent if a later Bind lands on another server.
     unnamed_parse: Option<UnnamedParse>,
     server: Option<Lease>,
@@ -366,7 +368,7 @@ pub(crate) struct Session {
     route: RouteState,
     /// A read request as it was sent, kept until its server answers, so a server that dies
     /// first costs the client nothing: the request runs again elsewhere.
-    retry: Option<Retry>,
+    retry: Option<Box<Retry>>,
     /// Protocol state of the current server attachment.
     link: Link,
     /// This client in the registry (admin console, KILL) and the client gauges.
@@ -390,11 +392,11 @@ pub(crate) struct Session {
     notify_due: Option<usize>,
     /// Prepared statements (by the client's name, "" for the unnamed one) that are
     /// LISTEN/UNLISTEN, with what a Bind of them does.
-    listen_binds: HashMap<String, listen::BoundListens>,
+    listen_binds: BTreeMap<String, listen::BoundListens>,
     /// Whether session state keeps this client on its server connection (transaction mode).
     pin: pin::Pin,
     /// The client's SQL-level prepared statements (PREPARE text by name), transaction mode.
-    sql_statements: HashMap<String, Arc<[u8]>>,
+    sql_statements: BTreeMap<String, Arc<[u8]>>,
     client_r: FrameReader,
     client_w: FrameWriter,
 }
@@ -550,6 +552,11 @@ impl Session {
     /// Waits, without a server connection, for the first message of the next request.
     /// None when the client leaves or pgward shuts down.
     async fn next_request(&mut self) -> Result<Option<Frame>, ProxyError> {
+        // What the last request's link queued is answered: an idle client keeps no queue
+        // (a new attachment starts a new one anyway).
+        if self.link.queue.is_empty() {
+            self.link.queue = Default::default();
+        }
         let (reader, writer) = (&mut self.client_r, &mut self.client_w);
         let (client, listener) = (&self.client, &mut self.listener);
         loop {
@@ -825,7 +832,6 @@ impl Session {
             }
             Err(err) => return Err(err),
         };
-        crate::metrics::query_routed(self.rt.router.is_primary(self.backend));
         if want != Want::Primary {
             let new_names = frames
                 .iter()
@@ -834,11 +840,11 @@ impl Session {
                 .filter(|p| !p.name.is_empty() && !self.statements.contains_key(p.name))
                 .map(|p| p.name.to_owned())
                 .collect();
-            self.retry = Some(Retry {
+            self.retry = Some(Box::new(Retry {
                 frames: frames.clone(),
                 new_names,
                 tried,
-            });
+            }));
         }
         for frame in frames {
             if let Some(Exit::ClientGone) = self.on_client_frame(frame)? {
@@ -918,7 +924,7 @@ impl Session {
         }
         let target = self.rt.router.backends[idx].target.clone();
         let key = PoolKey {
-            user: self.pool_user.clone(),
+            user: self.pool_user.to_string(),
             database: self.client.info.database.clone(),
             backend: target.name.clone(),
             addr: (target.host.clone(), target.port),
@@ -958,10 +964,23 @@ impl Session {
         let pool = self.pool(idx);
         let mut retried = false;
         loop {
-            self.client.set(ClientState::Waiting, None);
             let started = std::time::Instant::now();
-            self.state.pause.wait().await;
-            let checkout = pool.checkout(&self.pool_credential).await;
+            // The client shows as waiting only while it does: most checkouts are immediate,
+            // and the registry is not written twice for them.
+            if self.state.pause.is_paused() {
+                self.client.set(ClientState::Waiting, None);
+                self.state.pause.wait().await;
+            }
+            let mut checkout = std::pin::pin!(pool.checkout(&self.pool_credential));
+            let client = &mut self.client;
+            let checkout = std::future::poll_fn(|cx| {
+                let polled = std::future::Future::poll(checkout.as_mut(), cx);
+                if polled.is_pending() && client.state() != ClientState::Waiting {
+                    client.set(ClientState::Waiting, None);
+                }
+                polled
+            })
+            .await;
             self.client.stats.waited(started.elapsed());
             let mut lease = match checkout {
                 Ok(lease) => lease,

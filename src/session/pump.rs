@@ -493,6 +493,10 @@ impl Session {
         if let Some(p) = pending {
             if matches!(p, Pending::Sync(_) | Pending::Query(..)) {
                 self.link.requests_sent += 1;
+                // Counted here, not where a request is dispatched: a client that sends its
+                // next request before the last one's ReadyForQuery (after an error, say) has
+                // it forwarded by the pump.
+                crate::metrics::query_routed(self.rt.router.is_primary(self.backend));
             }
             self.link.queue.push_back(p);
         }
@@ -604,7 +608,7 @@ impl Session {
         if parse.name.is_empty() || !self.transaction_mode() {
             if parse.name.is_empty() && self.transaction_mode() {
                 self.unnamed_parse = Some(UnnamedParse {
-                    frame: frame.clone(),
+                    frame: frame.detached(),
                     effects,
                     reads,
                     route_setting: self.route_setting_of(parse.query),

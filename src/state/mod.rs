@@ -20,7 +20,7 @@ use crate::config::{Config, UserConfig};
 use crate::crypto::Crypto;
 use crate::policy::Policy;
 use crate::pool::verifiers::Verifiers;
-use crate::pool::{BackendTarget, PoolSettings, Pools};
+use crate::pool::{BackendTarget, Credential, PoolSettings, Pools};
 use crate::protocol::scram::ScramSecret;
 use crate::protocol::tls;
 use crate::route::{health, Backend, Router};
@@ -52,6 +52,9 @@ pub struct UserEntry {
     pub config: UserConfig,
     /// Derived once here, so a login does not pay for PBKDF2.
     pub scram: Option<ScramSecret>,
+    /// The backend login of this user's sessions, shared by them all.
+    pub backend_user: Arc<str>,
+    pub backend_credential: Arc<Credential>,
 }
 
 impl Runtime {
@@ -73,6 +76,8 @@ impl Runtime {
                     UserEntry {
                         config: u.clone(),
                         scram,
+                        backend_user: u.backend_user().into(),
+                        backend_credential: Arc::new(Credential::password(u.backend_password())),
                     },
                 )
             })
