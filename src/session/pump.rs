@@ -607,12 +607,18 @@ impl Session {
         self.note_write(class != Class::Write);
         if parse.name.is_empty() || !self.transaction_mode() {
             if parse.name.is_empty() && self.transaction_mode() {
-                self.unnamed_parse = Some(UnnamedParse {
-                    frame: frame.detached(),
-                    effects,
-                    reads,
-                    route_setting: self.route_setting_of(parse.query),
-                });
+                // Drivers send the same unnamed Parse again and again: what is kept of the
+                // last one stands when the text is the same.
+                let same = (self.unnamed_parse.as_ref())
+                    .is_some_and(|kept| kept.frame.as_bytes() == frame.as_bytes());
+                if !same {
+                    self.unnamed_parse = Some(UnnamedParse {
+                        frame: frame.detached(),
+                        effects,
+                        reads,
+                        route_setting: self.route_setting_of(parse.query),
+                    });
+                }
                 self.link.unnamed_ready = true;
             }
             self.forward(
