@@ -239,10 +239,6 @@ impl Listener {
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, wait).await;
         }
     }
-
-    pub fn is_listening(&self) -> bool {
-        !self.channels.is_empty()
-    }
 }
 
 impl Drop for Listener {

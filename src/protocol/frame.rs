@@ -294,28 +294,29 @@ impl FrameReader {
         std::future::poll_fn(move |cx| self.poll_fill(cx))
     }
 
+    ///
+    /// A reader that waits with nothing buffered holds no buffer (memory per idle client and
+    /// idle pooled connection): a plain socket takes one only once it is readable, and an
+    /// empty buffer is let go whenever the read has to wait.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
         let Self { io, buf, .. } = self;
         let read = match io {
-            ReadIo::Tcp(r) => {
-                if buf.capacity() == 0 {
-                    // A client between requests waits without a buffer (memory per idle
-                    // client): the buffer is taken only once the socket has something.
-                    ready!(r.as_ref().poll_read_ready(cx))?;
+            ReadIo::Tcp(r) => match r.as_ref().poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    reserve_for_read(buf);
+                    poll_read_tcp(r.as_ref(), buf, cx)
                 }
-                reserve_for_read(buf);
-                let read = poll_read_tcp(r.as_ref(), buf, cx);
-                if read.is_pending() && buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
-                ready!(read)?
-            }
+                waiting => waiting.map_ok(|()| 0),
+            },
             ReadIo::Other(_) => {
                 reserve_for_read(buf);
-                ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?
+                tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
             }
         };
-        match read {
+        if read.is_pending() && buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+        match ready!(read)? {
             0 => Poll::Ready(Err(FrameError::Eof)),
             _ => Poll::Ready(Ok(())),
         }
@@ -327,14 +328,6 @@ impl FrameReader {
                 return Ok(frame);
             }
             self.fill().await?;
-        }
-    }
-
-    /// Lets go of the buffer while nothing is in it (a client waiting between requests holds
-    /// no buffer; the next read takes a small one).
-    pub fn release_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = BytesMut::new();
         }
     }
 
@@ -411,7 +404,8 @@ impl FrameWriter {
         })
     }
 
-    /// Lets go of the buffer once everything is written (see `FrameReader::release_idle`).
+    /// Lets go of the buffer once everything is written (a client waiting between requests
+    /// holds none; see `FrameReader::poll_fill`).
     pub fn release_idle(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();

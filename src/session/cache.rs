@@ -114,13 +114,7 @@ impl Session {
         }
         let effects = super::sqlscan::effects(parse.query);
         let reads = self.class_of(parse.query) == Class::Read;
-        let route_setting = self.route_setting_of(parse.query);
-        self.unnamed_parse = Some(super::UnnamedParse {
-            frame: frame.detached(),
-            effects,
-            reads,
-            route_setting,
-        });
+        self.keep_unnamed(&frame, parse.query, effects, reads);
     }
 
     /// The key, the tables read and the TTL of a cacheable request; None when it is not one.

@@ -52,6 +52,13 @@ impl DerefMut for CryptSlot {
 }
 
 impl CryptSlot {
+    /// Whether encryption is on for the request at hand; off allocates nothing.
+    pub(super) fn set_enabled(&mut self, on: bool) {
+        if on || self.0.is_some() {
+            self.enabled = on;
+        }
+    }
+
     /// The plan of the Query just admitted, if any (without allocating the state).
     pub(super) fn take_next_query(&mut self) -> Option<Arc<Plan>> {
         self.0.as_mut()?.next_query.take()
@@ -131,9 +138,7 @@ impl Session {
     /// to refuse them with.
     pub(super) async fn encrypt(&mut self, frames: &mut [Frame]) -> Result<(), ProxyError> {
         let crypto = self.crypto();
-        if self.crypt.enabled != crypto.is_some() {
-            self.crypt.enabled = crypto.is_some();
-        }
+        self.crypt.set_enabled(crypto.is_some());
         let Some(crypto) = crypto else {
             return Ok(());
         };

@@ -138,8 +138,8 @@ async fn log_in(
     let timeout = rt.config.server.startup_timeout;
     // The session's events name the client by id (a span per client would cost each idle
     // client some 400 bytes); this line says who that is.
-    let (id, addr) = (client.info.id, client.info.addr);
-    let (user, database) = (request.user.clone(), request.database.clone());
+    let info = client.info.clone();
+    let (id, addr, user, database) = (info.id, info.addr, &info.user, &info.database);
     let login = login(reader, writer, &state, &rt, request, client);
     match tokio::time::timeout(timeout, login).await {
         Ok(Ok(Login::Session(session))) => {
@@ -567,7 +567,6 @@ impl Session {
                 return Ok(Some(frame));
             }
             writer.release_idle();
-            reader.release_idle();
             tokio::select! {
                 filled = reader.fill() => match filled {
                     Ok(()) => {}

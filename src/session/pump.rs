@@ -519,6 +519,28 @@ impl Session {
         Ok(fx)
     }
 
+    /// Keeps the client's unnamed Parse (`frame`, of text `query`), re-sent if a later Bind
+    /// lands on another server. Drivers send the same one again and again: what is kept
+    /// stands when the text is the same. A copy is kept, not the client's read buffer.
+    pub(super) fn keep_unnamed(
+        &mut self,
+        frame: &Frame,
+        query: &[u8],
+        effects: sqlscan::Effects,
+        reads: bool,
+    ) {
+        let same = (self.unnamed_parse.as_ref())
+            .is_some_and(|kept| kept.frame.as_bytes() == frame.as_bytes());
+        if !same {
+            self.unnamed_parse = Some(UnnamedParse {
+                frame: frame.detached(),
+                effects,
+                reads,
+                route_setting: self.route_setting_of(query),
+            });
+        }
+    }
+
     /// Notes the SQL text of a Query (`simple`) or Parse about to be forwarded: its effects,
     /// and in transaction mode what stands in for its LISTENs and the SQL-level prepared
     /// statements it needs on this server (sent ahead of it).
@@ -607,18 +629,7 @@ impl Session {
         self.note_write(class != Class::Write);
         if parse.name.is_empty() || !self.transaction_mode() {
             if parse.name.is_empty() && self.transaction_mode() {
-                // Drivers send the same unnamed Parse again and again: what is kept of the
-                // last one stands when the text is the same.
-                let same = (self.unnamed_parse.as_ref())
-                    .is_some_and(|kept| kept.frame.as_bytes() == frame.as_bytes());
-                if !same {
-                    self.unnamed_parse = Some(UnnamedParse {
-                        frame: frame.detached(),
-                        effects,
-                        reads,
-                        route_setting: self.route_setting_of(parse.query),
-                    });
-                }
+                self.keep_unnamed(&frame, parse.query, effects, reads);
                 self.link.unnamed_ready = true;
             }
             self.forward(
