@@ -451,11 +451,47 @@ fn a_replica_stopped_under_load_costs_no_transactions_and_is_readmitted() {
     replica_stopped_under_load("fast", 2);
 }
 
-/// `-m immediate`: each backend sends a WARNING and closes, with no FATAL error. A read whose
-/// server sent only that notice has not begun its answer and runs again elsewhere.
+/// `-m immediate`: each backend flushes what it had buffered, sends a WARNING and closes, with
+/// no FATAL error. A read whose answer had not reached the client runs again elsewhere
+/// (a pgbench -S read: the notice alone, or with the rows before it).
 #[test]
 fn a_replica_stopped_immediately_under_load_costs_no_transactions() {
     replica_stopped_under_load("immediate", 0);
+}
+
+/// `-m immediate` while a read's first row waits in its server's send buffer: PostgreSQL
+/// flushes that row with its WARNING, then closes. The client has not been sent any of it,
+/// so the read runs again elsewhere and the client gets the whole answer, once.
+#[test]
+fn a_read_whose_replica_stops_immediately_mid_answer_runs_again_elsewhere() {
+    let s = servers();
+    // r1 takes every read; r2 none, so the retry goes to the primary.
+    let pgward = ProxyConfig::transaction(4)
+        .backends(s.backends(["primary", "replica", "replica"], [1, 0]))
+        .start();
+    let rows = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = Arc::new(pgward.connect().await);
+        assert_eq!(port_of(&client, WHERE).await, s.r1);
+        // The first row is produced, then the server sleeps with it buffered.
+        let sql = "SELECT inet_server_port() AS port UNION ALL SELECT 0 FROM pg_sleep(3)";
+        let read = tokio::spawn({
+            let client = client.clone();
+            async move { client.simple_query(sql).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.cluster.replicas[0]
+            .stop("immediate")
+            .expect("stopping r1");
+        let answer = read.await.unwrap();
+        simple_rows(&answer.unwrap_or_else(|e| panic!("{e:?}\n{}", pgward.log())))
+    });
+    let port = |p: u16| vec![Some(p.to_string())];
+    assert_eq!(rows, [port(s.primary), port(0)], "{}", pgward.log());
+    assert!(
+        pgward.log().contains("retrying elsewhere"),
+        "{}",
+        pgward.log()
+    );
 }
 
 /// pgbench -S through pgward while replica r1 is stopped with `pg_ctl -m <mode>` and started

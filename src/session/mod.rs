@@ -422,6 +422,9 @@ enum AttachError {
 
 struct Retry {
     frames: Vec<Frame>,
+    /// Where the server's answer begins in the client's output buffer, while all of it
+    /// is still there (see `Session::answer_so_far`).
+    answer_from: Option<usize>,
     /// Statement names the request created, forgotten before it runs again.
     new_names: Vec<String>,
     tried: Tried,
@@ -841,6 +844,7 @@ impl Session {
                 .collect();
             self.retry = Some(Box::new(Retry {
                 frames: frames.clone(),
+                answer_from: None,
                 new_names,
                 tried,
             }));
@@ -867,6 +871,11 @@ impl Session {
     /// nothing happened (taking the server out of rotation if it is gone).
     async fn retry_elsewhere(&mut self, ban: bool) -> Result<Option<Exit>, ProxyError> {
         let retry = self.retry.take().expect("Exit::Retry comes with a retry");
+        // What the client was not sent of this server's answer is taken back.
+        if let Some(mark) = retry.answer_from {
+            self.traffic.1 -= (self.client_w.pending() - mark) as u64;
+            self.client_w.buffer().truncate(mark);
+        }
         let failed = self.backend;
         tracing::info!(client = self.client.info.id, backend = %self.rt.router.backends[failed].target.name, "server failed before answering a read; retrying elsewhere");
         self.cancel.slot.set(None);

@@ -174,12 +174,8 @@ impl Session {
                     if fatal {
                         return Ok(Exit::Retry { ban: false });
                     }
-                    // A notice or parameter report is no answer: a dying server sends a
-                    // WARNING before it closes (`pg_ctl -m immediate`), and the read can still
-                    // run elsewhere.
-                    if !matches!(frame.tag(), b'N' | b'S') {
-                        // The client is getting an answer from this server now.
-                        self.retry = None;
+                    if let Some(exit) = self.answer_so_far(&frame) {
+                        return Ok(exit);
                     }
                 }
                 if fatal && self.loss_is_hideable() {
@@ -270,6 +266,12 @@ impl Session {
                 Some(n) = super::notification(listener), if notify => Event::Notification(n),
             };
             match event {
+                // The client has part of the answer: running the request again would repeat it.
+                Event::ClientWrote(Ok(()))
+                    if self.retry.as_ref().is_some_and(|r| r.answer_from.is_some()) =>
+                {
+                    self.retry = None;
+                }
                 Event::Wrote(Err(_)) | Event::ServerRead(Err(_)) if retry => {
                     return Ok(Exit::Retry { ban: true })
                 }
@@ -290,6 +292,33 @@ impl Session {
                 _ => {}
             }
         }
+    }
+
+    /// Keeps the retry copy of a read through what its server has sent so far, or drops it
+    /// once the answer cannot be taken back. A notice or parameter report is no answer. A
+    /// simple query's RowDescription and rows may be taken back while they wait in the
+    /// client's buffer: PostgreSQL stopped with `-m immediate` flushes what it had
+    /// buffered, then its WARNING, then closes. That WARNING (57P01, 57P02) says the
+    /// answer will not finish, so it is taken back at once and the read runs elsewhere.
+    fn answer_so_far(&mut self, frame: &Frame) -> Option<Exit> {
+        let retry = self.retry.as_mut().expect("a retry copy");
+        let rewindable = !self.crypt.enabled
+            && self.fill.is_none()
+            && matches!(self.link.queue.front(), Some(Pending::Query(..)));
+        match frame.tag() {
+            b'N' if retry.answer_from.is_some()
+                && matches!(error_sqlstate(frame), Some("57P01" | "57P02")) =>
+            {
+                return Some(Exit::Retry { ban: true });
+            }
+            b'N' | b'S' => {}
+            b'T' | b'D' if rewindable => {
+                retry.answer_from.get_or_insert(self.client_w.pending());
+            }
+            // The client is getting an answer from this server now.
+            _ => self.retry = None,
+        }
+        None
     }
 
     /// Whether losing the server connection now costs the client nothing but the requests in
