@@ -396,12 +396,15 @@ impl FrameWriter {
     }
 
     pub fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
-        std::future::poll_fn(move |cx| {
-            while !self.buf.is_empty() {
-                ready!(self.poll_write_some(cx))?;
-            }
-            Pin::new(&mut self.io).poll_flush(cx)
-        })
+        std::future::poll_fn(move |cx| self.poll_flush(cx))
+    }
+
+    /// Writes everything queued and flushes the transport.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.buf.is_empty() {
+            ready!(self.poll_write_some(cx))?;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     /// Lets go of the buffer once everything is written (a client waiting between requests

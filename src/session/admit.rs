@@ -124,13 +124,12 @@ impl Session {
     pub(super) async fn current_snapshot(
         &mut self,
     ) -> Result<(Arc<crate::catalog::Entry>, Arc<Snapshot>), ProxyError> {
+        let (catalogs, info, user) = (&self.state.catalogs, &self.client.info, &self.pool_user);
         let entry = self
+            .known
+            .get_mut()
             .catalog
-            .get_or_insert_with(|| {
-                self.state
-                    .catalogs
-                    .entry(&self.client.info.database, &self.pool_user)
-            })
+            .get_or_insert_with(|| catalogs.entry(&info.database, user))
             .clone();
         let snapshot = match entry.current(self.rt.config.policy.catalog_refresh) {
             (Some(snapshot), false) => snapshot,
@@ -185,7 +184,7 @@ impl Session {
     pub(super) fn note_schema_change(&mut self, analysis: &Analysis) {
         if !analysis.understood() || analysis.statements.iter().any(|s| s.kind == Kind::Ddl) {
             self.state.catalogs.invalidate(&self.client.info.database);
-            self.catalog_dirty = true;
+            self.known.get_mut().catalog_dirty = true;
         }
     }
 
@@ -201,14 +200,15 @@ impl Session {
         let mut r = Reader::new(frame.body());
         r.cstr().ok()?;
         let name = r.cstr().ok()?;
-        self.analyses.get(name).cloned()
+        self.known.0.get()?.analyses.get(name).cloned()
     }
 
     /// Who asks, with the client's search_path: its own setting, else the login's default.
     /// Kept between statements until the setting or the catalog copy changes.
     pub(super) fn subject(&mut self, snapshot: &Snapshot, path_certain: bool) -> Subject {
         let setting = self.wanted.get("search_path");
-        let current = self.subject.as_ref().is_some_and(|cached| {
+        let known = self.known.get_mut();
+        let current = known.subject.as_ref().is_some_and(|cached| {
             cached.generation == snapshot.generation && cached.setting.as_ref() == setting
         });
         if !current {
@@ -216,7 +216,7 @@ impl Session {
                 Some(value) => parse_search_path(value, &self.pool_user),
                 None => snapshot.default_search_path.clone(),
             };
-            self.subject = Some(CachedSubject {
+            known.subject = Some(CachedSubject {
                 setting: setting.cloned(),
                 generation: snapshot.generation,
                 subject: Subject::new(
@@ -227,7 +227,7 @@ impl Session {
                 ),
             });
         }
-        let cached = &self.subject.as_ref().expect("just set").subject;
+        let cached = &known.subject.as_ref().expect("just set").subject;
         if path_certain {
             cached.clone()
         } else {
@@ -254,7 +254,10 @@ impl Session {
     pub(super) fn note_prepared(&mut self, name: &str, sql: &[u8]) {
         if self.state.policy.load().is_some() {
             let analysis = self.analyze(sql);
-            self.analyses.insert(name.to_owned(), analysis);
+            self.known
+                .get_mut()
+                .analyses
+                .insert(name.to_owned(), analysis);
         }
     }
 

@@ -233,6 +233,8 @@ impl Session {
             .get("search_path")
             .map(|p| crate::catalog::parse_search_path(p, &self.pool_user));
         let catalog = self
+            .known
+            .get()
             .catalog
             .as_ref()
             .and_then(|e| e.current(Duration::MAX).0);

@@ -7,6 +7,7 @@
 //! commits, subscribes the client at its hub before the client sees ReadyForQuery (so a NOTIFY
 //! sent once LISTEN has returned reaches it). A rolled-back transaction subscribes nothing.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
 
 use bytes::BufMut;
@@ -37,7 +38,57 @@ pub(super) struct ListenStep {
     op: ListenOp,
 }
 
+/// A client's LISTEN and NOTIFY state (transaction mode), boxed in its session when it
+/// first uses them: most clients never do.
+#[derive(Default)]
+pub(super) struct Listening {
+    /// The client's subscriptions, made at its first committed LISTEN.
+    pub(super) listener: Option<crate::notify::Listener>,
+    /// LISTEN/UNLISTENs committed, to apply before the client sees their ReadyForQuery.
+    due: Vec<ListenOp>,
+    /// The client notified while others listen: its own notifications go before the
+    /// ReadyForQuery at this position of its output buffer.
+    notify_due: Option<usize>,
+    /// Prepared statements (by the client's name, "" for the unnamed one) that are
+    /// LISTEN/UNLISTEN, with what a Bind of them does.
+    pub(super) binds: BTreeMap<String, BoundListens>,
+}
+
+/// A link's LISTEN/UNLISTENs: sent and waiting for their replies (`steps`), and those that
+/// ran, waiting for their transaction to commit (`ran`).
+#[derive(Default)]
+pub(super) struct LinkListens {
+    steps: VecDeque<ListenStep>,
+    ran: Vec<ListenOp>,
+}
+
+impl Listening {
+    /// Something to settle before the client sees its ReadyForQuery.
+    pub(super) fn is_due(&self) -> bool {
+        !self.due.is_empty() || self.notify_due.is_some()
+    }
+}
+
 impl Session {
+    pub(super) fn listening(&mut self) -> &mut Listening {
+        self.listening.get_or_insert_with(Default::default)
+    }
+
+    /// A Bind of `name`: the LISTEN/UNLISTENs its statement does.
+    pub(super) fn bind_listens(&mut self, name: &str) {
+        let ops = self.listening.as_ref().and_then(|l| l.binds.get(name));
+        if let Some(ops) = ops.cloned() {
+            self.expect_listen(&ops);
+        }
+    }
+
+    /// Statement `name` was replaced or closed.
+    pub(super) fn forget_listen_bind(&mut self, name: &str) {
+        if let Some(l) = self.listening.as_mut() {
+            l.binds.remove(name);
+        }
+    }
+
     /// For a text with LISTEN/UNLISTEN statements: the text to send instead (each of them a
     /// no-op), and their operations. `simple`: a Query, where statements are told apart by
     /// their place; a Parse holds one statement.
@@ -76,8 +127,9 @@ impl Session {
     /// The operations belong to the request being sent: their replies come before its end.
     pub(super) fn expect_listen(&mut self, steps: &[(Option<usize>, ListenOp)]) {
         let request = self.link.requests_sent + 1;
-        self.link
-            .listen_steps
+        let listens = self.link.listens.get_or_insert_with(Default::default);
+        listens
+            .steps
             .extend(steps.iter().map(|(ordinal, op)| ListenStep {
                 request,
                 ordinal: *ordinal,
@@ -89,16 +141,17 @@ impl Session {
     /// `ordinal`: which CommandComplete of a simple Query it is.
     pub(super) fn listen_reply(&mut self, ordinal: Option<usize>) -> Option<Frame> {
         let current = self.link.requests_done + 1;
-        let step = self.link.listen_steps.front()?;
+        let listens = self.link.listens.as_mut()?;
+        let step = listens.steps.front()?;
         if step.request != current || step.ordinal != ordinal {
             return None;
         }
-        let step = self.link.listen_steps.pop_front().expect("front exists");
+        let step = listens.steps.pop_front().expect("front exists");
         let tag: &[u8] = match step.op {
             ListenOp::Listen(_) => b"LISTEN",
             _ => b"UNLISTEN",
         };
-        self.link.listen_pending.push(step.op);
+        listens.ran.push(step.op);
         Some(Frame::build(b'C', |b| {
             b.put_slice(tag);
             b.put_u8(0);
@@ -110,36 +163,41 @@ impl Session {
     /// transaction's LISTENs take effect if it committed.
     pub(super) fn listen_request_done(&mut self, status: u8) {
         let done = self.link.requests_done;
-        while self
-            .link
-            .listen_steps
-            .front()
-            .is_some_and(|s| s.request <= done)
-        {
-            self.link.listen_steps.pop_front();
+        if let Some(listens) = self.link.listens.as_mut() {
+            while listens.steps.front().is_some_and(|s| s.request <= done) {
+                listens.steps.pop_front();
+            }
         }
         if status != b'I' {
             return;
         }
-        // Cheap when nothing of LISTEN/NOTIFY is in flight (the common case): no allocation.
-        let ops = std::mem::take(&mut self.link.listen_pending);
-        if !self.link.tx_failed {
-            self.listen_due.extend(ops);
+        let ran = self
+            .link
+            .listens
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.ran));
+        if let Some(ops) = ran.filter(|ops| !self.link.tx_failed && !ops.is_empty()) {
+            self.listening().due.extend(ops);
         }
         self.link.tx_failed = false;
         if std::mem::take(&mut self.link.notified) && self.state.notify.active() {
             // The notifications of this transaction reach their listeners before its client
             // sees this ReadyForQuery, and a client listening to itself gets its own first.
-            self.notify_due = Some(self.client_w.buffer().len());
+            let mark = self.client_w.buffer().len();
+            self.listening().notify_due = Some(mark);
         }
     }
 
     /// Before the client sees the ReadyForQuery of a committed transaction: subscribe what
     /// it LISTENed to, and put the notifications of its own NOTIFY ahead of that reply.
     pub(super) async fn settle_listen(&mut self) {
-        let ops = std::mem::take(&mut self.listen_due);
+        let Some(listening) = self.listening.as_mut() else {
+            return;
+        };
+        let ops = std::mem::take(&mut listening.due);
+        let notify_due = listening.notify_due.take();
         if !ops.is_empty() {
-            if self.listener.is_none() {
+            if listening.listener.is_none() {
                 let weak: Weak<crate::state::State> = Arc::downgrade(&self.state);
                 let primary: crate::notify::PrimarySource =
                     Arc::new(move || weak.upgrade()?.runtime.load().router.primary_target());
@@ -149,7 +207,7 @@ impl Session {
                     &self.pool_credential,
                     primary,
                 );
-                self.listener = Some(Box::new(listener));
+                self.listening().listener = Some(listener);
                 // From now on the hub attributes notifications to their clients.
                 if let Some(server) = &self.server {
                     self.state
@@ -157,17 +215,17 @@ impl Session {
                         .leased(server.conn.pid, self.cancel.slot.pid);
                 }
             }
-            let listener = self.listener.as_mut().expect("just made");
+            let listener = self.listening().listener.as_mut().expect("just made");
             listener.apply(ops).await;
         }
-        let Some(mark) = self.notify_due.take() else {
+        let Some(mark) = notify_due else {
             return;
         };
         self.state
             .notify
             .sync_database(&self.client.info.database)
             .await;
-        let Some(listener) = self.listener.as_mut() else {
+        let Some(listener) = self.listening().listener.as_mut() else {
             return;
         };
         let mut notes = Vec::new();

@@ -21,6 +21,7 @@ pub mod sqlscan;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 
 use pgwire::messages::startup::NegotiateProtocolVersion;
 use pgwire::messages::Message;
@@ -42,7 +43,7 @@ use params::Settings;
 use prepared::Statement;
 use pump::{Exit, Link};
 
-/// Longer texts are not kept in `Session::memo` (a bulk INSERT would stay in memory).
+/// Longer texts are not kept in `KnownState::memo` (a bulk INSERT would stay in memory).
 const MEMO_MAX_LEN: usize = 4096;
 
 /// A request is buffered whole before it is routed, up to this size; a larger one goes to
@@ -59,11 +60,26 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> {
     let opening = Box::pin(open(tcp, peer, state));
     async move {
-        let Some((session, _client_slot)) = opening.await else {
+        let Some((mut session, _client_slot)) = opening.await else {
             return;
         };
-        serve_session(session).await;
+        let outcome = session.run().await;
+        finish(session, outcome).await;
     }
+}
+
+/// Logs the client's departure and runs `Session::finish`, boxed and built outside the
+/// task's future (see `boxed`).
+fn finish(
+    session: Box<Session>,
+    outcome: Result<(), ProxyError>,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()>>> {
+    let id = session.client.info.id;
+    match &outcome {
+        Ok(()) => tracing::info!(client = id, "client disconnected"),
+        Err(e) => tracing::info!(client = id, error = %e, "client disconnected with an error"),
+    }
+    Box::pin(async move { session.finish(outcome).await })
 }
 
 /// Moves a future to the heap, so the async fn awaiting it holds a pointer. It is built
@@ -166,17 +182,6 @@ async fn log_in(
     }
 }
 
-/// Serves a logged-in client until it leaves.
-async fn serve_session(mut session: Box<Session>) {
-    let outcome = session.run().await;
-    let id = session.client.info.id;
-    match &outcome {
-        Ok(()) => tracing::info!(client = id, "client disconnected"),
-        Err(e) => tracing::info!(client = id, error = %e, "client disconnected with an error"),
-    }
-    boxed(session.finish(outcome)).await;
-}
-
 /// What a logged-in client gets.
 enum Login {
     Session(Box<Session>),
@@ -238,12 +243,8 @@ async fn login(
         mode: rt.config.pool.mode,
         max_prepared: rt.config.pool.max_prepared_statements,
         pools: vec![None; rt.router.backends.len()],
-        analyses: BTreeMap::new(),
         settings_unknown: false,
-        catalog: None,
-        catalog_dirty: false,
-        subject: None,
-        memo: Default::default(),
+        known: Default::default(),
         pool_user: login.backend_user,
         pool_credential: login.credential,
         cancel: state.cancels.register(),
@@ -265,10 +266,7 @@ async fn login(
         fill: None,
         writes: Default::default(),
         publish_due: false,
-        listener: None,
-        listen_due: Vec::new(),
-        notify_due: None,
-        listen_binds: BTreeMap::new(),
+        listening: None,
         pin: Default::default(),
         sql_statements: BTreeMap::new(),
         client_r: reader,
@@ -336,20 +334,11 @@ pub(crate) struct Session {
     max_prepared: usize,
     /// This client's pools (its backend user and database), one per backend, made on first use.
     pools: Vec<Option<Arc<Pool>>>,
-    /// Analyses of the client's prepared statements by name ("" for the unnamed one), kept
-    /// while a policy is on, so a Bind is checked with the search_path of its execution.
-    analyses: BTreeMap<String, Arc<Analysis>>,
     /// Session mode: the client ran something that may have changed its settings, which
     /// pgward does not read back there, so its search_path is not known for sure.
     settings_unknown: bool,
-    /// The catalog of this client's database and login, once the policy needed it.
-    catalog: Option<Arc<crate::catalog::Entry>>,
-    /// DDL went through: the catalog is marked stale again when its transaction ends.
-    catalog_dirty: bool,
-    /// This client as the policy sees it, kept while its search_path stays the same.
-    subject: Option<admit::CachedSubject>,
-    /// The last text analysed and its analysis: the stages ask about the same text in turn.
-    memo: std::cell::RefCell<(Vec<u8>, Option<Arc<Analysis>>)>,
+    /// What statement analysis keeps for this client (policy, encryption, cache, routing).
+    known: Known,
     /// The role this client's server connections log in as, and with what.
     pool_user: Arc<str>,
     pool_credential: Arc<Credential>,
@@ -361,7 +350,7 @@ pub(crate) struct Session {
     /// The client's named prepared statements (transaction mode).
     statements: BTreeMap<String, Arc<Statement>>,
     /// The client's last unnamed Parse, re-sent if a later Bind lands on another server.
-    unnamed_parse: Option<UnnamedParse>,
+    unnamed_parse: Option<Box<UnnamedParse>>,
     server: Option<Lease>,
     /// Index (in the router's backends) of the server attached.
     backend: usize,
@@ -383,16 +372,8 @@ pub(crate) struct Session {
     writes: cache::Writes,
     /// A transaction that wrote has ended: announce it before its ReadyForQuery goes out.
     publish_due: bool,
-    /// This client's LISTEN subscriptions (transaction mode), made at its first LISTEN.
-    listener: Option<Box<crate::notify::Listener>>,
-    /// LISTEN/UNLISTENs committed, to apply before the client sees their ReadyForQuery.
-    listen_due: Vec<crate::notify::ListenOp>,
-    /// The client notified while listening: its own notifications go before the
-    /// ReadyForQuery at this position of its output buffer.
-    notify_due: Option<usize>,
-    /// Prepared statements (by the client's name, "" for the unnamed one) that are
-    /// LISTEN/UNLISTEN, with what a Bind of them does.
-    listen_binds: BTreeMap<String, listen::BoundListens>,
+    /// LISTEN and NOTIFY in transaction mode, made when the client first uses them.
+    listening: Option<Box<listen::Listening>>,
     /// Whether session state keeps this client on its server connection (transaction mode).
     pin: pin::Pin,
     /// The client's SQL-level prepared statements (PREPARE text by name), transaction mode.
@@ -401,7 +382,42 @@ pub(crate) struct Session {
     client_w: FrameWriter,
 }
 
-#[derive(Clone)]
+/// What statement analysis keeps for a client, allocated at its first analysis: a client
+/// that never needs one (no policy, encryption, cache or replicas) holds a null pointer.
+#[derive(Default)]
+struct Known(std::cell::OnceCell<Box<KnownState>>);
+
+#[derive(Default)]
+struct KnownState {
+    /// Analyses of the client's prepared statements by name ("" for the unnamed one), kept
+    /// while a policy is on, so a Bind is checked with the search_path of its execution.
+    analyses: BTreeMap<String, Arc<Analysis>>,
+    /// The catalog of this client's database and login, once the policy needed it.
+    catalog: Option<Arc<crate::catalog::Entry>>,
+    /// DDL went through: the catalog is marked stale again when its transaction ends.
+    catalog_dirty: bool,
+    /// This client as the policy sees it, kept while its search_path stays the same.
+    subject: Option<admit::CachedSubject>,
+    /// The last text analysed and its analysis: the stages ask about the same text in turn.
+    memo: std::cell::RefCell<(Vec<u8>, Option<Arc<Analysis>>)>,
+}
+
+impl Known {
+    fn get(&self) -> &KnownState {
+        self.0.get_or_init(Box::default)
+    }
+
+    fn get_mut(&mut self) -> &mut KnownState {
+        self.get();
+        self.0.get_mut().expect("just made")
+    }
+
+    /// The state if there is any, without making it.
+    fn existing(&mut self) -> Option<&mut KnownState> {
+        self.0.get_mut().map(|b| &mut **b)
+    }
+}
+
 struct UnnamedParse {
     frame: Frame,
     effects: sqlscan::Effects,
@@ -560,26 +576,39 @@ impl Session {
         if self.link.queue.is_empty() {
             self.link.queue = Default::default();
         }
-        let (reader, writer) = (&mut self.client_r, &mut self.client_w);
-        let (client, listener) = (&self.client, &mut self.listener);
-        loop {
-            if writer.flush().await.is_err() {
-                return Ok(None);
+        let Session {
+            client_r: reader,
+            client_w: writer,
+            client,
+            listening,
+            ..
+        } = self;
+        // A poll function rather than a select: the wait is what an idle client's task
+        // holds, and this way it holds nothing but the borrows.
+        std::future::poll_fn(|cx| loop {
+            if ready!(writer.poll_flush(cx)).is_err() {
+                return Poll::Ready(Ok(None));
             }
             if let Some(frame) = reader.try_frame().map_err(client_frame_error)? {
-                return Ok(Some(frame));
+                return Poll::Ready(Ok(Some(frame)));
             }
             writer.release_idle();
-            tokio::select! {
-                filled = reader.fill() => match filled {
-                    Ok(()) => {}
-                    Err(FrameError::Eof) | Err(FrameError::Io(_)) => return Ok(None),
-                    Err(e) => return Err(client_frame_error(e)),
-                },
-                Some(n) = notification(listener) => writer.queue(&n),
-                stop = client.stopped(true) => return Err(stop_error(stop)),
+            if let Poll::Ready(stop) = client.poll_stop(cx, true) {
+                return Poll::Ready(Err(stop_error(stop)));
             }
-        }
+            if let Some(l) = listening.as_mut().and_then(|l| l.listener.as_mut()) {
+                if let Poll::Ready(Some(n)) = l.rx.poll_recv(cx) {
+                    writer.queue(&n);
+                    continue;
+                }
+            }
+            match ready!(reader.poll_fill(cx)) {
+                Ok(()) => {}
+                Err(FrameError::Eof) | Err(FrameError::Io(_)) => return Poll::Ready(Ok(None)),
+                Err(e) => return Poll::Ready(Err(client_frame_error(e))),
+            }
+        })
+        .await
     }
 
     /// Reads the rest of the request `first` begins, so it can be routed as a whole.
@@ -683,7 +712,7 @@ impl Session {
     /// `sql` is in the client's encoding; text that is not UTF-8 is not understood (it runs
     /// on the primary, and the policy refuses it as unparsable under on_unparsed = "deny").
     fn analyze(&self, sql: &[u8]) -> Arc<Analysis> {
-        let mut memo = self.memo.borrow_mut();
+        let mut memo = self.known.get().memo.borrow_mut();
         if let (text, Some(analysis)) = &*memo {
             if text == sql {
                 return analysis.clone();
@@ -1176,8 +1205,8 @@ async fn read_settings(
 }
 
 /// The next notification for a listening client; never ready for one that does not listen.
-async fn notification(listener: &mut Option<Box<crate::notify::Listener>>) -> Option<bytes::Bytes> {
-    match listener {
+async fn notification(listening: &mut Option<Box<listen::Listening>>) -> Option<bytes::Bytes> {
+    match listening.as_mut().and_then(|l| l.listener.as_mut()) {
         Some(l) => l.rx.recv().await,
         None => std::future::pending().await,
     }

@@ -117,8 +117,8 @@ pub(super) struct Link {
     pub(super) requests_done: u64,
     /// LISTEN/UNLISTENs sent, waiting for their replies; those that ran, waiting for the
     /// transaction to commit.
-    pub(super) listen_steps: VecDeque<super::listen::ListenStep>,
-    pub(super) listen_pending: Vec<crate::notify::ListenOp>,
+    /// Boxed when the link first carries one: most never do.
+    pub(super) listens: Option<Box<super::listen::LinkListens>>,
     /// The transaction failed or rolled back: its LISTENs do not take effect.
     pub(super) tx_failed: bool,
     /// CommandCompletes of the simple Query being answered so far.
@@ -190,7 +190,7 @@ impl Session {
                 self.publish_due = false;
                 self.publish_writes().await;
             }
-            if !self.listen_due.is_empty() || self.notify_due.is_some() {
+            if self.listening.as_ref().is_some_and(|l| l.is_due()) {
                 self.settle_listen().await;
             }
             while !self.link.hold && self.server_mut().writer.pending() < HIGH_WATER {
@@ -246,13 +246,17 @@ impl Session {
                 (self.mode == PoolMode::Session || self.pin.is_pinned()) && self.link.is_idle();
             let (hold, retry) = (self.link.hold, self.retry.is_some());
             // Notifications go out between transactions, as PostgreSQL sends them.
-            let notify = self.listener.is_some() && self.link.is_idle();
+            let notify = self
+                .listening
+                .as_ref()
+                .is_some_and(|l| l.listener.is_some())
+                && self.link.is_idle();
             let Session {
                 client_r,
                 client_w,
                 server,
                 client,
-                listener,
+                listening,
                 ..
             } = self;
             let server = &mut server.as_mut().expect("attached").conn;
@@ -263,7 +267,7 @@ impl Session {
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
                 r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
-                Some(n) = super::notification(listener), if notify => Event::Notification(n),
+                Some(n) = super::notification(listening), if notify => Event::Notification(n),
             };
             match event {
                 // The client has part of the answer: running the request again would repeat it.
@@ -561,12 +565,16 @@ impl Session {
         let same = (self.unnamed_parse.as_ref())
             .is_some_and(|kept| kept.frame.as_bytes() == frame.as_bytes());
         if !same {
-            self.unnamed_parse = Some(UnnamedParse {
+            let unnamed = UnnamedParse {
                 frame: frame.detached(),
                 effects,
                 reads,
                 route_setting: self.route_setting_of(query),
-            });
+            };
+            match &mut self.unnamed_parse {
+                Some(kept) => **kept = unnamed,
+                None => self.unnamed_parse = Some(Box::new(unnamed)),
+            }
         }
     }
 
@@ -640,14 +648,13 @@ impl Session {
             Some(rewritten) => {
                 let mut buf = bytes::BytesMut::new();
                 messages::write_parse(&mut buf, parse.name, &rewritten.text, parse.param_types);
-                self.listen_binds
+                self.listening()
+                    .binds
                     .insert(parse.name.to_owned(), rewritten.steps.into());
                 Frame::from_bytes(buf.freeze())
             }
             None => {
-                if !self.listen_binds.is_empty() {
-                    self.listen_binds.remove(parse.name);
-                }
+                self.forget_listen_bind(parse.name);
                 frame
             }
         };
@@ -720,13 +727,8 @@ impl Session {
         if self.link.unnamed_ready {
             return;
         }
-        if let Some(UnnamedParse {
-            frame,
-            effects,
-            reads,
-            ..
-        }) = self.unnamed_parse.clone()
-        {
+        let kept = self.unnamed_parse.as_deref();
+        if let Some((frame, effects, reads)) = kept.map(|u| (u.frame.clone(), u.effects, u.reads)) {
             self.note_write(reads);
             self.forward(
                 &frame,
@@ -750,18 +752,17 @@ impl Session {
             self.forward(&frame, Some(Pending::Bind(crypt)));
         } else if name.is_empty() {
             self.ensure_unnamed();
-            if let Some(unnamed) = self.unnamed_parse.clone() {
-                if let Err(e) = self.note_pin(&unnamed.effects) {
+            let kept = self.unnamed_parse.as_deref();
+            if let Some((effects, frame)) = kept.map(|u| (u.effects, u.frame.clone())) {
+                if let Err(e) = self.note_pin(&effects) {
                     self.refuse(e);
                     return Ok(());
                 }
-                if let Ok(parse) = messages::read_parse(unnamed.frame.body()) {
+                if let Ok(parse) = messages::read_parse(frame.body()) {
                     self.note_cache_writes(parse.query);
                 }
             }
-            if let Some(ops) = self.listen_binds.get("").cloned() {
-                self.expect_listen(&ops);
-            }
+            self.bind_listens("");
             if let Some(setting) = self.unnamed_parse.as_ref().and_then(|u| u.route_setting) {
                 self.route.setting = setting;
             }
@@ -781,9 +782,7 @@ impl Session {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
                 return Ok(());
             };
-            if let Some(ops) = self.listen_binds.get(name).cloned() {
-                self.expect_listen(&ops);
-            }
+            self.bind_listens(name);
             self.note_cache_writes(&statement.query);
             self.note_effects(statement.effects);
             self.note_write(statement.reads);
@@ -839,8 +838,10 @@ impl Session {
         let name = r.name()?;
         self.link.in_batch = true;
         if kind == b'S' {
-            self.analyses.remove(name);
-            self.listen_binds.remove(name);
+            if let Some(known) = self.known.existing() {
+                known.analyses.remove(name);
+            }
+            self.forget_listen_bind(name);
         }
         if kind == b'S' && !name.is_empty() && self.transaction_mode() {
             self.statements.remove(name);
@@ -922,8 +923,11 @@ impl Session {
                 self.link.requests_done += 1;
                 self.link.commands = 0;
                 self.listen_request_done(self.link.tx_status);
-                if self.catalog_dirty && self.link.tx_status == b'I' {
-                    self.catalog_dirty = false;
+                let known = self.known.existing();
+                if let Some(known) =
+                    known.filter(|k| k.catalog_dirty && self.link.tx_status == b'I')
+                {
+                    known.catalog_dirty = false;
                     self.state.catalogs.invalidate(&self.client.info.database);
                 }
                 // A transaction goes on (BEGIN READ ONLY on a replica): keep the client here.
