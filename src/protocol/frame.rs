@@ -20,6 +20,48 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What an empty reader reserves for its first read.
 const FIRST_READ: usize = 2048;
 
+/// Empty buffers let go of by connections waiting for their peer, kept for the next
+/// connection on the same thread to take: a transaction would otherwise take a read and a
+/// write buffer from malloc and give them back. A few per thread, and only buffers of the
+/// usual size, so memory stays bounded.
+struct Spares {
+    size: usize,
+    free: std::cell::RefCell<Vec<BytesMut>>,
+}
+
+const SPARES_PER_THREAD: usize = 32;
+
+thread_local! {
+    static SPARE_READS: Spares = const { Spares::new(FIRST_READ) };
+    static SPARE_WRITES: Spares = const { Spares::new(FIRST_WRITE) };
+}
+
+impl Spares {
+    const fn new(size: usize) -> Spares {
+        Spares {
+            size,
+            free: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> BytesMut {
+        let spare = self.free.borrow_mut().pop();
+        spare.unwrap_or_else(|| BytesMut::with_capacity(self.size))
+    }
+
+    /// Keeps an empty buffer, unless frames split from it still share its memory or it
+    /// grew large.
+    fn give_back(&self, mut buf: BytesMut) {
+        buf.clear();
+        if buf.try_reclaim(self.size) && buf.capacity() <= 2 * self.size {
+            let mut free = self.free.borrow_mut();
+            if free.len() < SPARES_PER_THREAD {
+                free.push(buf);
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("connection closed")]
@@ -208,7 +250,7 @@ impl AsyncWrite for WriteIo {
 /// what comes is not.
 fn reserve_for_read(buf: &mut BytesMut) {
     if buf.capacity() == 0 {
-        buf.reserve(FIRST_READ);
+        *buf = SPARE_READS.with(Spares::take);
     } else if buf.capacity() - buf.len() < FIRST_READ / 2 {
         buf.reserve(READ_CHUNK);
     }
@@ -314,7 +356,7 @@ impl FrameReader {
             }
         };
         if read.is_pending() && buf.is_empty() {
-            *buf = BytesMut::new();
+            SPARE_READS.with(|spares| spares.give_back(std::mem::take(buf)));
         }
         match ready!(read)? {
             0 => Poll::Ready(Err(FrameError::Eof)),
@@ -364,7 +406,7 @@ impl FrameWriter {
     /// Gives encoders direct access to the output buffer.
     pub fn buffer(&mut self) -> &mut BytesMut {
         if self.buf.capacity() == 0 {
-            self.buf.reserve(FIRST_WRITE);
+            self.buf = SPARE_WRITES.with(Spares::take);
         }
         &mut self.buf
     }
@@ -411,7 +453,7 @@ impl FrameWriter {
     /// holds none; see `FrameReader::poll_fill`).
     pub fn release_idle(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = BytesMut::new();
+            SPARE_WRITES.with(|spares| spares.give_back(std::mem::take(&mut self.buf)));
         }
     }
 
