@@ -92,10 +92,10 @@ impl Pool {
             let settings = self.settings.load();
             (settings.checkout_timeout, settings.connect_timeout)
         };
-        let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
+                let started = Instant::now();
                 let acquired =
                     tokio::time::timeout(checkout_timeout, self.permits.clone().acquire_owned())
                         .await;

@@ -1001,10 +1001,11 @@ impl Session {
         let pool = self.pool(idx);
         let mut retried = false;
         loop {
-            let started = std::time::Instant::now();
             // The client shows as waiting only while it does: most checkouts are immediate,
-            // and the registry is not written twice for them.
+            // and neither the registry nor the clock is read twice for them.
+            let mut started = None;
             if self.state.pause.is_paused() {
+                started = Some(std::time::Instant::now());
                 self.client.set(ClientState::Waiting, None);
                 self.state.pause.wait().await;
             }
@@ -1013,12 +1014,15 @@ impl Session {
             let checkout = std::future::poll_fn(|cx| {
                 let polled = std::future::Future::poll(checkout.as_mut(), cx);
                 if polled.is_pending() && client.state() != ClientState::Waiting {
+                    started.get_or_insert_with(std::time::Instant::now);
                     client.set(ClientState::Waiting, None);
                 }
                 polled
             })
             .await;
-            self.client.stats.waited(started.elapsed());
+            if let Some(started) = started {
+                self.client.stats.waited(started.elapsed());
+            }
             let mut lease = match checkout {
                 Ok(lease) => lease,
                 Err(e) => {

@@ -421,7 +421,7 @@ impl Session {
             tag::QUERY => {
                 let sql = messages::read_query(frame.body())?;
                 self.note_cache_writes(sql);
-                match self.note_text(sql, true) {
+                match self.note_text(sql, true, None) {
                     Err(e) => self.push_error_reply(e, true),
                     Ok((fx, listen)) => {
                         if self.link.track_writes && !self.link.wrote {
@@ -536,9 +536,15 @@ impl Session {
     }
 
     /// Records what a statement may change, and what it means for pinning.
-    fn note_sql(&mut self, sql: &[u8]) -> Result<sqlscan::Effects, ProxyError> {
+    /// `known`: the effects of `sql` when the caller has them (the scan is a pure function
+    /// of the text).
+    fn note_sql(
+        &mut self,
+        sql: &[u8],
+        known: Option<sqlscan::Effects>,
+    ) -> Result<sqlscan::Effects, ProxyError> {
+        let fx = known.unwrap_or_else(|| sqlscan::effects(sql));
         if self.mode == PoolMode::Session {
-            let fx = sqlscan::effects(sql);
             // Nothing is read back in session mode: after a SET the search_path is unknown.
             if self.state.policy.load().is_some() && fx.session {
                 self.settings_unknown = true;
@@ -546,7 +552,6 @@ impl Session {
             self.link.restore_startup |= fx.resets;
             return Ok(sqlscan::Effects::default());
         }
-        let fx = sqlscan::effects(sql);
         self.note_pin(&fx)?;
         self.note_effects(fx);
         Ok(fx)
@@ -585,8 +590,9 @@ impl Session {
         &mut self,
         sql: &[u8],
         simple: bool,
+        known: Option<sqlscan::Effects>,
     ) -> Result<(sqlscan::Effects, Option<super::listen::Rewritten>), ProxyError> {
-        let fx = self.note_sql(sql)?;
+        let fx = self.note_sql(sql, known)?;
         if !self.transaction_mode() {
             return Ok((fx, None));
         }
@@ -636,7 +642,11 @@ impl Session {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
         self.note_cache_writes(parse.query);
-        let (effects, listen) = match self.note_text(parse.query, false) {
+        // The unnamed Parse kept is this one again (drivers repeat it): its effects stand.
+        let known = (self.unnamed_parse.as_deref())
+            .filter(|kept| kept.frame.as_bytes() == frame.as_bytes())
+            .map(|kept| kept.effects);
+        let (effects, listen) = match self.note_text(parse.query, false, known) {
             Ok(noted) => noted,
             Err(e) => {
                 self.refuse(e);
