@@ -200,7 +200,7 @@ impl Session {
         let mut r = Reader::new(frame.body());
         r.cstr().ok()?;
         let name = r.cstr().ok()?;
-        self.known.0.get()?.analyses.get(name).cloned()
+        self.known.peek()?.analyses.get(name).cloned()
     }
 
     /// Who asks, with the client's search_path: its own setting, else the login's default.

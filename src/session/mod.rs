@@ -413,6 +413,11 @@ impl Known {
     }
 
     /// The state if there is any, without making it.
+    fn peek(&self) -> Option<&KnownState> {
+        self.0.get().map(|b| &**b)
+    }
+
+    /// As `peek`, to change it.
     fn existing(&mut self) -> Option<&mut KnownState> {
         self.0.get_mut().map(|b| &mut **b)
     }
