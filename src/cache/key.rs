@@ -5,7 +5,7 @@
 //! same bytes, however their values are split ("ab" + "c" is not "a" + "bc"). Keys compare
 //! by all their bytes; a hash only picks the bucket.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use super::Database;
@@ -31,6 +31,10 @@ enum Part {
 #[derive(Clone)]
 pub struct Key {
     bytes: Arc<[u8]>,
+    /// The bytes' hash, computed once: a request's key goes through several maps (the
+    /// cache, its key locks, the fills in flight). Keyed per process, as the maps' own
+    /// hashers are, so clients cannot choose colliding texts.
+    hash: u64,
     /// The database the first part names; carried along so a lookup needs no map.
     db: Database,
 }
@@ -55,7 +59,7 @@ impl Key {
 
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {
-        self.bytes == other.bytes
+        self.hash == other.hash && self.bytes == other.bytes
     }
 }
 
@@ -63,7 +67,7 @@ impl Eq for Key {}
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state);
+        state.write_u64(self.hash);
     }
 }
 
@@ -145,7 +149,10 @@ impl KeyBuilder {
     }
 
     pub fn finish(self) -> Key {
+        static SEED: std::sync::LazyLock<std::hash::RandomState> =
+            std::sync::LazyLock::new(std::hash::RandomState::new);
         Key {
+            hash: SEED.hash_one(&self.bytes[..]),
             bytes: self.bytes.into(),
             db: self.db,
         }
