@@ -355,7 +355,7 @@ impl FrameReader {
                 tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
             }
         };
-        if read.is_pending() && buf.is_empty() {
+        if read.is_pending() && buf.is_empty() && buf.capacity() > 0 {
             SPARE_READS.with(|spares| spares.give_back(std::mem::take(buf)));
         }
         match ready!(read)? {

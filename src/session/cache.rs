@@ -109,7 +109,7 @@ impl Session {
         let Ok(parse) = messages::read_parse(frame.body()) else {
             return;
         };
-        if !parse.name.is_empty() {
+        if !parse.name.is_empty() || self.kept_unnamed(&frame).is_some() {
             return;
         }
         let effects = super::sqlscan::effects(parse.query);

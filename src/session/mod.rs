@@ -601,11 +601,9 @@ impl Session {
             if let Poll::Ready(stop) = client.poll_stop(cx, true) {
                 return Poll::Ready(Err(stop_error(stop)));
             }
-            if let Some(l) = listening.as_mut().and_then(|l| l.listener.as_mut()) {
-                if let Poll::Ready(Some(n)) = l.rx.poll_recv(cx) {
-                    writer.queue(&n);
-                    continue;
-                }
+            if let Poll::Ready(Some(n)) = poll_notification(listening, cx) {
+                writer.queue(&n);
+                continue;
             }
             match ready!(reader.poll_fill(cx)) {
                 Ok(()) => {}
@@ -1214,10 +1212,13 @@ async fn read_settings(
 }
 
 /// The next notification for a listening client; never ready for one that does not listen.
-async fn notification(listening: &mut Option<Box<listen::Listening>>) -> Option<bytes::Bytes> {
+fn poll_notification(
+    listening: &mut Option<Box<listen::Listening>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<bytes::Bytes>> {
     match listening.as_mut().and_then(|l| l.listener.as_mut()) {
-        Some(l) => l.rx.recv().await,
-        None => std::future::pending().await,
+        Some(l) => l.rx.poll_recv(cx),
+        None => Poll::Pending,
     }
 }
 

@@ -267,7 +267,7 @@ impl Session {
                 r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
                 r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
-                Some(n) = super::notification(listening), if notify => Event::Notification(n),
+                Some(n) = std::future::poll_fn(|cx| super::poll_notification(listening, cx)), if notify => Event::Notification(n),
             };
             match event {
                 // The client has part of the answer: running the request again would repeat it.
@@ -567,9 +567,7 @@ impl Session {
         effects: sqlscan::Effects,
         reads: bool,
     ) {
-        let same = (self.unnamed_parse.as_ref())
-            .is_some_and(|kept| kept.frame.as_bytes() == frame.as_bytes());
-        if !same {
+        if self.kept_unnamed(frame).is_none() {
             let unnamed = UnnamedParse {
                 frame: frame.detached(),
                 effects,
@@ -581,6 +579,11 @@ impl Session {
                 None => self.unnamed_parse = Some(Box::new(unnamed)),
             }
         }
+    }
+
+    /// The unnamed Parse kept, when `frame` is the same one again (drivers repeat it).
+    pub(super) fn kept_unnamed(&self, frame: &Frame) -> Option<&UnnamedParse> {
+        (self.unnamed_parse.as_deref()).filter(|kept| kept.frame.as_bytes() == frame.as_bytes())
     }
 
     /// Notes the SQL text of a Query (`simple`) or Parse about to be forwarded: its effects,
@@ -642,10 +645,8 @@ impl Session {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
         self.note_cache_writes(parse.query);
-        // The unnamed Parse kept is this one again (drivers repeat it): its effects stand.
-        let known = (self.unnamed_parse.as_deref())
-            .filter(|kept| kept.frame.as_bytes() == frame.as_bytes())
-            .map(|kept| kept.effects);
+        // The effects of a text are a pure function of it: those kept with it stand.
+        let known = self.kept_unnamed(&frame).map(|kept| kept.effects);
         let (effects, listen) = match self.note_text(parse.query, false, known) {
             Ok(noted) => noted,
             Err(e) => {
