@@ -171,11 +171,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The daemon's runtime, sized by `server.worker_threads`: 0 is one worker thread per core,
+/// 1 a single-threaded runtime (no work stealing, no wake-up of another thread per message:
+/// the least CPU per transaction where one core is enough), n is n worker threads.
+fn daemon_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    };
+    Ok(builder.enable_all().thread_name("pgward-worker").build()?)
+}
+
 /// The daemon; the log format comes from the command line, else from the config.
 fn run(path: &std::path::Path, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     init_logging(log_format.unwrap_or(config.server.log_format));
-    runtime()?.block_on(async {
+    daemon_runtime(config.server.worker_threads)?.block_on(async {
         let daemon = Daemon::bind(config).await?;
         daemon.run(Signals::Handle).await
     })

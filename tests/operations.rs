@@ -281,3 +281,35 @@ async fn sighup_with_a_broken_config_keeps_serving() {
         0.0
     );
 }
+
+/// `server.worker_threads` is how many threads serve clients (the log says so), and a single
+/// thread still serves clients side by side: one client's slow query holds up no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_sets_the_threads_that_serve_clients() {
+    for threads in [1, 3] {
+        let pgward = config(2)
+            .server(&format!("worker_threads = {threads}\n"))
+            .start();
+        assert!(
+            pgward
+                .log()
+                .contains(&format!("worker_threads={threads}\n")),
+            "the log does not say {threads} worker threads:\n{}",
+            pgward.log()
+        );
+        deadline(Duration::from_secs(60), async {
+            let slow = pgward.connect().await;
+            let quick = pgward.connect().await;
+            let sleeping =
+                tokio::spawn(async move { simple_value(&slow, "SELECT pg_sleep(3)::text").await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(simple_value(&quick, "SELECT 7").await, "7");
+            assert!(
+                !sleeping.is_finished(),
+                "the other client's answer waited for the slow query ({threads} threads)"
+            );
+            assert_eq!(sleeping.await.unwrap(), "");
+        })
+        .await;
+    }
+}

@@ -20,6 +20,8 @@ use super::{AuthMethod, BackendRole, BackendTls, Config, ConfigError, TlsMode};
 
 /// After this many errors the rest of a file is not read.
 const MAX_PROBLEMS: usize = 100;
+/// More client threads than this is a typo, not a machine (tokio would start them all).
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +251,13 @@ impl Checker<'_> {
         if server.max_clients == 0 {
             let message = "server.max_clients must be at least 1".to_owned();
             self.at_value("server.max_clients", message);
+        }
+        if server.worker_threads > MAX_WORKER_THREADS {
+            let message = format!(
+                "server.worker_threads {} is more than {MAX_WORKER_THREADS}; 0 is one per core",
+                server.worker_threads
+            );
+            self.at_value("server.worker_threads", message);
         }
         self.tls_contradictions(config);
         if config.pool.size == 0 {
@@ -807,6 +816,11 @@ port = 5432
         assert!(
             found[0].starts_with("t.toml:10:19: routing.max_replica_lag: invalid size unit"),
             "{found:?}"
+        );
+        let found = problems(&format!("[server]\nworker_threads = 40000\n{BASE}"));
+        assert_eq!(
+            found,
+            ["t.toml:2:18: server.worker_threads 40000 is more than 1024; 0 is one per core"]
         );
     }
 

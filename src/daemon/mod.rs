@@ -100,7 +100,8 @@ impl Daemon {
             tracing::info!(addr = ?admin.local_addr().ok(), "admin endpoint listening");
             tokio::spawn(crate::admin::serve(admin, state.clone()));
         }
-        tracing::info!(%listen_addr, "pgward listening");
+        let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(%listen_addr, worker_threads, "pgward listening");
         if signals == Signals::Handle {
             tokio::spawn(handle_signals(state.clone()));
         }

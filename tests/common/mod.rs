@@ -144,6 +144,8 @@ pub struct ProxyConfig {
     pub backends: Option<String>,
     /// Raw TOML appended at the end, for settings no helper covers.
     pub extra: String,
+    /// Raw lines added to `[server]`, such as `worker_threads = 1`.
+    pub server_extra: String,
     /// Environment variables for the pgward process (e.g. RUST_LOG, key material).
     pub env: Vec<(String, String)>,
 }
@@ -163,6 +165,7 @@ impl ProxyConfig {
             admin_port: None,
             backends: None,
             extra: String::new(),
+            server_extra: String::new(),
             env: Vec::new(),
         }
     }
@@ -201,6 +204,12 @@ impl ProxyConfig {
         self
     }
 
+    /// Lines added to `[server]`.
+    pub fn server(mut self, toml: &str) -> ProxyConfig {
+        self.server_extra.push_str(toml);
+        self
+    }
+
     pub fn extra(mut self, toml: &str) -> ProxyConfig {
         self.extra.push_str(toml);
         self
@@ -226,6 +235,7 @@ impl ProxyConfig {
             "[server]\nlisten = {}",
             q(&format!("127.0.0.1:{}", self.listen_port))
         );
+        t.push_str(&self.server_extra);
         if let Some(port) = self.admin_port {
             let _ = writeln!(t, "admin_listen = {}", q(&format!("127.0.0.1:{port}")));
         }
