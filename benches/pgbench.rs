@@ -1143,10 +1143,16 @@ fn error_message(body: &[u8]) -> String {
 fn added_latency(bench: &Bench) {
     let pgbouncer = bench.pgbouncer(&EFFICIENCY_PGBOUNCER);
     let pgward = bench.pgward(&EFFICIENCY_PGWARD);
+    // One thread serves like PgBouncer's one: no wake-up of another thread per message.
+    let single = bench.pgward(&PgwardSetup {
+        server: "worker_threads = 1\n",
+        ..EFFICIENCY_PGWARD
+    });
     let samples: Vec<(&str, Sample)> = [
         Target::direct(bench.pg_port),
         Target::proxy("PgBouncer", &pgbouncer),
         Target::proxy("pgward", &pgward),
+        Target::proxy("pgward, worker_threads = 1", &single),
     ]
     .iter()
     .map(|target| (target.name, target.measure(bench, "extended", 1)))
@@ -1172,10 +1178,12 @@ fn added_latency(bench: &Bench) {
             ms(sample.latency()),
         );
     }
-    println!(
-        "| pgward added / PgBouncer added | | | {} |",
-        ratio_of(added(&samples[2].1), added(&samples[1].1))
-    );
+    for (name, sample) in &samples[2..] {
+        println!(
+            "| {name} added / PgBouncer added | | | {} |",
+            ratio_of(added(sample), added(&samples[1].1))
+        );
+    }
 }
 
 /// Efficiency 4: pgward with one and with two worker threads, and, where `taskset` can, with

@@ -651,3 +651,50 @@ fn pgward_check_validates_the_policy_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A statement pgward takes long to analyse holds up no other client, even with a single
+/// thread serving all of them: the parse runs off that thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_analysis_holds_up_no_other_client() {
+    schema();
+    let files = PolicyFiles::new(POLICY);
+    let pgward = config("transaction", &files, "deny")
+        .server("worker_threads = 1\n")
+        .start();
+    // Nested CASTs around a syntax error: sqlparser backtracks through every level, about
+    // 0.2 s of CPU in a release build at the deepest nesting pgward parses.
+    let depth = 10;
+    let sql = format!(
+        "SELECT {}1 +{}",
+        "cast(".repeat(depth),
+        " as int)".repeat(depth)
+    );
+    deadline(Duration::from_secs(120), async {
+        let alice = pgward.connect_as("alice", "pw").await;
+        let reader = pgward.connect_as("reader", "pw").await;
+        let quick_sql = "SELECT name FROM public.customers WHERE id = 1";
+        // Analysed and the catalog read before the race, so the quick query only runs.
+        assert_eq!(outcome_simple(&reader, quick_sql).await, "ok");
+        let started = std::time::Instant::now();
+        let long = tokio::spawn(async move {
+            let outcome = outcome_simple(&alice, &sql).await;
+            (outcome, std::time::Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let quick = outcome_simple(&reader, quick_sql).await;
+        let quick_done = std::time::Instant::now();
+        assert_eq!(quick, "ok");
+        let (outcome, long_done) = long.await.unwrap();
+        assert_eq!(
+            outcome,
+            "42501 pgward: permission denied: statement could not be analysed"
+        );
+        assert!(
+            quick_done < long_done,
+            "the quick query was answered only after the long analysis ({:?} vs {:?})",
+            quick_done - started,
+            long_done - started
+        );
+    })
+    .await;
+}

@@ -291,7 +291,7 @@ impl Session {
             // (constants normalized): the edits need this exact text's own analysis.
             Some(plan) if !plan.literals.is_empty() => {
                 self.crypt.cache.insert(analysis.id, Some(Arc::new(plan)));
-                let exact = exact_analysis(&self.rt.analyzer, sql);
+                let exact = exact_analysis(&self.rt.analyzer, sql).await;
                 plan::plan(crypto, &exact, sql, &lookup, &snapshot, reveal)
                     .map_err(|r| self.crypto_refused(r.0))?
                     .map(Arc::new)
@@ -587,9 +587,9 @@ fn denied_output(plan: &Plan) -> Option<&str> {
 }
 
 /// `sql` analysed as it is, not through the normalizing cache.
-fn exact_analysis(analyzer: &crate::sql::Analyzer, sql: &[u8]) -> Arc<Analysis> {
+async fn exact_analysis(analyzer: &crate::sql::Analyzer, sql: &[u8]) -> Arc<Analysis> {
     match std::str::from_utf8(sql) {
-        Ok(text) => Arc::new(analyzer.analyze_exact(text)),
+        Ok(text) => Arc::new(analyzer.analyze_exact(text).await),
         Err(_) => Arc::new(crate::sql::undecodable()),
     }
 }

@@ -507,7 +507,9 @@ impl Session {
         let Some(mut request) = self.read_request(frame).await? else {
             return Ok(Began::ClientGone);
         };
-        // The pipeline, in order: policy, encryption, then where the request runs.
+        // The pipeline, in order: policy, encryption, then where the request runs; each
+        // asks about the SQL, analysed once up front.
+        self.analyse_ahead(&request.frames).await;
         if let Err(err) = self.admit(&request.frames).await {
             self.fail_request(&request.frames, &err).await?;
             return Ok(Began::Done);
@@ -581,6 +583,7 @@ impl Session {
         if self.link.queue.is_empty() {
             self.link.queue = Default::default();
         }
+        self.forget_long_memo();
         let Session {
             client_r: reader,
             client_w: writer,
@@ -715,8 +718,7 @@ impl Session {
     /// `sql` is in the client's encoding; text that is not UTF-8 is not understood (it runs
     /// on the primary, and the policy refuses it as unparsable under on_unparsed = "deny").
     fn analyze(&self, sql: &[u8]) -> Arc<Analysis> {
-        let mut memo = self.known.get().memo.borrow_mut();
-        if let (text, Some(analysis)) = &*memo {
+        if let (text, Some(analysis)) = &*self.known.get().memo.borrow() {
             if text == sql {
                 return analysis.clone();
             }
@@ -725,14 +727,64 @@ impl Session {
             Ok(text) => self.rt.analyzer.analyze(text),
             Err(_) => Arc::new(crate::sql::undecodable()),
         };
-        if sql.len() > MEMO_MAX_LEN {
-            return analysis;
+        if sql.len() <= MEMO_MAX_LEN {
+            self.remember_analysis(sql, &analysis);
         }
+        analysis
+    }
+
+    fn remember_analysis(&self, sql: &[u8], analysis: &Arc<Analysis>) {
+        let mut memo = self.known.get().memo.borrow_mut();
         // The buffer keeps its capacity: no allocation per statement once it has grown.
         memo.0.clear();
         memo.0.extend_from_slice(sql);
         memo.1 = Some(analysis.clone());
-        analysis
+    }
+
+    /// Analyses the SQL of a request before the stages ask for it, awaiting the parse of a
+    /// text not seen before instead of blocking the runtime thread on it (the thread serves
+    /// other clients meanwhile). The stages then find the analysis in the memo, or in the
+    /// analyzer's cache for all but the last text. Nothing is parsed when no stage will ask.
+    async fn analyse_ahead(&mut self, frames: &[Frame]) {
+        let needed = self.rt.router.splits()
+            || self.rt.crypto.is_some()
+            || self.state.cache.is_some()
+            || self.state.policy.load().is_some();
+        if !needed {
+            return;
+        }
+        for frame in frames {
+            // A malformed message is left to the pump, which closes the connection over it.
+            let sql = match frame.tag() {
+                tag::QUERY => messages::read_query(frame.body()).ok(),
+                tag::PARSE => messages::read_parse(frame.body()).ok().map(|p| p.query),
+                _ => None,
+            };
+            let Some(sql) = sql else { continue };
+            let known = {
+                let memo = self.known.get().memo.borrow();
+                memo.1.is_some() && memo.0 == sql
+            };
+            if known {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(sql) else {
+                continue;
+            };
+            let analysis = self.rt.analyzer.analyze_async(text).await;
+            // Kept whatever its length until the client is idle again (`next_request`).
+            self.remember_analysis(sql, &analysis);
+        }
+    }
+
+    /// Forgets a long text the memo kept for the request that just ended.
+    fn forget_long_memo(&mut self) {
+        if let Some(known) = self.known.existing() {
+            let memo = known.memo.get_mut();
+            if memo.0.capacity() > MEMO_MAX_LEN {
+                *memo = Default::default();
+            }
+        }
     }
 
     /// The routing class of `sql`; without replicas to route to there is nothing to decide,

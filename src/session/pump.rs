@@ -205,6 +205,7 @@ impl Session {
                 self.retry = None;
                 let mut frame = frame;
                 if runs_sql(frame.tag()) {
+                    self.analyse_ahead(std::slice::from_ref(&frame)).await;
                     if let Err(err) = self.admit(std::slice::from_ref(&frame)).await {
                         self.refuse_attached(&frame, err);
                         continue;

@@ -151,7 +151,47 @@ pub struct Analyzer {
 /// One text for a worker to analyse, with where to send the answer.
 struct Job {
     sql: String,
-    reply: mpsc::SyncSender<Analysis>,
+    reply: Reply,
+}
+
+/// Where a worker sends an analysis: to a thread blocked on it, or to a task awaiting it.
+enum Reply {
+    Blocking(mpsc::SyncSender<Analysis>),
+    Waiting(tokio::sync::oneshot::Sender<Analysis>),
+}
+
+impl Reply {
+    /// The caller may have gone away; nothing to do then.
+    fn send(self, analysis: Analysis) {
+        let _ = match self {
+            Reply::Blocking(tx) => tx.send(analysis).ok(),
+            Reply::Waiting(tx) => tx.send(analysis).ok(),
+        };
+    }
+}
+
+/// Where a text is parsed: sqlparser recurses, so the stack needed grows with the text.
+enum Placement {
+    /// On a long-lived worker; this much stack is needed.
+    Worker(usize),
+    /// On a thread of its own with this stack.
+    Helper(usize),
+    /// Nowhere: the text is Write and unparsed.
+    TooLarge,
+}
+
+fn placement(sql: &str) -> Placement {
+    let stack = sql
+        .len()
+        .saturating_mul(STACK_PER_BYTE)
+        .saturating_add(PARSE_BASE_STACK);
+    if stack <= WORKER_STACK {
+        Placement::Worker(stack)
+    } else if stack <= MAX_HELPER_STACK {
+        Placement::Helper(stack)
+    } else {
+        Placement::TooLarge
+    }
 }
 
 impl Analyzer {
@@ -179,7 +219,8 @@ impl Analyzer {
     }
 
     /// The analysis of `sql`, from the cache when a text differing from it only in constants
-    /// was seen before (see `normalize`).
+    /// was seen before (see `normalize`). A miss blocks the calling thread while a worker
+    /// parses; async callers use [`Analyzer::analyze_async`].
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
         if sql.len() > MAX_CACHED_LEN {
             return Arc::new(self.analyze_uncached(sql));
@@ -190,27 +231,45 @@ impl Analyzer {
             .get_with_by_ref(text, || Arc::new(self.analyze_uncached(text)))
     }
 
-    /// The analysis of `sql` itself, not of its normalized text and not cached: literal
-    /// positions are then this text's own (column encryption rewrites literals in place).
-    pub fn analyze_exact(&self, sql: &str) -> Analysis {
-        self.analyze_uncached(sql)
+    /// [`Analyzer::analyze`] for a task: a miss waits for the worker without holding up
+    /// the thread, so the other clients a runtime thread serves go on meanwhile.
+    pub async fn analyze_async(&self, sql: &str) -> Arc<Analysis> {
+        if sql.len() > MAX_CACHED_LEN {
+            return Arc::new(self.analyze_off_thread(sql).await);
+        }
+        let key = normalize::normalize(sql);
+        let text = key.as_deref().unwrap_or(sql);
+        if let Some(hit) = self.cache.get(text) {
+            return hit;
+        }
+        let analysis = Arc::new(self.analyze_off_thread(text).await);
+        self.cache.insert(text.to_owned(), analysis.clone());
+        analysis
     }
 
-    /// Runs [`analyze_text`] where the stack is large enough for `sql`. A text that
-    /// cannot be analysed safely is Write and unparsed.
+    /// The analysis of `sql` itself, not of its normalized text and not cached: literal
+    /// positions are then this text's own (column encryption rewrites literals in place).
+    pub async fn analyze_exact(&self, sql: &str) -> Analysis {
+        self.analyze_off_thread(sql).await
+    }
+
+    /// Runs [`analyze_text`] where the stack is large enough for `sql`, blocking. A text
+    /// that cannot be analysed safely is Write and unparsed.
     fn analyze_uncached(&self, sql: &str) -> Analysis {
-        let stack = sql
-            .len()
-            .saturating_mul(STACK_PER_BYTE)
-            .saturating_add(PARSE_BASE_STACK);
-        if stack <= WORKER_STACK {
-            if let Some(analysis) = self.run_on_worker(sql) {
-                return analysis;
+        let stack = match placement(sql) {
+            Placement::TooLarge => return unparsed(sql),
+            Placement::Worker(stack) => {
+                let (reply, answer) = mpsc::sync_channel(1);
+                if let Some(analysis) = self
+                    .send(sql, Reply::Blocking(reply))
+                    .and_then(|()| answer.recv().ok())
+                {
+                    return analysis;
+                }
+                stack
             }
-        }
-        if stack > MAX_HELPER_STACK {
-            return unparsed(sql);
-        }
+            Placement::Helper(stack) => stack,
+        };
         thread::scope(|scope| {
             thread::Builder::new()
                 .name("pgward-sql-large".into())
@@ -222,15 +281,38 @@ impl Analyzer {
         .unwrap_or_else(|| unparsed(sql))
     }
 
-    /// None when no worker is running.
-    fn run_on_worker(&self, sql: &str) -> Option<Analysis> {
-        let (reply, answer) = mpsc::sync_channel(1);
+    /// [`Analyzer::analyze_uncached`] without blocking: the caller awaits the answer.
+    async fn analyze_off_thread(&self, sql: &str) -> Analysis {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = match placement(sql) {
+            Placement::TooLarge => return unparsed(sql),
+            Placement::Worker(_) => self.send(sql, Reply::Waiting(reply)),
+            Placement::Helper(stack) => {
+                let (sql, functions) = (sql.to_owned(), Arc::clone(&self.functions));
+                thread::Builder::new()
+                    .name("pgward-sql-large".into())
+                    .stack_size(stack)
+                    .spawn(move || {
+                        let _ = reply.send(analyze_caught(&sql, &functions));
+                    })
+                    .ok()
+                    .map(drop)
+            }
+        };
+        match sent {
+            Some(()) => answer.await.unwrap_or_else(|_| unparsed(sql)),
+            // No worker and no thread to be had: parse here rather than guess.
+            None => self.analyze_uncached(sql),
+        }
+    }
+
+    /// Queues `sql` for a worker; None when no worker is running.
+    fn send(&self, sql: &str, reply: Reply) -> Option<()> {
         let job = Job {
             sql: sql.to_owned(),
             reply,
         };
-        self.jobs.send(job).ok()?;
-        answer.recv().ok()
+        self.jobs.send(job).ok()
     }
 }
 
@@ -252,8 +334,7 @@ fn run_worker(receiver: &Mutex<mpsc::Receiver<Job>>, functions: &WriteFunctions)
                 Err(_) => return,
             }
         };
-        // The caller may have gone away; nothing to do then.
-        let _ = job.reply.send(analyze_caught(&job.sql, functions));
+        job.reply.send(analyze_caught(&job.sql, functions));
     }
 }
 
@@ -492,5 +573,24 @@ mod tests {
         let clone = analyzer.clone();
         let first = analyzer.analyze("select 1");
         assert!(Arc::ptr_eq(&first, &clone.analyze("select 1")));
+    }
+
+    /// The async path shares the cache with the blocking one and gives the same verdicts,
+    /// for a text a worker parses and for one too long for a worker's stack.
+    #[tokio::test(flavor = "current_thread")]
+    async fn analyses_awaited_match_the_blocking_ones() {
+        let analyzer = analyzer();
+        let first = analyzer.analyze_async("select * from t where id = 1").await;
+        assert_eq!(first.class, Class::Read);
+        let second = analyzer.analyze("select * from t where id = 2");
+        assert!(Arc::ptr_eq(&first, &second), "one cached analysis");
+        let write = analyzer.analyze_async("delete from t").await;
+        assert_eq!(write.class, Class::Write);
+        let long = format!("select * from t where {}false", "a = 1 or ".repeat(20_000));
+        let awaited = analyzer.analyze_async(&long).await;
+        assert!(awaited.parsed);
+        assert_eq!(awaited.class, Class::Read);
+        let exact = analyzer.analyze_exact("select 'x' from t").await;
+        assert_eq!(exact.class, Class::Read);
     }
 }
