@@ -12,8 +12,9 @@
 //!    per transaction;
 //! 6. efficiency, pgward beside PgBouncer, both with pool size 10 in transaction mode: proxy
 //!    CPU per transaction and throughput (simple, extended, prepared; 16 and 64 clients; pgward
-//!    also with the access policy and with the result cache), memory per idle client (4000
-//!    idle clients each, then pgward's RSS with 10k), the latency each adds at one client, and
+//!    also with the access policy, with the result cache, and with `worker_threads = 1`),
+//!    memory per idle client (4000 idle clients each, then pgward's RSS with 10k), the
+//!    latency each adds at one client (pgward also with `worker_threads = 1`), and
 //!    pgward with one and two worker threads (and, where `taskset` exists, pinned to one CPU).
 //!    It first raises RLIMIT_NOFILE to 65536 (only the soft limit, up to the hard one, where
 //!    raising the hard limit is refused), which both proxies inherit, to hold 10k clients.
@@ -859,6 +860,10 @@ fn cpu_per_transaction(bench: &Bench) {
             ..EFFICIENCY_PGWARD
         }),
         bench.pgbouncer(&EFFICIENCY_PGBOUNCER),
+        bench.pgward(&PgwardSetup {
+            server: "worker_threads = 1\n",
+            ..EFFICIENCY_PGWARD
+        }),
     ];
     let mut pgbouncer = Target::proxy("PgBouncer", &proxies[3]);
     pgbouncer.unsupported = pgbouncer_prepared_gap().map(|reason| ("prepared", reason));
@@ -869,6 +874,7 @@ fn cpu_per_transaction(bench: &Bench) {
         Target::proxy("pgward+policy", &proxies[1]),
         Target::proxy("pgward+cache", &proxies[2]),
         pgbouncer,
+        Target::proxy("pgward 1 thread", &proxies[4]),
     ];
     let cases = MODES
         .iter()
@@ -894,31 +900,35 @@ fn cpu_per_transaction(bench: &Bench) {
         "\n## CPU per transaction: {workload}; microseconds of the proxy process's CPU (utime+stime, /proc/<pid>/stat, over the whole run including connection setup) / transactions pgbench reported; pgward+policy: the access policy of part 3 ({} lines); pgward+cache: the result cache on\n",
         bench_policy().lines().count()
     );
-    println!("| mode | clients | pgward us/tx | pgward+policy us/tx | pgward+cache us/tx | PgBouncer us/tx | pgward/PgBouncer | pgward+policy/PgBouncer |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| mode | clients | pgward us/tx | pgward+policy us/tx | pgward+cache us/tx | pgward 1 thread us/tx | PgBouncer us/tx | pgward/PgBouncer | pgward+policy/PgBouncer | pgward 1 thread/PgBouncer |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, clients, s) in &rows {
         println!(
-            "| {mode} | {clients} | {} | {} | {} | {} | {} | {} |",
+            "| {mode} | {clients} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cpu_cell(&s[1]),
             cpu_cell(&s[2]),
             cpu_cell(&s[3]),
+            cpu_cell(&s[5]),
             cpu_cell(&s[4]),
             ratio_of(s[1].cpu_us, s[4].cpu_us),
             ratio_of(s[2].cpu_us, s[4].cpu_us),
+            ratio_of(s[5].cpu_us, s[4].cpu_us),
         );
     }
     println!("\n## Throughput: {workload}; direct = PostgreSQL without a proxy\n");
-    println!("| mode | clients | direct tps | pgward tps | pgward+policy tps | pgward+cache tps | PgBouncer tps | pgward/PgBouncer | pgward/direct |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| mode | clients | direct tps | pgward tps | pgward+policy tps | pgward+cache tps | pgward 1 thread tps | PgBouncer tps | pgward/PgBouncer | pgward 1 thread/PgBouncer | pgward/direct |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, clients, s) in &rows {
         println!(
-            "| {mode} | {clients} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {mode} | {clients} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             reason_cell(&s[0].outcome),
             reason_cell(&s[1].outcome),
             reason_cell(&s[2].outcome),
             reason_cell(&s[3].outcome),
+            reason_cell(&s[5].outcome),
             reason_cell(&s[4].outcome),
             ratio(&s[1].outcome, &s[4].outcome),
+            ratio(&s[5].outcome, &s[4].outcome),
             ratio(&s[1].outcome, &s[0].outcome),
         );
     }
