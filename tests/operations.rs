@@ -290,10 +290,16 @@ async fn worker_threads_sets_the_threads_that_serve_clients() {
         let pgward = config(2)
             .server(&format!("worker_threads = {threads}\n"))
             .start();
+        // The line follows the listener's bind, so a client may get in before it is written.
+        let said = format!("worker_threads={threads}\n");
+        let started = std::time::Instant::now();
+        while !pgward.log().contains("pgward listening")
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(
-            pgward
-                .log()
-                .contains(&format!("worker_threads={threads}\n")),
+            pgward.log().contains(&said),
             "the log does not say {threads} worker threads:\n{}",
             pgward.log()
         );
