@@ -985,6 +985,39 @@ async fn sql_prepare_execute_deallocate_directly() {
     deadline(LIMIT, sql_prepare_execute_deallocate(&Endpoint::direct())).await;
 }
 
+/// A client's protocol-level statement that EXECUTEs a SQL-level name it has deallocated
+/// fails as it does on PostgreSQL, on a server connection where another client's statement
+/// of that name lives: it never runs the other client's statement.
+#[tokio::test]
+async fn executing_a_deallocated_name_never_runs_another_clients_statement() {
+    // One server connection, so both clients' statements meet on it.
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let other = pgward.connect().await;
+        let client = pgward.connect().await;
+        other
+            .batch_execute("PREPARE q(int) AS SELECT $1 * 1000")
+            .await
+            .unwrap();
+        client
+            .batch_execute("PREPARE q(int) AS SELECT $1 * 2; DEALLOCATE q")
+            .await
+            .unwrap();
+        // Parsed while the connection holds no q (pgward dropped the other client's for
+        // this client's PREPARE and DEALLOCATE).
+        let execute = client.prepare("EXECUTE q(1)").await.unwrap();
+        // The other client's q is back on the connection.
+        assert_eq!(simple_value(&other, "EXECUTE q(1)").await, "1000");
+        let err = client
+            .query(&execute, &[])
+            .await
+            .expect_err("this client's q is deallocated");
+        assert_eq!(sqlstate(&err), Some("26000"), "{}", why(&err));
+        assert_eq!(simple_value(&other, "EXECUTE q(2)").await, "2000");
+    })
+    .await;
+}
+
 #[test]
 fn psycopg_prepared_statements_survive_a_type_dropped_and_recreated_through_pgward() {
     let pgward = ProxyConfig::transaction(2).start();

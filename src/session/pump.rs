@@ -785,10 +785,10 @@ impl Session {
                     self.refuse(e);
                     return Ok(());
                 }
-                // Its text may EXECUTE a client's SQL-level statement, on this server too.
-                if !self.sql_statements.is_empty() {
-                    self.carry_sql_prepared(&statement.query, &statement.effects, false);
-                }
+                // Its text may EXECUTE a SQL-level statement: this server must hold the
+                // client's one of that name, or none, even when the client has none left
+                // (the server may hold another client's).
+                self.carry_sql_prepared(&statement.query, &statement.effects, false);
             }
             let Some(statement) = self.server_statement(name) else {
                 self.refuse(ProxyError::UnknownStatement(name.to_owned()));
