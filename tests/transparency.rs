@@ -809,6 +809,27 @@ fn psycopg_listen_notify_directly() {
 }
 
 #[test]
+fn a_cancel_has_landed_when_the_clients_cancel_returns_through_pgward() {
+    let pgward = ProxyConfig::transaction(2).start();
+    run_python(
+        &py_script("cancel_lands_before_return.py"),
+        &[&pgward_dsn(&pgward)],
+        SCRIPT_LIMIT,
+    )
+    .expect_success("cancel_lands_before_return.py through pgward");
+}
+
+#[test]
+fn a_cancel_has_landed_when_the_clients_cancel_returns_directly() {
+    run_python(
+        &py_script("cancel_lands_before_return.py"),
+        &[&direct_dsn()],
+        SCRIPT_LIMIT,
+    )
+    .expect_success("cancel_lands_before_return.py directly");
+}
+
+#[test]
 fn session_mode_tells_the_client_its_servers_process_id() {
     let pgward = ProxyConfig::session(2).start();
     run_python(

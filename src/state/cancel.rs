@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::BackendTarget;
@@ -109,7 +109,13 @@ impl CancelRegistry {
             packet.extend_from_slice(&t.pid.to_be_bytes());
             packet.extend_from_slice(&t.secret.to_be_bytes());
             s.write_all(&packet).await?;
-            s.shutdown().await
+            // PostgreSQL closes the connection once it has signalled the backend, and only
+            // then is the client's own cancel connection closed (libpq's cancel waits for
+            // that close): a cancel still in flight could otherwise hit the client's next
+            // statement.
+            let mut rest = [0u8; 16];
+            while s.read(&mut rest).await? > 0 {}
+            Ok::<(), std::io::Error>(())
         };
         match tokio::time::timeout(Duration::from_secs(5), send).await {
             Ok(Ok(())) => tracing::info!(
