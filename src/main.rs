@@ -117,7 +117,7 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config, log_format),
         Command::Demo { listen } => {
             init_logging(log_format.unwrap_or_default());
-            runtime().and_then(|rt| rt.block_on(pgward::demo::run(&listen)))
+            runtime(0).and_then(|rt| rt.block_on(pgward::demo::run(&listen)))
         }
         Command::Check => {
             init_logging(log_format.unwrap_or_default());
@@ -165,26 +165,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-/// The daemon's runtime, sized by `server.worker_threads`: 0 is one worker thread per core,
-/// 1 a single-threaded runtime (no work stealing, no wake-up of another thread per message:
-/// the least CPU per transaction where one core is enough), n is n worker threads.
-fn daemon_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+/// A runtime sized as `server.worker_threads` says: 0 is one worker thread per core, 1 a
+/// single-threaded runtime (no work stealing, no wake-up of another thread per message: the
+/// least CPU per transaction where one core is enough), n is n worker threads.
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                builder.worker_threads(n);
-            }
-            builder
-        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    if worker_threads > 1 {
+        builder.worker_threads(worker_threads);
+    }
     Ok(builder.enable_all().thread_name("pgward-worker").build()?)
 }
 
@@ -192,7 +183,7 @@ fn daemon_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runti
 fn run(path: &std::path::Path, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     init_logging(log_format.unwrap_or(config.server.log_format));
-    daemon_runtime(config.server.worker_threads)?.block_on(async {
+    runtime(config.server.worker_threads)?.block_on(async {
         let daemon = Daemon::bind(config).await?;
         daemon.run(Signals::Handle).await
     })
@@ -207,7 +198,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         // The policy files' contents, when the config could say where they are.
         let policy_read = !report.problems.iter().any(|p| p.key.starts_with("policy"));
         if config.policy.enabled && policy_read {
-            if let Err(e) = runtime()?.block_on(pgward::policy::check(&config.policy)) {
+            if let Err(e) = runtime(0)?.block_on(pgward::policy::check(&config.policy)) {
                 problems.push(e.to_string());
             }
         }
@@ -249,7 +240,7 @@ fn migrate(
         restart: args.restart,
         progress_interval: args.progress_interval,
     };
-    let summary = runtime()?.block_on(async {
+    let summary = runtime(0)?.block_on(async {
         let stop = migrate::stop_on_signals()?;
         anyhow::Ok(migrate::run(&config, &options, stop).await?)
     })?;

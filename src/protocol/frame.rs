@@ -49,10 +49,13 @@ impl Spares {
         spare.unwrap_or_else(|| BytesMut::with_capacity(self.size))
     }
 
-    /// Keeps an empty buffer, unless frames split from it still share its memory or it
-    /// grew large.
-    fn give_back(&self, mut buf: BytesMut) {
-        buf.clear();
+    /// Takes `buf` from its connection when it holds nothing and keeps it, unless frames
+    /// split from it still share its memory or it grew large.
+    fn reclaim(&self, buf: &mut BytesMut) {
+        if !buf.is_empty() || buf.capacity() == 0 {
+            return;
+        }
+        let mut buf = std::mem::take(buf);
         if buf.try_reclaim(self.size) && buf.capacity() <= 2 * self.size {
             let mut free = self.free.borrow_mut();
             if free.len() < SPARES_PER_THREAD {
@@ -355,8 +358,8 @@ impl FrameReader {
                 tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
             }
         };
-        if read.is_pending() && buf.is_empty() && buf.capacity() > 0 {
-            SPARE_READS.with(|spares| spares.give_back(std::mem::take(buf)));
+        if read.is_pending() {
+            SPARE_READS.with(|spares| spares.reclaim(buf));
         }
         match ready!(read)? {
             0 => Poll::Ready(Err(FrameError::Eof)),
@@ -452,9 +455,7 @@ impl FrameWriter {
     /// Lets go of the buffer once everything is written (a client waiting between requests
     /// holds none; see `FrameReader::poll_fill`).
     pub fn release_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            SPARE_WRITES.with(|spares| spares.give_back(std::mem::take(&mut self.buf)));
-        }
+        SPARE_WRITES.with(|spares| spares.reclaim(&mut self.buf));
     }
 
     pub async fn shutdown(&mut self) {

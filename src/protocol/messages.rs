@@ -223,6 +223,16 @@ pub fn write_parse(buf: &mut BytesMut, name: &str, query: &[u8], param_types: &[
     });
 }
 
+/// The SQL text of a Query or a Parse; None for other messages and for malformed ones (the
+/// pump closes the connection over those).
+pub fn sql_text(frame: &super::Frame) -> Option<&[u8]> {
+    match frame.tag() {
+        tag::QUERY => read_query(frame.body()).ok(),
+        tag::PARSE => read_parse(frame.body()).ok().map(|p| p.query),
+        _ => None,
+    }
+}
+
 /// The query text of a simple Query message, in the client's encoding.
 pub fn read_query(body: &[u8]) -> Result<&[u8], ProxyError> {
     Reader::new(body).cstr_bytes()

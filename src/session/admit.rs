@@ -22,12 +22,7 @@ use super::{sqlscan, Session};
 
 /// Whether a message runs SQL that may change session settings.
 fn changes_settings(frame: &Frame) -> bool {
-    let sql = match frame.tag() {
-        tag::QUERY => messages::read_query(frame.body()).ok(),
-        tag::PARSE => messages::read_parse(frame.body()).ok().map(|p| p.query),
-        _ => None,
-    };
-    sql.is_some_and(|sql| sqlscan::effects(sql).session)
+    messages::sql_text(frame).is_some_and(|sql| sqlscan::effects(sql).session)
 }
 
 /// The policy subject of a session, and what it was made from.

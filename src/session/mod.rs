@@ -718,10 +718,8 @@ impl Session {
     /// `sql` is in the client's encoding; text that is not UTF-8 is not understood (it runs
     /// on the primary, and the policy refuses it as unparsable under on_unparsed = "deny").
     fn analyze(&self, sql: &[u8]) -> Arc<Analysis> {
-        if let (text, Some(analysis)) = &*self.known.get().memo.borrow() {
-            if text == sql {
-                return analysis.clone();
-            }
+        if let Some(analysis) = self.memoized(sql) {
+            return analysis;
         }
         let analysis = match std::str::from_utf8(sql) {
             Ok(text) => self.rt.analyzer.analyze(text),
@@ -731,6 +729,14 @@ impl Session {
             self.remember_analysis(sql, &analysis);
         }
         analysis
+    }
+
+    /// The analysis of `sql` when it is the last text analysed.
+    fn memoized(&self, sql: &[u8]) -> Option<Arc<Analysis>> {
+        match &*self.known.get().memo.borrow() {
+            (text, Some(analysis)) if text == sql => Some(analysis.clone()),
+            _ => None,
+        }
     }
 
     fn remember_analysis(&self, sql: &[u8], analysis: &Arc<Analysis>) {
@@ -753,19 +759,8 @@ impl Session {
         if !needed {
             return;
         }
-        for frame in frames {
-            // A malformed message is left to the pump, which closes the connection over it.
-            let sql = match frame.tag() {
-                tag::QUERY => messages::read_query(frame.body()).ok(),
-                tag::PARSE => messages::read_parse(frame.body()).ok().map(|p| p.query),
-                _ => None,
-            };
-            let Some(sql) = sql else { continue };
-            let known = {
-                let memo = self.known.get().memo.borrow();
-                memo.1.is_some() && memo.0 == sql
-            };
-            if known {
+        for sql in frames.iter().filter_map(messages::sql_text) {
+            if self.memoized(sql).is_some() {
                 continue;
             }
             let Ok(text) = std::str::from_utf8(sql) else {

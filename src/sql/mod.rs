@@ -163,11 +163,23 @@ enum Reply {
 impl Reply {
     /// The caller may have gone away; nothing to do then.
     fn send(self, analysis: Analysis) {
-        let _ = match self {
-            Reply::Blocking(tx) => tx.send(analysis).ok(),
-            Reply::Waiting(tx) => tx.send(analysis).ok(),
-        };
+        match self {
+            Reply::Blocking(tx) => drop(tx.send(analysis)),
+            Reply::Waiting(tx) => drop(tx.send(analysis)),
+        }
     }
+}
+
+/// The text `sql`'s analysis is cached under, constants normalized (see `normalize`); None
+/// for a text too long to cache.
+fn cache_text(sql: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if sql.len() > MAX_CACHED_LEN {
+        return None;
+    }
+    Some(match normalize::normalize(sql) {
+        Some(normalized) => std::borrow::Cow::Owned(normalized),
+        None => std::borrow::Cow::Borrowed(sql),
+    })
 }
 
 /// Where a text is parsed: sqlparser recurses, so the stack needed grows with the text.
@@ -222,28 +234,25 @@ impl Analyzer {
     /// was seen before (see `normalize`). A miss blocks the calling thread while a worker
     /// parses; async callers use [`Analyzer::analyze_async`].
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
-        if sql.len() > MAX_CACHED_LEN {
-            return Arc::new(self.analyze_uncached(sql));
+        match cache_text(sql) {
+            None => Arc::new(self.analyze_uncached(sql)),
+            Some(text) => self
+                .cache
+                .get_with_by_ref(&*text, || Arc::new(self.analyze_uncached(&text))),
         }
-        let key = normalize::normalize(sql);
-        let text = key.as_deref().unwrap_or(sql);
-        self.cache
-            .get_with_by_ref(text, || Arc::new(self.analyze_uncached(text)))
     }
 
     /// [`Analyzer::analyze`] for a task: a miss waits for the worker without holding up
     /// the thread, so the other clients a runtime thread serves go on meanwhile.
     pub async fn analyze_async(&self, sql: &str) -> Arc<Analysis> {
-        if sql.len() > MAX_CACHED_LEN {
+        let Some(text) = cache_text(sql) else {
             return Arc::new(self.analyze_off_thread(sql).await);
-        }
-        let key = normalize::normalize(sql);
-        let text = key.as_deref().unwrap_or(sql);
-        if let Some(hit) = self.cache.get(text) {
+        };
+        if let Some(hit) = self.cache.get(&*text) {
             return hit;
         }
-        let analysis = Arc::new(self.analyze_off_thread(text).await);
-        self.cache.insert(text.to_owned(), analysis.clone());
+        let analysis = Arc::new(self.analyze_off_thread(&text).await);
+        self.cache.insert(text.into_owned(), analysis.clone());
         analysis
     }
 
