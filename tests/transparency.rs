@@ -830,6 +830,29 @@ fn a_cancel_has_landed_when_the_clients_cancel_returns_directly() {
 }
 
 #[test]
+fn a_cancel_never_cancels_the_next_clients_statement_through_pgward() {
+    // One server connection: the client waiting for it gets it the moment the cancelling
+    // client's statement ends.
+    let pgward = ProxyConfig::transaction(1).start();
+    run_python(
+        &py_script("cancel_never_hits_another_client.py"),
+        &[&pgward_dsn(&pgward)],
+        SCRIPT_LIMIT,
+    )
+    .expect_success("cancel_never_hits_another_client.py through pgward");
+}
+
+#[test]
+fn a_cancel_never_cancels_the_next_clients_statement_directly() {
+    run_python(
+        &py_script("cancel_never_hits_another_client.py"),
+        &[&direct_dsn()],
+        SCRIPT_LIMIT,
+    )
+    .expect_success("cancel_never_hits_another_client.py directly");
+}
+
+#[test]
 fn session_mode_tells_the_client_its_servers_process_id() {
     let pgward = ProxyConfig::session(2).start();
     run_python(

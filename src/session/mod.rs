@@ -1152,7 +1152,12 @@ impl Session {
             return;
         };
         self.client.set(ClientState::Idle, None);
-        self.cancel.slot.set(None);
+        if self.cancel.slot.clear() {
+            // A cancel of this client's is on its way to the server: until it lands it
+            // could cancel the next client's statement. The client has its answer.
+            let _ = self.client_w.flush().await;
+            self.cancel.settled().await;
+        }
         if self.link.wrote && self.rt.router.splits() && self.rt.router.settings().read_your_writes
         {
             // The client already has its answer; it waits on this only for its next request.
@@ -1207,10 +1212,13 @@ impl Session {
             messages::error_response(self.client_w.buffer(), err, true);
         }
         self.client_w.shutdown().await;
-        self.cancel.slot.set(None);
+        let cancel_on_its_way = self.cancel.slot.clear();
         let Some(mut lease) = self.server.take() else {
             return;
         };
+        if cancel_on_its_way {
+            self.cancel.settled().await;
+        }
         // A pinned client's connection is reset like a session-mode one (LOAD cannot be).
         let reusable = self.mode == PoolMode::Session || (self.pin.is_pinned() && !self.pin.load);
         let clean = outcome.is_ok() && self.link.is_idle() && reusable;

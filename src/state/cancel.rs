@@ -1,6 +1,12 @@
 //! CancelRequest routing. Clients get pgward's own (pid, secret) pair; while a client has a
 //! server connection, its slot names that server's pid and key, and a cancel is forwarded
 //! there over a fresh connection, exactly as libpq would send it.
+//!
+//! A cancel takes a while to land (a connection to PostgreSQL, which forks for it), and the
+//! client's statement may end meanwhile. So the slot counts the cancels read from it that have
+//! not landed, and a server is handed to another client only once that count is back to 0
+//! (`CancelHandle::settled`): a late cancel then finds the server idle, where PostgreSQL
+//! ignores it, instead of cancelling the next client's statement. PgBouncer does the same.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::pool::BackendTarget;
 
@@ -21,28 +28,78 @@ pub struct CancelTarget {
 pub struct CancelSlot {
     pub pid: i32,
     pub secret: i32,
-    target: Mutex<Option<CancelTarget>>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    target: Option<CancelTarget>,
+    /// Cancels read from this slot that have not landed yet.
+    forwarding: u32,
 }
 
 impl CancelSlot {
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().expect("cancel slot lock")
+    }
+
     pub fn set(&self, target: Option<CancelTarget>) {
-        *self.target.lock().expect("cancel slot lock") = target;
+        self.state().target = target;
     }
 
     pub fn target(&self) -> Option<CancelTarget> {
-        self.target.lock().expect("cancel slot lock").clone()
+        self.state().target.clone()
+    }
+
+    /// Forgets the server, so no later cancel goes there. True when a cancel read before
+    /// is still on its way: the server must not serve another client until it has landed.
+    pub fn clear(&self) -> bool {
+        let mut state = self.state();
+        state.target = None;
+        state.forwarding > 0
     }
 }
 
 #[derive(Default)]
 pub struct CancelRegistry {
     slots: Mutex<HashMap<i32, Arc<CancelSlot>>>,
+    /// Wakes the sessions waiting for their slot's cancels to land (rare, so one for all).
+    landed: Notify,
 }
 
 /// Registration of one client; unregisters on drop.
 pub struct CancelHandle {
     pub slot: Arc<CancelSlot>,
     registry: Arc<CancelRegistry>,
+}
+
+impl CancelHandle {
+    /// Waits until the cancels read from this client's slot have landed (at most the
+    /// forwarding timeout). Call after `CancelSlot::clear` said some are on their way.
+    pub async fn settled(&self) {
+        loop {
+            let landed = self.registry.landed.notified();
+            let mut landed = std::pin::pin!(landed);
+            landed.as_mut().enable();
+            if self.slot.state().forwarding == 0 {
+                return;
+            }
+            landed.await;
+        }
+    }
+}
+
+/// One cancel on its way to a server, counted in its slot until it has landed or failed.
+struct Forwarding<'a> {
+    slot: Arc<CancelSlot>,
+    registry: &'a CancelRegistry,
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        self.slot.state().forwarding -= 1;
+        self.registry.landed.notify_waiters();
+    }
 }
 
 impl Drop for CancelHandle {
@@ -77,7 +134,7 @@ impl CancelRegistry {
         let slot = Arc::new(CancelSlot {
             pid,
             secret: rand::random(),
-            target: Mutex::new(None),
+            state: Mutex::default(),
         });
         slots.insert(pid, slot.clone());
         CancelHandle {
@@ -92,12 +149,20 @@ impl CancelRegistry {
             let slots = self.slots.lock().expect("cancel registry lock");
             match slots.get(&pid) {
                 Some(slot) if slot.secret == secret => {
-                    slot.target.lock().expect("cancel slot lock").clone()
+                    let mut state = slot.state();
+                    state.target.clone().map(|target| {
+                        state.forwarding += 1;
+                        let forwarding = Forwarding {
+                            slot: slot.clone(),
+                            registry: self,
+                        };
+                        (target, forwarding)
+                    })
                 }
                 _ => None,
             }
         };
-        let Some(t) = target else {
+        let Some((t, _forwarding)) = target else {
             tracing::debug!(pid, "cancel request matched no running query");
             return;
         };
