@@ -64,7 +64,9 @@ impl BackendStatus {
 
     /// Up at the last check and not banned.
     pub fn usable(&self) -> bool {
-        self.up.load(Ordering::Relaxed) && self.banned_until.load(Ordering::Relaxed) <= now_ms()
+        // Most backends were never banned: no clock read for them.
+        let banned_until = self.banned_until.load(Ordering::Relaxed);
+        self.up.load(Ordering::Relaxed) && (banned_until == 0 || banned_until <= now_ms())
     }
 
     /// Whether the last check passed.

@@ -620,9 +620,13 @@ impl Session {
     /// Reads the rest of the request `first` begins, so it can be routed as a whole.
     /// None when the client leaves.
     async fn read_request(&mut self, first: Frame) -> Result<Option<Request>, ProxyError> {
+        // A Query is the whole request; an extended-protocol one is most often
+        // Parse/Bind/Describe/Execute/Sync: room for it at once rather than three regrowths.
+        let mut frames = Vec::with_capacity(if first.tag() == tag::QUERY { 1 } else { 8 });
+        frames.push(first);
         let mut request = Request {
             complete: true,
-            frames: vec![first],
+            frames,
         };
         let mut size = 0;
         loop {
@@ -928,6 +932,8 @@ impl Session {
                 tried,
             }));
         }
+        // One reply awaited per message at most: the queue grows once, not message by message.
+        self.link.queue.reserve(frames.len());
         for frame in frames {
             if let Some(Exit::ClientGone) = self.on_client_frame(frame)? {
                 return Ok(Some(Exit::ClientGone));
