@@ -61,17 +61,37 @@ pub struct Subject {
 }
 
 /// The part of a subject that verdicts are cached by (with the analysis and catalog copy).
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct Who {
     user: String,
     database: String,
     search_path: Vec<String>,
+    /// Of the three above, worked out once: a verdict is looked up for every statement.
+    hash: u64,
+}
+
+impl PartialEq for Who {
+    fn eq(&self, other: &Who) -> bool {
+        self.hash == other.hash
+            && self.user == other.user
+            && self.database == other.database
+            && self.search_path == other.search_path
+    }
+}
+
+impl Eq for Who {}
+
+impl std::hash::Hash for Who {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 impl Subject {
     pub fn new(user: &str, database: &str, search_path: Vec<String>, path_certain: bool) -> Self {
         Subject {
             who: Arc::new(Who {
+                hash: who_hash(user, database, &search_path),
                 user: user.to_owned(),
                 database: database.to_owned(),
                 search_path,
@@ -99,6 +119,14 @@ impl Subject {
     pub fn search_path(&self) -> &[String] {
         &self.who.search_path
     }
+}
+
+/// Keyed per process, as a HashMap's hasher is: a search_path is the client's to choose.
+fn who_hash(user: &str, database: &str, search_path: &[String]) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(std::hash::RandomState::new)
+        .hash_one((user, database, search_path))
 }
 
 #[derive(PartialEq, Eq, Hash)]

@@ -18,12 +18,7 @@ use crate::route::Want;
 use crate::sql::{Analysis, Kind};
 
 use super::pump::Pending;
-use super::{sqlscan, Session};
-
-/// Whether a message runs SQL that may change session settings.
-fn changes_settings(frame: &Frame) -> bool {
-    messages::sql_text(frame).is_some_and(|sql| sqlscan::effects(sql).session)
-}
+use super::Session;
 
 /// The policy subject of a session, and what it was made from.
 pub(super) struct CachedSubject {
@@ -38,6 +33,11 @@ const FAILING_PARSE_NAME: &str = "pgward_refused";
 const FAILING_PARSE_SQL: &str = "pgward: permission denied";
 
 impl Session {
+    /// Whether a message runs SQL that may change session settings.
+    fn changes_settings(&self, frame: &Frame) -> bool {
+        messages::sql_text(frame).is_some_and(|sql| self.effects(sql).session)
+    }
+
     /// Whether the statements these messages run may run. Err is the error to refuse them
     /// with (never fatal to the connection).
     pub(super) async fn admit(&mut self, frames: &[Frame]) -> Result<(), ProxyError> {
@@ -90,7 +90,7 @@ impl Session {
         // search_path: unqualified names then count for every schema that has them.
         let path_certain = !(self.settings_unknown
             || (self.server.is_some() && self.link.session_dirty)
-            || (statements > 1 && frames.iter().any(changes_settings)));
+            || (statements > 1 && frames.iter().any(|f| self.changes_settings(f))));
         let (entry, mut snapshot) = self.current_snapshot().await?;
         for analysis in &analyses {
             let subject = self.subject(&snapshot, path_certain);

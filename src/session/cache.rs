@@ -112,7 +112,7 @@ impl Session {
         if !parse.name.is_empty() || self.kept_unnamed(&frame).is_some() {
             return;
         }
-        let effects = super::sqlscan::effects(parse.query);
+        let effects = self.effects(parse.query);
         let reads = self.class_of(parse.query) == Class::Read;
         self.keep_unnamed(&frame, parse.query, effects, reads);
     }

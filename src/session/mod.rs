@@ -398,8 +398,17 @@ struct KnownState {
     catalog_dirty: bool,
     /// This client as the policy sees it, kept while its search_path stays the same.
     subject: Option<admit::CachedSubject>,
-    /// The last text analysed and its analysis: the stages ask about the same text in turn.
-    memo: std::cell::RefCell<(Vec<u8>, Option<Arc<Analysis>>)>,
+    /// The last text analysed and what is known of it: the stages ask about the same text
+    /// in turn.
+    memo: std::cell::RefCell<Memo>,
+}
+
+#[derive(Default)]
+struct Memo {
+    text: Vec<u8>,
+    analysis: Option<Arc<Analysis>>,
+    /// Its `sqlscan::effects`, once asked for.
+    effects: Option<sqlscan::Effects>,
 }
 
 impl Known {
@@ -737,8 +746,9 @@ impl Session {
 
     /// The analysis of `sql` when it is the last text analysed.
     fn memoized(&self, sql: &[u8]) -> Option<Arc<Analysis>> {
-        match &*self.known.get().memo.borrow() {
-            (text, Some(analysis)) if text == sql => Some(analysis.clone()),
+        let memo = self.known.get().memo.borrow();
+        match &memo.analysis {
+            Some(analysis) if memo.text == sql => Some(analysis.clone()),
             _ => None,
         }
     }
@@ -746,9 +756,23 @@ impl Session {
     fn remember_analysis(&self, sql: &[u8], analysis: &Arc<Analysis>) {
         let mut memo = self.known.get().memo.borrow_mut();
         // The buffer keeps its capacity: no allocation per statement once it has grown.
-        memo.0.clear();
-        memo.0.extend_from_slice(sql);
-        memo.1 = Some(analysis.clone());
+        memo.text.clear();
+        memo.text.extend_from_slice(sql);
+        memo.analysis = Some(analysis.clone());
+        memo.effects = None;
+    }
+
+    /// `sqlscan::effects(sql)`, scanned once per text when it is the text last analysed
+    /// (the policy and the pump both ask about a request's statement).
+    fn effects(&self, sql: &[u8]) -> sqlscan::Effects {
+        let Some(known) = self.known.peek() else {
+            return sqlscan::effects(sql);
+        };
+        let mut memo = known.memo.borrow_mut();
+        if memo.analysis.is_none() || memo.text != sql {
+            return sqlscan::effects(sql);
+        }
+        *memo.effects.get_or_insert_with(|| sqlscan::effects(sql))
     }
 
     /// Analyses the SQL of a request before the stages ask for it, awaiting the parse of a
@@ -780,7 +804,7 @@ impl Session {
     fn forget_long_memo(&mut self) {
         if let Some(known) = self.known.existing() {
             let memo = known.memo.get_mut();
-            if memo.0.capacity() > MEMO_MAX_LEN {
+            if memo.text.capacity() > MEMO_MAX_LEN {
                 *memo = Default::default();
             }
         }
@@ -798,7 +822,7 @@ impl Session {
 
     /// A prepared statement with what executing it may change and where it may run.
     fn statement(&self, query: &[u8], param_types: &[u8]) -> Arc<Statement> {
-        self.statement_with(query, param_types, sqlscan::effects(query))
+        self.statement_with(query, param_types, self.effects(query))
     }
 
     /// As `statement`, with the `sqlscan::effects` of `query` the caller already has.
@@ -861,9 +885,7 @@ impl Session {
         };
         match sql {
             // Session state that pins the client lives on the primary.
-            Some(sql)
-                if self.mode == PoolMode::Transaction && sqlscan::effects(sql).pin.is_some() =>
-            {
+            Some(sql) if self.mode == PoolMode::Transaction && self.effects(sql).pin.is_some() => {
                 (false, None)
             }
             Some(sql) => {

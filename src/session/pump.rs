@@ -544,7 +544,7 @@ impl Session {
         sql: &[u8],
         known: Option<sqlscan::Effects>,
     ) -> Result<sqlscan::Effects, ProxyError> {
-        let fx = known.unwrap_or_else(|| sqlscan::effects(sql));
+        let fx = known.unwrap_or_else(|| self.effects(sql));
         if self.mode == PoolMode::Session {
             // Nothing is read back in session mode: after a SET the search_path is unknown.
             if self.state.policy.load().is_some() && fx.session {
