@@ -483,19 +483,27 @@ impl Session {
     /// so an idle client costs little memory.
     async fn run(&mut self) -> Result<(), ProxyError> {
         loop {
-            if self.server.is_none() {
+            let more = if self.server.is_none() {
                 let Some(frame) = self.next_request().await? else {
                     return Ok(());
                 };
-                match boxed(self.begin_request(frame)).await? {
-                    Began::Done => continue,
-                    Began::ClientGone => return Ok(()),
-                    Began::Attached => {}
-                }
-            }
-            if !boxed(self.serve_attached()).await? {
+                boxed(self.serve_request(frame)).await?
+            } else {
+                boxed(self.serve_attached()).await?
+            };
+            if !more {
                 return Ok(());
             }
+        }
+    }
+
+    /// A request read while no server was attached, and then whatever its server serves:
+    /// one future, so one allocation per request. False when the client has left.
+    async fn serve_request(&mut self, frame: Frame) -> Result<bool, ProxyError> {
+        match self.begin_request(frame).await? {
+            Began::Done => Ok(true),
+            Began::ClientGone => Ok(false),
+            Began::Attached => self.serve_attached().await,
         }
     }
 
