@@ -193,3 +193,63 @@ impl CancelRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendTls;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::net::TcpListener;
+
+    /// A server that takes a cancel, holds its connection for a while as a slow postmaster
+    /// would, and only then closes it.
+    async fn slow_server() -> (Arc<BackendTarget>, Arc<AtomicBool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut packet = [0u8; 16];
+            s.read_exact(&mut packet).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        let target = Arc::new(BackendTarget {
+            name: "slow".into(),
+            host: "127.0.0.1".into(),
+            port,
+            tls: BackendTls::Disable,
+            tls_config: None,
+        });
+        (target, closed)
+    }
+
+    #[tokio::test]
+    async fn a_server_is_let_go_only_once_its_cancels_have_landed() {
+        let registry = Arc::new(CancelRegistry::default());
+        let handle = registry.register();
+        let (backend, closed) = slow_server().await;
+        handle.slot.set(Some(CancelTarget {
+            backend,
+            pid: 42,
+            secret: 7,
+        }));
+        let (pid, secret) = (handle.slot.pid, handle.slot.secret);
+        let forward = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.cancel(pid, secret).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(handle.slot.clear(), "the cancel is still on its way");
+        handle.settled().await;
+        assert!(
+            closed.load(Ordering::SeqCst),
+            "settled before the server closed the cancel connection"
+        );
+        forward.await.unwrap();
+        // Cleared: a cancel now is not forwarded, and there is nothing to wait for.
+        registry.cancel(pid, secret).await;
+        assert!(!handle.slot.clear());
+    }
+}
