@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::{
-    deadline, direct_postgres, show, simple_rows, simple_value, sqlstate, ProxyConfig, ProxyUser,
+    deadline, direct_postgres, http_get, metric, show, simple_rows, simple_value, sqlstate,
+    ProxyConfig, ProxyUser,
 };
 use futures_util::{pin_mut, SinkExt, StreamExt};
 use tokio_postgres::types::Type;
@@ -494,6 +495,66 @@ async fn cancel_request_stops_a_running_query() {
         assert_eq!(
             simple_value(&client, "SELECT 'still here'").await,
             "still here"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_ends_the_wait_for_a_server_connection() {
+    // One server connection, which another client's statement holds.
+    let config = ProxyConfig::transaction(1).admin();
+    let admin_port = config.admin_port.expect("admin endpoint");
+    let pgward = config.start();
+    deadline(LIMIT, async {
+        // Both log in first: a login needs a server connection too.
+        let holder = pgward.connect().await;
+        let waiter = pgward.connect().await;
+        let token = waiter.cancel_token();
+        let hold = tokio::spawn(async move {
+            holder.simple_query("SELECT pg_sleep(3)").await.unwrap();
+            holder
+        });
+        let clients_in = |state: &'static str, n: f64| async move {
+            let sample = format!("pgward_client_connections{{state=\"{state}\"}}");
+            loop {
+                let (_, body) = http_get(admin_port, "/metrics");
+                if metric(&body, &sample) == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // The holder has the server before the waiter asks for it.
+        clients_in("active", 1.0).await;
+        let query = tokio::spawn(async move {
+            let result = waiter.simple_query("SELECT 'ran'").await;
+            (result, waiter)
+        });
+        clients_in("waiting", 1.0).await;
+
+        token
+            .cancel_query(NoTls)
+            .await
+            .expect("sending the cancel request");
+        let (result, waiter) = query.await.unwrap();
+        let err = result.expect_err("the waiting request must be cancelled");
+        assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+        assert!(
+            !hold.is_finished(),
+            "the request was answered only once the server connection came free"
+        );
+        clients_in("waiting", 0.0).await;
+
+        // The client goes on as usual once a server connection is free.
+        let holder = hold.await.unwrap();
+        assert_eq!(
+            simple_value(&waiter, "SELECT 'still here'").await,
+            "still here"
+        );
+        assert_eq!(
+            simple_value(&holder, "SELECT 'holder too'").await,
+            "holder too"
         );
     })
     .await;

@@ -236,6 +236,43 @@ async fn pause_holds_new_queries_until_resume() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_held_by_pause_can_be_cancelled() {
+    let config = config(2);
+    let port = config.admin_port.expect("admin endpoint");
+    let pgward = config.start();
+    deadline(Duration::from_secs(60), async {
+        let client = pgward.connect().await;
+        let token = client.cancel_token();
+        assert!(console_as(&pgward, ADMIN, ADMIN_PASSWORD, "PAUSE")
+            .status
+            .success());
+        let held = tokio::spawn(async move {
+            let result = client.simple_query("SELECT 2").await;
+            (result, client)
+        });
+        while metric(
+            &scrape(port),
+            "pgward_client_connections{state=\"waiting\"}",
+        ) != 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("sending the cancel request");
+        let (result, client) = held.await.unwrap();
+        let err = result.expect_err("the held query must be cancelled");
+        assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+        assert!(console_as(&pgward, ADMIN, ADMIN_PASSWORD, "RESUME")
+            .status
+            .success());
+        assert_eq!(simple_value(&client, "SELECT 3").await, "3");
+    })
+    .await;
+}
+
 #[test]
 fn reload_through_the_console_applies_a_pool_size_and_reports_errors() {
     let mut config = config(2);

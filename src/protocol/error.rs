@@ -23,6 +23,9 @@ pub enum ProxyError {
     ShuttingDown,
     #[error("terminating connection due to administrator command")]
     Killed,
+    /// The client cancelled its request while it waited for a server connection.
+    #[error("canceling statement due to user request")]
+    Canceled,
     /// A statement pgward does not understand (the admin console's unknown commands).
     #[error("{message}")]
     Syntax { message: String, hint: String },
@@ -80,6 +83,7 @@ impl ProxyError {
             ProxyError::TooManyClients | ProxyError::PoolTimeout(_) => "53300",
             ProxyError::ServerUnavailable(_) | ProxyError::ServerLost => "08006",
             ProxyError::ShuttingDown | ProxyError::Killed => "57P01",
+            ProxyError::Canceled => "57014",
             ProxyError::Unsupported(_) => "0A000",
             ProxyError::Undecryptable(_) => "XX001",
             ProxyError::UnknownStatement(_) => "26000",
@@ -97,6 +101,7 @@ impl ProxyError {
     pub fn is_fatal(&self) -> bool {
         match self {
             ProxyError::PoolTimeout(_)
+            | ProxyError::Canceled
             | ProxyError::ServerUnavailable(_)
             | ProxyError::Unsupported(_)
             | ProxyError::Undecryptable(_)

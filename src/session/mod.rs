@@ -1089,23 +1089,48 @@ impl Session {
         loop {
             // The client shows as waiting only while it does: most checkouts are immediate,
             // and neither the registry nor the clock is read twice for them.
+            // A client that waits can cancel its request (see `state::cancel`).
+            let slot = &self.cancel.slot;
             let mut started = None;
+            let mut paused = Ok(());
             if self.state.pause.is_paused() {
                 started = Some(std::time::Instant::now());
                 self.client.set(ClientState::Waiting, None);
-                self.state.pause.wait().await;
+                let mut resumed = std::pin::pin!(self.state.pause.wait());
+                paused = std::future::poll_fn(|cx| {
+                    if std::future::Future::poll(resumed.as_mut(), cx).is_ready() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    slot.poll_cancelled(cx).map(|()| Err(ProxyError::Canceled))
+                })
+                .await;
             }
-            let mut checkout = std::pin::pin!(pool.checkout(&self.pool_credential));
-            let client = &mut self.client;
-            let checkout = std::future::poll_fn(|cx| {
-                let polled = std::future::Future::poll(checkout.as_mut(), cx);
-                if polled.is_pending() && client.state() != ClientState::Waiting {
-                    started.get_or_insert_with(std::time::Instant::now);
-                    client.set(ClientState::Waiting, None);
+            let mut waited = started.is_some();
+            let checkout = match paused {
+                Ok(()) => {
+                    let mut checkout = std::pin::pin!(pool.checkout(&self.pool_credential));
+                    let client = &mut self.client;
+                    std::future::poll_fn(|cx| {
+                        let polled = std::future::Future::poll(checkout.as_mut(), cx);
+                        if polled.is_pending() {
+                            if client.state() != ClientState::Waiting {
+                                started.get_or_insert_with(std::time::Instant::now);
+                                client.set(ClientState::Waiting, None);
+                            }
+                            waited = true;
+                            if slot.poll_cancelled(cx).is_ready() {
+                                return Poll::Ready(Err(ProxyError::Canceled));
+                            }
+                        }
+                        polled
+                    })
+                    .await
                 }
-                polled
-            })
-            .await;
+                Err(e) => Err(e),
+            };
+            if waited {
+                slot.stop_waiting();
+            }
             if let Some(started) = started {
                 self.client.stats.waited(started.elapsed());
             }
@@ -1114,7 +1139,7 @@ impl Session {
                 Err(e) => {
                     self.client.set(ClientState::Idle, None);
                     return Err(match e {
-                        ProxyError::PoolTimeout(_) => AttachError::Client(e),
+                        ProxyError::PoolTimeout(_) | ProxyError::Canceled => AttachError::Client(e),
                         e => AttachError::Backend(e),
                     });
                 }

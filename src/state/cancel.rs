@@ -7,9 +7,14 @@
 //! not landed, and a server is handed to another client only once that count is back to 0
 //! (`CancelHandle::settled`): a late cancel then finds the server idle, where PostgreSQL
 //! ignores it, instead of cancelling the next client's statement. PgBouncer does the same.
+//!
+//! A client whose request waits for a server connection has no server to cancel on; its
+//! cancel ends the wait instead, and the request fails with 57014 as a cancelled statement
+//! would (PgBouncer drops such a cancel, and the statement runs once a server frees up).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +41,10 @@ struct SlotState {
     target: Option<CancelTarget>,
     /// Cancels read from this slot that have not landed yet.
     forwarding: u32,
+    /// The session's task while its request waits for a server connection.
+    waiting: Option<Waker>,
+    /// A cancel came during that wait.
+    cancelled: bool,
 }
 
 impl CancelSlot {
@@ -49,6 +58,28 @@ impl CancelSlot {
 
     pub fn target(&self) -> Option<CancelTarget> {
         self.state().target.clone()
+    }
+
+    /// Ready once a cancel came for the request waiting for a server connection; else
+    /// the caller's task is woken when one comes. Call `stop_waiting` when the wait ends.
+    pub fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state();
+        if std::mem::take(&mut state.cancelled) {
+            state.waiting = None;
+            return Poll::Ready(());
+        }
+        match &mut state.waiting {
+            Some(waker) => waker.clone_from(cx.waker()),
+            waiting => *waiting = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The wait for a server connection is over: a cancel from now on is the server's.
+    pub fn stop_waiting(&self) {
+        let mut state = self.state();
+        state.waiting = None;
+        state.cancelled = false;
     }
 
     /// Forgets the server, so no later cancel goes there. True when a cancel read before
@@ -150,6 +181,15 @@ impl CancelRegistry {
             match slots.get(&pid) {
                 Some(slot) if slot.secret == secret => {
                     let mut state = slot.state();
+                    if let Some(waker) = state.waiting.take() {
+                        state.cancelled = true;
+                        waker.wake();
+                        tracing::info!(
+                            client_pid = pid,
+                            "cancelled a request waiting for a server connection"
+                        );
+                        return;
+                    }
                     state.target.clone().map(|target| {
                         state.forwarding += 1;
                         let forwarding = Forwarding {
