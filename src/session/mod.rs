@@ -622,7 +622,7 @@ impl Session {
                 return Poll::Ready(Err(stop_error(stop)));
             }
             if let Poll::Ready(Some(n)) = poll_notification(listening, cx) {
-                writer.queue(&n);
+                queue_notifications(listening, writer, &n);
                 continue;
             }
             match ready!(reader.poll_fill(cx)) {
@@ -1325,6 +1325,22 @@ async fn read_settings(
     Ok(read(
         conn.internal_query(params::SESSION_SETTINGS_SQL).await?,
     ))
+}
+
+/// Queues `first` and every notification already received after it: PostgreSQL sends those
+/// of one commit together, and a client may expect to read them in one batch (psycopg's
+/// `notifies(stop_after=1)` returns the whole batch).
+fn queue_notifications(
+    listening: &mut Option<Box<listen::Listening>>,
+    writer: &mut FrameWriter,
+    first: &bytes::Bytes,
+) {
+    writer.queue(first);
+    if let Some(listener) = listening.as_mut().and_then(|l| l.listener.as_mut()) {
+        while let Ok(n) = listener.rx.try_recv() {
+            writer.queue(&n);
+        }
+    }
 }
 
 /// The next notification for a listening client; never ready for one that does not listen.

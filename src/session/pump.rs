@@ -293,7 +293,9 @@ impl Session {
                     return Ok(Exit::ClientGone)
                 }
                 Event::ClientRead(Err(e)) => return Err(super::client_frame_error(e)),
-                Event::Notification(n) => self.client_w.queue(&n),
+                Event::Notification(n) => {
+                    super::queue_notifications(&mut self.listening, &mut self.client_w, &n)
+                }
                 _ => {}
             }
         }
