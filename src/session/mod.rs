@@ -777,7 +777,7 @@ impl Session {
             return sqlscan::effects(sql);
         };
         let mut memo = known.memo.borrow_mut();
-        if memo.analysis.is_none() || memo.text != sql {
+        if memo.text != sql {
             return sqlscan::effects(sql);
         }
         *memo.effects.get_or_insert_with(|| sqlscan::effects(sql))
@@ -1088,50 +1088,32 @@ impl Session {
         let mut retried = false;
         loop {
             // The client shows as waiting only while it does: most checkouts are immediate,
-            // and neither the registry nor the clock is read twice for them.
-            // A client that waits can cancel its request (see `state::cancel`).
-            let slot = &self.cancel.slot;
+            // and neither the registry nor the clock is read twice for them. While it waits
+            // (PAUSE, a busy pool) it can cancel its request (see `state::cancel`).
+            let (pause, credential, slot) =
+                (&self.state.pause, &self.pool_credential, &self.cancel.slot);
+            let mut wait = std::pin::pin!(async {
+                pause.wait().await;
+                pool.checkout(credential).await
+            });
+            let client = &mut self.client;
             let mut started = None;
-            let mut paused = Ok(());
-            if self.state.pause.is_paused() {
-                started = Some(std::time::Instant::now());
-                self.client.set(ClientState::Waiting, None);
-                let mut resumed = std::pin::pin!(self.state.pause.wait());
-                paused = std::future::poll_fn(|cx| {
-                    if std::future::Future::poll(resumed.as_mut(), cx).is_ready() {
-                        return Poll::Ready(Ok(()));
+            let checkout = std::future::poll_fn(|cx| {
+                let polled = std::future::Future::poll(wait.as_mut(), cx);
+                if polled.is_pending() {
+                    if started.is_none() {
+                        started = Some(std::time::Instant::now());
+                        client.set(ClientState::Waiting, None);
                     }
-                    slot.poll_cancelled(cx).map(|()| Err(ProxyError::Canceled))
-                })
-                .await;
-            }
-            let mut waited = started.is_some();
-            let checkout = match paused {
-                Ok(()) => {
-                    let mut checkout = std::pin::pin!(pool.checkout(&self.pool_credential));
-                    let client = &mut self.client;
-                    std::future::poll_fn(|cx| {
-                        let polled = std::future::Future::poll(checkout.as_mut(), cx);
-                        if polled.is_pending() {
-                            if client.state() != ClientState::Waiting {
-                                started.get_or_insert_with(std::time::Instant::now);
-                                client.set(ClientState::Waiting, None);
-                            }
-                            waited = true;
-                            if slot.poll_cancelled(cx).is_ready() {
-                                return Poll::Ready(Err(ProxyError::Canceled));
-                            }
-                        }
-                        polled
-                    })
-                    .await
+                    if slot.poll_cancelled(cx).is_ready() {
+                        return Poll::Ready(Err(ProxyError::Canceled));
+                    }
                 }
-                Err(e) => Err(e),
-            };
-            if waited {
-                slot.stop_waiting();
-            }
+                polled
+            })
+            .await;
             if let Some(started) = started {
+                slot.stop_waiting();
                 self.client.stats.waited(started.elapsed());
             }
             let mut lease = match checkout {
@@ -1336,7 +1318,7 @@ fn queue_notifications(
     first: &bytes::Bytes,
 ) {
     writer.queue(first);
-    if let Some(listener) = listening.as_mut().and_then(|l| l.listener.as_mut()) {
+    if let Some(listener) = listener(listening) {
         while let Ok(n) = listener.rx.try_recv() {
             writer.queue(&n);
         }
@@ -1348,10 +1330,17 @@ fn poll_notification(
     listening: &mut Option<Box<listen::Listening>>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Option<bytes::Bytes>> {
-    match listening.as_mut().and_then(|l| l.listener.as_mut()) {
+    match listener(listening) {
         Some(l) => l.rx.poll_recv(cx),
         None => Poll::Pending,
     }
+}
+
+/// The channel a listening client's notifications arrive on, once it has one.
+fn listener(
+    listening: &mut Option<Box<listen::Listening>>,
+) -> Option<&mut crate::notify::Listener> {
+    listening.as_mut().and_then(|l| l.listener.as_mut())
 }
 
 /// Where the primary's WAL ends after a client's write: its later reads need a server that

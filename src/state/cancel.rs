@@ -82,6 +82,25 @@ impl CancelSlot {
         state.cancelled = false;
     }
 
+    /// What a cancel for this client does: ends its wait for a server connection (None),
+    /// or goes to its server, counted as on its way until the caller's `Forwarding` drops.
+    /// None too when the client is not running anything.
+    fn take_cancel(&self) -> Option<CancelTarget> {
+        let mut state = self.state();
+        if let Some(waker) = state.waiting.take() {
+            state.cancelled = true;
+            waker.wake();
+            tracing::info!(
+                client_pid = self.pid,
+                "cancelled a request waiting for a server connection"
+            );
+            return None;
+        }
+        let target = state.target.clone()?;
+        state.forwarding += 1;
+        Some(target)
+    }
+
     /// Forgets the server, so no later cancel goes there. True when a cancel read before
     /// is still on its way: the server must not serve another client until it has landed.
     pub fn clear(&self) -> bool {
@@ -176,34 +195,25 @@ impl CancelRegistry {
 
     /// Forwards a cancel when pid and secret match a client that is running something.
     pub async fn cancel(&self, pid: i32, secret: i32) {
-        let target = {
+        let slot = {
             let slots = self.slots.lock().expect("cancel registry lock");
-            match slots.get(&pid) {
-                Some(slot) if slot.secret == secret => {
-                    let mut state = slot.state();
-                    if let Some(waker) = state.waiting.take() {
-                        state.cancelled = true;
-                        waker.wake();
-                        tracing::info!(
-                            client_pid = pid,
-                            "cancelled a request waiting for a server connection"
-                        );
-                        return;
-                    }
-                    state.target.clone().map(|target| {
-                        state.forwarding += 1;
-                        let forwarding = Forwarding {
-                            slot: slot.clone(),
-                            registry: self,
-                        };
-                        (target, forwarding)
-                    })
-                }
-                _ => None,
-            }
+            slots
+                .get(&pid)
+                .filter(|slot| slot.secret == secret)
+                .cloned()
         };
-        let Some((t, _forwarding)) = target else {
-            tracing::debug!(pid, "cancel request matched no running query");
+        let forward = slot.and_then(|slot| {
+            let target = slot.take_cancel()?;
+            Some((
+                target,
+                Forwarding {
+                    slot,
+                    registry: self,
+                },
+            ))
+        });
+        let Some((t, _forwarding)) = forward else {
+            tracing::debug!(pid, "cancel request forwarded to no server");
             return;
         };
         let send = async {
