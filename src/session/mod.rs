@@ -1098,7 +1098,7 @@ impl Session {
             });
             let client = &mut self.client;
             let mut started = None;
-            let checkout = std::future::poll_fn(|cx| {
+            let mut checkout = std::future::poll_fn(|cx| {
                 let polled = std::future::Future::poll(wait.as_mut(), cx);
                 if polled.is_pending() {
                     if started.is_none() {
@@ -1113,7 +1113,12 @@ impl Session {
             })
             .await;
             if let Some(started) = started {
-                slot.stop_waiting();
+                if slot.stop_waiting() {
+                    // The cancel and a free server came together: the request is not sent.
+                    if let Ok(lease) = std::mem::replace(&mut checkout, Err(ProxyError::Canceled)) {
+                        lease.release();
+                    }
+                }
                 self.client.stats.waited(started.elapsed());
             }
             let mut lease = match checkout {

@@ -75,11 +75,13 @@ impl CancelSlot {
         Poll::Pending
     }
 
-    /// The wait for a server connection is over: a cancel from now on is the server's.
-    pub fn stop_waiting(&self) {
+    /// The wait for a server connection is over: a cancel from now on is the server's. True
+    /// when a cancel came that the wait did not see (it ended at the same moment): the
+    /// request is cancelled all the same, since it has not been sent.
+    pub fn stop_waiting(&self) -> bool {
         let mut state = self.state();
         state.waiting = None;
-        state.cancelled = false;
+        std::mem::take(&mut state.cancelled)
     }
 
     /// What a cancel for this client does: ends its wait for a server connection (None),
@@ -301,5 +303,25 @@ mod tests {
         // Cleared: a cancel now is not forwarded, and there is nothing to wait for.
         registry.cancel(pid, secret).await;
         assert!(!handle.slot.clear());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_ends_a_wait_is_reported_once_even_when_the_wait_ended_first() {
+        let registry = Arc::new(CancelRegistry::default());
+        let handle = registry.register();
+        let (pid, secret) = (handle.slot.pid, handle.slot.secret);
+        // Waiting: the session's task has registered its waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(handle.slot.poll_cancelled(&mut cx).is_pending());
+        // The cancel comes as the checkout succeeds, before the session polls again.
+        registry.cancel(pid, secret).await;
+        assert!(handle.slot.stop_waiting(), "the cancel must not be lost");
+        assert!(
+            !handle.slot.stop_waiting(),
+            "nor carried over to the next wait"
+        );
+        // Not waiting and no server: a cancel does nothing.
+        registry.cancel(pid, secret).await;
+        assert!(!handle.slot.stop_waiting());
     }
 }
