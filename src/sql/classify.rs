@@ -12,9 +12,8 @@ use sqlparser::ast::{
     ContextModifier, Expr, ObjectName, Query, Set, SetExpr, Statement, TableFactor,
     TransactionAccessMode, TransactionMode, UtilityOption, Value, Visit, Visitor,
 };
-use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::{Class, Kind, RouteSetting};
 
@@ -390,28 +389,13 @@ fn is_route_setting_name<'a>(parts: impl Iterator<Item = Option<(&'a str, bool)>
     Some(name == "pgward.route")
 }
 
-/// What can still be said about text sqlparser could not parse, from its tokens:
-/// transaction control that sqlparser 0.5x does not know (ABORT, PREPARE TRANSACTION,
-/// BEGIN ... DEFERRABLE) and RESET (with `RESET pgward.route`). Everything else is Write.
-/// The kind is given for these statements, which touch no table.
-pub(crate) fn lexical_fallback(sql: &str) -> (Class, Option<RouteSetting>, Option<Kind>) {
-    const UNKNOWN: (Class, Option<RouteSetting>, Option<Kind>) = (Class::Write, None, None);
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
-        return UNKNOWN;
-    };
-    let mut statements = tokens
-        .split(|token| *token == Token::SemiColon)
-        .map(|statement| {
-            statement
-                .iter()
-                .filter(|token| !matches!(token, Token::Whitespace(_)))
-                .collect::<Vec<_>>()
-        })
-        .filter(|statement| !statement.is_empty());
-    let (Some(statement), None) = (statements.next(), statements.next()) else {
-        return UNKNOWN;
-    };
-
+/// What can still be said about one statement sqlparser could not parse, from its tokens
+/// (whitespace and comments left out): transaction control that sqlparser 0.5x does not know
+/// (ABORT, PREPARE TRANSACTION, BEGIN ... DEFERRABLE), RESET (with `RESET pgward.route`),
+/// MOVE and a SELECT without a target list. These touch no table. None for anything else.
+pub(crate) fn lexical_statement(
+    statement: &[&Token],
+) -> Option<(Class, Option<RouteSetting>, Kind)> {
     let keyword = |index: usize| match statement.get(index) {
         Some(Token::Word(word)) if word.quote_style.is_none() => word.keyword,
         _ => Keyword::NoKeyword,
@@ -433,33 +417,33 @@ pub(crate) fn lexical_fallback(sql: &str) -> (Class, Option<RouteSetting>, Optio
         Some(Token::Word(word)) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case("move")
     );
     if first_is_move {
-        return (Class::Write, None, Some(Kind::Utility));
+        return Some((Class::Write, None, Kind::Utility));
     }
     if statement.len() == 1 && keyword(0) == Keyword::SELECT {
-        return (Class::Read, None, Some(Kind::Select));
+        return Some((Class::Read, None, Kind::Select));
     }
     match (keyword(0), keyword(1)) {
         (Keyword::BEGIN, _) | (Keyword::START, Keyword::TRANSACTION) => {
             let read_only = has_keyword_pair(Keyword::READ, Keyword::ONLY)
                 && !has_keyword_pair(Keyword::READ, Keyword::WRITE);
-            (Class::Begin { read_only }, None, Some(Kind::Transaction))
+            Some((Class::Begin { read_only }, None, Kind::Transaction))
         }
         // COMMIT/ROLLBACK PREPARED finish a two-phase transaction that lives on the
         // primary and cannot run inside a transaction block: Write, not TxnControl.
         (Keyword::COMMIT | Keyword::ROLLBACK, _) if second_is_prepared => {
-            (Class::Write, None, Some(Kind::Transaction))
+            Some((Class::Write, None, Kind::Transaction))
         }
         (Keyword::COMMIT | Keyword::ROLLBACK | Keyword::END | Keyword::ABORT, _)
         | (Keyword::SAVEPOINT | Keyword::RELEASE, _)
         | (Keyword::PREPARE, Keyword::TRANSACTION) => {
-            (Class::TxnControl, None, Some(Kind::Transaction))
+            Some((Class::TxnControl, None, Kind::Transaction))
         }
-        (Keyword::RESET, _) => (
+        (Keyword::RESET, _) => Some((
             Class::Write,
             reset_route_setting(&statement[1..]),
-            Some(Kind::Set),
-        ),
-        _ => UNKNOWN,
+            Kind::Set,
+        )),
+        _ => None,
     }
 }
 
@@ -778,11 +762,57 @@ mod tests {
             assert!(a.understood(), "{sql}");
             assert_eq!(a.class, class, "{sql}");
         }
-        assert!(!analyzer.analyze("select; drop table t").understood());
         let a = analyzer.analyze("create unlogged table u (id int)");
         assert!(a.understood());
         assert_eq!(a.statements[0].kind, crate::sql::Kind::Ddl);
         assert_eq!(a.statements[0].tables[0].name, "u");
+    }
+
+    /// Texts mixing them with statements sqlparser parses are analysed statement by
+    /// statement, so what the others touch is still seen; anything unknown among them leaves
+    /// the whole text not understood.
+    #[test]
+    fn texts_mixing_such_statements_are_analysed_statement_by_statement() {
+        let analyzer = Analyzer::new(&[], 10);
+        // asyncpg's pool reset.
+        let reset = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
+        let a = analyzer.analyze(reset);
+        assert!(a.understood());
+        assert_eq!(a.class, Class::Write);
+        assert_eq!(a.statements.len(), 4);
+        assert_eq!(a.statements[3].kind, crate::sql::Kind::Set);
+
+        let a = analyzer.analyze("select; drop table t");
+        assert!(a.understood());
+        assert_eq!(a.statements[1].kind, crate::sql::Kind::Ddl);
+        assert_eq!(a.statements[1].tables[0].name, "t");
+
+        let a = analyzer.analyze("abort; select * from secrets");
+        assert!(a.understood());
+        assert_eq!(a.statements[1].tables[0].name, "secrets");
+
+        let a = analyzer.analyze("begin read only; move 1 in c; commit");
+        assert!(a.understood());
+        assert_eq!(a.class, Class::Write, "MOVE runs on the primary");
+
+        for sql in [
+            "reset all; do $$begin delete from t; end$$",
+            "select 1; garbage ((",
+            "reset all; select (",
+            // The `;`s of a SQL-standard function body end no statement.
+            "create function f() returns int language sql begin atomic; select 1; end",
+        ] {
+            let a = analyzer.analyze(sql);
+            assert!(!a.understood(), "{sql}");
+            assert_eq!(a.class, Class::Write, "{sql}");
+        }
+        // A route setting counts only alone.
+        assert_eq!(
+            analyzer
+                .analyze("reset pgward.route; reset all")
+                .route_setting,
+            None
+        );
     }
 
     #[test]

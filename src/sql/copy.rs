@@ -18,32 +18,36 @@ pub(crate) fn has_copy_from_stdin(tokens: &[TokenWithSpan]) -> bool {
 /// Parses each `;`-separated statement on its own. None when one does not parse or leaves
 /// tokens over.
 pub(crate) fn parse_one_by_one(tokens: Vec<TokenWithSpan>) -> Option<Vec<Statement>> {
-    let mut parsed = Vec::new();
-    for statement in statements(&tokens) {
-        if statement
-            .iter()
-            .all(|t| matches!(t.token, Token::Whitespace(_)))
-        {
-            continue;
-        }
-        let mut chunk = statement.to_vec();
-        if is_copy_from_stdin(statement) {
-            // What sqlparser expects before the inline data, which here is none.
-            chunk.push(TokenWithSpan::wrap(Token::SemiColon));
-        }
-        let mut parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(chunk);
-        parsed.push(parser.parse_statement().ok()?);
-        while parser.consume_token(&Token::SemiColon) {}
-        if parser.peek_token().token != Token::EOF {
-            return None;
-        }
+    statements(&tokens)
+        .filter(|statement| !is_blank(statement))
+        .map(parse_piece)
+        .collect()
+}
+
+/// One statement's tokens parsed on their own; None when they do not parse or leave tokens
+/// over.
+pub(crate) fn parse_piece(statement: &[TokenWithSpan]) -> Option<Statement> {
+    let mut chunk = statement.to_vec();
+    if is_copy_from_stdin(statement) {
+        // What sqlparser expects before the inline data, which here is none.
+        chunk.push(TokenWithSpan::wrap(Token::SemiColon));
     }
-    Some(parsed)
+    let mut parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(chunk);
+    let parsed = parser.parse_statement().ok()?;
+    while parser.consume_token(&Token::SemiColon) {}
+    (parser.peek_token().token == Token::EOF).then_some(parsed)
+}
+
+/// Only whitespace and comments: no statement.
+pub(crate) fn is_blank(statement: &[TokenWithSpan]) -> bool {
+    statement
+        .iter()
+        .all(|t| matches!(t.token, Token::Whitespace(_)))
 }
 
 /// The statements of a token stream, split at `;`. Semicolons inside literals, quoted names
 /// and dollar-quoted bodies are inside their tokens, so they do not split.
-fn statements(tokens: &[TokenWithSpan]) -> impl Iterator<Item = &[TokenWithSpan]> {
+pub(crate) fn statements(tokens: &[TokenWithSpan]) -> impl Iterator<Item = &[TokenWithSpan]> {
     tokens.split(|t| t.token == Token::SemiColon)
 }
 

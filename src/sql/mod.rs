@@ -23,8 +23,9 @@ use std::thread;
 
 use moka::sync::Cache;
 use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Tokenizer;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use analysis::{
     Action, AssignTarget, Assigned, Assignment, ColumnContext, ColumnRef, CompareOp, Context,
@@ -392,15 +393,7 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
             .ok()
     };
     let Some(statements) = parsed else {
-        let (class, route_setting, kind) = classify::lexical_fallback(sql);
-        return Analysis {
-            class,
-            hint,
-            route_setting,
-            parsed: false,
-            statements: kind.map(StatementInfo::new).into_iter().collect(),
-            id: next_id(),
-        };
+        return piecewise(sql, hint, functions);
     };
     let classes: Vec<Class> = statements
         .iter()
@@ -425,6 +418,69 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
         hint,
         route_setting,
         parsed: true,
+        statements: described,
+        id: next_id(),
+    }
+}
+
+/// A text sqlparser cannot parse as a whole, analysed statement by statement: each one
+/// parses on its own, or is one of the few statements sqlparser does not know that touch no
+/// table (`classify::lexical_statement`: RESET, ABORT, MOVE, ...). Drivers send such mixes:
+/// asyncpg's pool resets a connection with `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+/// UNLISTEN *; RESET ALL`. Any other statement leaves the whole text unparsed.
+fn piecewise(sql: &str, hint: Option<RouteHint>, functions: &WriteFunctions) -> Analysis {
+    let Ok(mut tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
+        return unparsed(sql);
+    };
+    classify::drop_unlogged(&mut tokens);
+    // A SQL-standard function body (BEGIN ATOMIC ... END) holds `;`s that end no statement.
+    let atomic = tokens.iter().any(|t| {
+        matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::ATOMIC)
+    });
+    if atomic {
+        return unparsed(sql);
+    }
+    let pieces: Vec<_> = copy::statements(&tokens)
+        .filter(|piece| !copy::is_blank(piece))
+        .collect();
+    let mut classes = Vec::with_capacity(pieces.len());
+    let mut described = Vec::with_capacity(pieces.len());
+    let mut route_setting = None;
+    let mut parsed = true;
+    for piece in &pieces {
+        let statement = (classify::bracket_depth(piece) <= MAX_BRACKET_DEPTH)
+            .then(|| copy::parse_piece(piece))
+            .flatten();
+        if let Some(statement) = statement {
+            classes.push(classify::classify_statement(&statement, functions));
+            described.push(walk::describe(&statement, functions));
+            continue;
+        }
+        let words: Vec<&Token> = piece
+            .iter()
+            .map(|t| &t.token)
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect();
+        let Some((class, setting, kind)) = classify::lexical_statement(&words) else {
+            return unparsed(sql);
+        };
+        parsed = false;
+        if pieces.len() == 1 {
+            route_setting = setting;
+        }
+        classes.push(class);
+        described.push(StatementInfo::new(kind));
+    }
+    let class = if described.iter().all(|s| s.understood) {
+        classify::combine(&classes)
+    } else {
+        Class::Write
+    };
+    Analysis {
+        class,
+        hint,
+        route_setting,
+        parsed,
         statements: described,
         id: next_id(),
     }
