@@ -870,6 +870,100 @@ fn session_pid_script_holds_directly() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Prepared statements after a schema change
+// ---------------------------------------------------------------------------------------------
+
+/// A schema change that alters a prepared statement's result makes PostgreSQL refuse that
+/// statement ("cached plan must not change result type", 0A000) on the connections that had
+/// prepared it; a connection made afterwards prepares it afresh. Through pgward, clients share
+/// server-side copies, so the stale copy must not outlive the first refusal: every client
+/// that prepares the statement after it gets the new shape, on every connection of the pool.
+async fn prepared_statements_follow_a_schema_change(ep: &Endpoint) {
+    let table = ep.name("reshaped");
+    let sql = format!("SELECT * FROM {table} ORDER BY a");
+    let setup = ep.connect().await;
+    setup
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (a int); INSERT INTO {table} VALUES (1)"
+        ))
+        .await
+        .expect("create the table");
+
+    // Two clients, each in a transaction at once: through pgward (pool of 2) both server
+    // connections then hold the statement.
+    let (first, second) = (ep.connect().await, ep.connect().await);
+    let mut kept = Vec::new();
+    for client in [&first, &second] {
+        client.batch_execute("BEGIN").await.expect("BEGIN");
+        let statement = client
+            .prepare(&sql)
+            .await
+            .expect("prepare before the change");
+        assert_eq!(
+            client.query(&statement, &[]).await.expect("run it")[0].len(),
+            1
+        );
+        kept.push(statement);
+    }
+    for client in [&first, &second] {
+        client.batch_execute("COMMIT").await.expect("COMMIT");
+    }
+
+    setup
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD COLUMN b text DEFAULT 'new'"
+        ))
+        .await
+        .expect("alter the table");
+
+    // A statement prepared before the change is refused, as PostgreSQL refuses it.
+    let refused = first
+        .query(&kept[0], &[])
+        .await
+        .expect_err("the stale statement runs");
+    assert_eq!(sqlstate(&refused), Some("0A000"), "{}", why(&refused));
+
+    // Clients that prepare it now get the new shape, whichever connection serves them.
+    for round in 0..6 {
+        let clients = [ep.connect().await, ep.connect().await];
+        for (i, client) in clients.iter().enumerate() {
+            client.batch_execute("BEGIN").await.expect("BEGIN");
+            let rows = match client.prepare(&sql).await {
+                Ok(statement) => client.query(&statement, &[]).await,
+                Err(e) => Err(e),
+            }
+            .unwrap_or_else(|e| panic!("round {round}, client {i}: {}", why(&e)));
+            assert_eq!(
+                rows[0].len(),
+                2,
+                "round {round}, client {i}: the new column"
+            );
+            let b: &str = rows[0].get(1);
+            assert_eq!(b, "new");
+        }
+        for client in &clients {
+            client.batch_execute("COMMIT").await.expect("COMMIT");
+        }
+    }
+}
+
+#[tokio::test]
+async fn prepared_statements_follow_a_schema_change_through_pgward() {
+    let pgward = ProxyConfig::transaction(2).start();
+    let ep = Endpoint::pgward(&pgward, None);
+    deadline(LIMIT, prepared_statements_follow_a_schema_change(&ep)).await;
+}
+
+#[tokio::test]
+async fn prepared_statements_follow_a_schema_change_directly() {
+    deadline(
+        LIMIT,
+        prepared_statements_follow_a_schema_change(&Endpoint::direct()),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // SQL PREPARE / EXECUTE / DEALLOCATE
 // ---------------------------------------------------------------------------------------------
 
