@@ -657,23 +657,24 @@ impl Session {
                 return Ok(());
             }
         };
-        // A LISTEN becomes a no-op on the server; its operations wait for the Bind.
-        let frame = match listen {
+        // A LISTEN becomes a no-op on the server; its operations wait for the Bind, where the
+        // policy judges the client's own text, not the no-op.
+        let (frame, original) = match listen {
             Some(rewritten) => {
                 let mut buf = bytes::BytesMut::new();
                 messages::write_parse(&mut buf, parse.name, &rewritten.text, parse.param_types);
                 self.listening()
                     .binds
                     .insert(parse.name.to_owned(), rewritten.steps.into());
-                Frame::from_bytes(buf.freeze())
+                (Frame::from_bytes(buf.freeze()), Some(parse.query.to_vec()))
             }
             None => {
                 self.forget_listen_bind(parse.name);
-                frame
+                (frame, None)
             }
         };
         let parse = messages::read_parse(frame.body())?;
-        self.note_prepared(parse.name, parse.query);
+        self.note_prepared(parse.name, original.as_deref().unwrap_or(parse.query));
         let class = self.class_of(parse.query);
         let reads = class == Class::Read;
         self.note_write(class != Class::Write);
