@@ -736,83 +736,55 @@ pub fn direct_dsn() -> String {
     )
 }
 
-/// The psycopg release the Python scripts are written against.
-const PSYCOPG_REQUIREMENT: &str = "psycopg[binary]==3.2.*";
+/// What the Python scripts are written against: psycopg 3 and asyncpg, from PyPI.
+const PYTHON_REQUIREMENTS: &[&str] = &["psycopg[binary]==3.2.*", "asyncpg==0.30.*"];
 
-/// A python3 interpreter with psycopg 3 (binary) installed: a venv made once, from PyPI, at
-/// `$CARGO_TARGET_TMPDIR/psycopg-venv` and shared by every test binary. It is built in a
-/// directory of its own and renamed into place when complete, so concurrent binaries never
-/// see half a venv (the loser of the race throws its copy away). Panics, naming the packages
-/// to install, when python3 or its venv module is missing.
+/// A python3 interpreter with psycopg 3 (binary) and asyncpg installed: a venv made once, from
+/// PyPI, at `$CARGO_TARGET_TMPDIR/python-venv` and shared by every test binary (see
+/// `installed_once`). Panics, naming the packages to install, when python3 or its venv module
+/// is missing.
 pub fn python_with_psycopg() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(prepare_psycopg_venv).clone()
+    PYTHON
+        .get_or_init(|| {
+            let venv = installed_once(
+                "python-venv",
+                |venv| {
+                    Command::new(venv.join("bin").join("python"))
+                        .args(["-c", "import psycopg, asyncpg"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                },
+                build_python_venv,
+            );
+            venv.join("bin").join("python")
+        })
+        .clone()
 }
 
-fn prepare_psycopg_venv() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join("psycopg-venv");
-    let python = venv.join("bin").join("python");
-    let works = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import psycopg"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if works(&python) {
-        return python;
-    }
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
-    // Existence first: a venv appears only complete, so one that exists and still cannot
-    // import psycopg is broken (left by an older python3, say), not half-built.
-    if venv.exists() && !works(&python) {
-        // Set it aside, whoever gets there first.
-        let aside = root.join(format!("psycopg-venv.broken-{unique}"));
-        if fs::rename(&venv, &aside).is_ok() {
-            let _ = fs::remove_dir_all(&aside);
-        }
-    }
-
-    fs::create_dir_all(root).expect("creating CARGO_TARGET_TMPDIR");
-    let partial = root.join(format!("psycopg-venv.partial-{unique}"));
-    let system_python = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("python3"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "python3 not found on PATH; the psycopg tests need it: \
-                 apt-get install python3 python3-venv"
-            )
-        });
+fn build_python_venv(partial: &Path) -> Result<(), String> {
+    let system_python = on_path("python3").ok_or(
+        "python3 not found on PATH; the Python driver tests need it: \
+         apt-get install python3 python3-venv",
+    )?;
     let created = run_program(
         Command::new(&system_python)
             .arg("-m")
             .arg("venv")
-            .arg(&partial),
+            .arg(partial),
         Duration::from_secs(300),
     );
     if !created.status.success() {
-        let _ = fs::remove_dir_all(&partial);
-        panic!(
-            "`{} -m venv` failed; the psycopg tests need the venv module with ensurepip: \
+        return Err(format!(
+            "`{} -m venv` failed; the Python driver tests need the venv module with ensurepip: \
              apt-get install python3-venv\nstdout:\n{}\nstderr:\n{}",
             system_python.display(),
             created.stdout,
             created.stderr
-        );
+        ));
     }
     let installed = run_program(
         Command::new(partial.join("bin").join("python"))
@@ -823,26 +795,166 @@ fn prepare_psycopg_venv() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .arg(PSYCOPG_REQUIREMENT),
+            .args(PYTHON_REQUIREMENTS),
         Duration::from_secs(600),
     );
     if !installed.status.success() {
-        let _ = fs::remove_dir_all(&partial);
-        panic!(
-            "pip could not install {PSYCOPG_REQUIREMENT} from PyPI ({}):\nstdout:\n{}\nstderr:\n{}",
+        return Err(format!(
+            "pip could not install {PYTHON_REQUIREMENTS:?} from PyPI ({}):\nstdout:\n{}\nstderr:\n{}",
             installed.status, installed.stdout, installed.stderr
-        );
+        ));
     }
-    // Atomic: either this copy becomes the venv, or another binary's already did.
-    if fs::rename(&partial, &venv).is_err() {
+    Ok(())
+}
+
+/// What the JavaScript scripts are written against: node-postgres with its cursor and COPY
+/// companions, from npm.
+const NODE_REQUIREMENTS: &[&str] = &["pg@8", "pg-cursor@2", "pg-copy-streams@7"];
+
+/// A folder whose `node_modules` holds node-postgres: installed once, from npm, at
+/// `$CARGO_TARGET_TMPDIR/node-pg` (see `installed_once`). Panics, naming the packages to
+/// install, when node or npm is missing.
+pub fn node_with_pg() -> PathBuf {
+    static NODE: OnceLock<PathBuf> = OnceLock::new();
+    NODE.get_or_init(|| {
+        installed_once(
+            "node-pg",
+            |dir| {
+                Command::new("node")
+                    .args(["-e", "require('pg'); require('pg-cursor'); require('pg-copy-streams')"])
+                    .current_dir(dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+            |partial| {
+                on_path("node")
+                    .and(on_path("npm"))
+                    .ok_or("node and npm not found on PATH; the node-postgres tests need them: apt-get install nodejs npm")?;
+                fs::write(partial.join("package.json"), "{\"private\": true}\n")
+                    .map_err(|e| format!("writing package.json: {e}"))?;
+                let installed = run_program(
+                    Command::new("npm")
+                        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+                        .args(NODE_REQUIREMENTS)
+                        .current_dir(partial),
+                    Duration::from_secs(600),
+                );
+                if !installed.status.success() {
+                    return Err(format!(
+                        "npm could not install {NODE_REQUIREMENTS:?} ({}):\nstdout:\n{}\nstderr:\n{}",
+                        installed.status, installed.stdout, installed.stderr
+                    ));
+                }
+                Ok(())
+            },
+        )
+    })
+    .clone()
+}
+
+/// Debian's pgJDBC (`libpostgresql-jdbc-java`), or the jar `PGWARD_PGJDBC_JAR` names.
+pub fn pgjdbc_jar() -> PathBuf {
+    let jar = std::env::var_os("PGWARD_PGJDBC_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"));
+    assert!(
+        jar.is_file(),
+        "{} not found; the pgJDBC tests need it: apt-get install libpostgresql-jdbc-java \
+         (or set PGWARD_PGJDBC_JAR)",
+        jar.display()
+    );
+    jar
+}
+
+/// The compiled classes of tests/java, built once per test binary with javac against
+/// `pgjdbc_jar()`. Panics, naming the packages to install, when javac is missing.
+pub fn java_classes() -> PathBuf {
+    static CLASSES: OnceLock<PathBuf> = OnceLock::new();
+    CLASSES
+        .get_or_init(|| {
+            on_path("javac").unwrap_or_else(|| {
+                panic!("javac not found on PATH; the pgJDBC tests need it: apt-get install default-jdk-headless")
+            });
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("java-classes-{}", std::process::id()));
+            let sources: Vec<PathBuf> = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("java"))
+                .expect("tests/java")
+                .map(|e| e.expect("tests/java entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "java"))
+                .collect();
+            run_program(
+                Command::new("javac")
+                    .arg("-cp")
+                    .arg(pgjdbc_jar())
+                    .arg("-d")
+                    .arg(&out)
+                    .args(&sources),
+                Duration::from_secs(300),
+            )
+            .expect_success("javac tests/java");
+            out
+        })
+        .clone()
+}
+
+/// The first `name` on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `$CARGO_TARGET_TMPDIR/<name>`, made once by `build` and shared by every test binary. It is
+/// built in a folder of its own and renamed into place when complete, so concurrent binaries
+/// never see half of it (the loser of the race throws its copy away); one that exists but
+/// fails `works` is broken (left by an older toolchain, say) and is made again. Panics with
+/// `build`'s error.
+fn installed_once(
+    name: &str,
+    works: impl Fn(&Path) -> bool,
+    build: impl FnOnce(&Path) -> Result<(), String>,
+) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let done = root.join(name);
+    if works(&done) {
+        return done;
+    }
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    if done.exists() {
+        // Set it aside, whoever gets there first.
+        let aside = root.join(format!("{name}.broken-{unique}"));
+        if fs::rename(&done, &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
+    }
+    let partial = root.join(format!("{name}.partial-{unique}"));
+    fs::create_dir_all(&partial).expect("creating CARGO_TARGET_TMPDIR");
+    if let Err(why) = build(&partial) {
+        let _ = fs::remove_dir_all(&partial);
+        panic!("{why}");
+    }
+    // Atomic: either this copy becomes the real one, or another binary's already did.
+    if fs::rename(&partial, &done).is_err() {
         let _ = fs::remove_dir_all(&partial);
     }
     assert!(
-        works(&python),
-        "{} cannot import psycopg after installing it",
-        python.display()
+        works(&done),
+        "{} does not work right after it was made",
+        done.display()
     );
-    python
+    done
 }
 
 /// A script of tests/py by file name.
@@ -857,12 +969,7 @@ pub fn py_script(name: &str) -> PathBuf {
 /// libpq uses only the DSN it is given); kills it and panics if it outlives `timeout`.
 pub fn run_python(script: &Path, args: &[&str], timeout: Duration) -> Finished {
     let mut command = Command::new(python_with_psycopg());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            command.env_remove(key);
-        }
-    }
-    command
+    without_pg_env(&mut command)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
         .env("LC_ALL", "C.UTF-8")
@@ -901,4 +1008,42 @@ pub async fn connect_with_notifications(
         }
     });
     Ok((client, rx))
+}
+
+/// Runs a script of tests/js with node, node-postgres on its module path; kills it and
+/// panics if it outlives `timeout`.
+pub fn run_node(script: &str, args: &[&str], timeout: Duration) -> Finished {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("js")
+        .join(script);
+    let mut command = Command::new("node");
+    without_pg_env(&mut command)
+        .env("NODE_PATH", node_with_pg().join("node_modules"))
+        .arg(script)
+        .args(args);
+    run_program(&mut command, timeout)
+}
+
+/// Runs class `main` of tests/java with pgJDBC on the class path; kills it and panics if it
+/// outlives `timeout`.
+pub fn run_java(main: &str, args: &[&str], timeout: Duration) -> Finished {
+    let class_path = std::env::join_paths([java_classes(), pgjdbc_jar()]).expect("class path");
+    let mut command = Command::new("java");
+    without_pg_env(&mut command)
+        .arg("-cp")
+        .arg(class_path)
+        .arg(main)
+        .args(args);
+    run_program(&mut command, timeout)
+}
+
+/// No PG* variables inherited: a driver uses only the connection string it is given.
+fn without_pg_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
