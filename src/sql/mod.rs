@@ -407,9 +407,20 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
         .iter()
         .map(|statement| walk::describe(statement, functions))
         .collect();
-    // What the analysis does not fully understand runs on the primary.
+    assemble(&classes, described, hint, route_setting, true)
+}
+
+/// The analysis of a text from its statements' classes and descriptions. What the analysis
+/// does not fully understand runs on the primary.
+fn assemble(
+    classes: &[Class],
+    described: Vec<StatementInfo>,
+    hint: Option<RouteHint>,
+    route_setting: Option<RouteSetting>,
+    parsed: bool,
+) -> Analysis {
     let class = if described.iter().all(|s| s.understood) {
-        classify::combine(&classes)
+        classify::combine(classes)
     } else {
         Class::Write
     };
@@ -417,7 +428,7 @@ fn analyze_text(sql: &str, functions: &WriteFunctions) -> Analysis {
         class,
         hint,
         route_setting,
-        parsed: true,
+        parsed,
         statements: described,
         id: next_id(),
     }
@@ -471,19 +482,7 @@ fn piecewise(sql: &str, hint: Option<RouteHint>, functions: &WriteFunctions) -> 
         classes.push(class);
         described.push(StatementInfo::new(kind));
     }
-    let class = if described.iter().all(|s| s.understood) {
-        classify::combine(&classes)
-    } else {
-        Class::Write
-    };
-    Analysis {
-        class,
-        hint,
-        route_setting,
-        parsed,
-        statements: described,
-        id: next_id(),
-    }
+    assemble(&classes, described, hint, route_setting, parsed)
 }
 
 #[cfg(test)]
