@@ -875,68 +875,93 @@ fn session_pid_script_holds_directly() {
 
 /// A schema change that alters a prepared statement's result makes PostgreSQL refuse that
 /// statement ("cached plan must not change result type", 0A000) on the connections that had
-/// prepared it; a connection made afterwards prepares it afresh. Through pgward, clients share
-/// server-side copies, so the stale copy must not outlive the first refusal: every client
-/// that prepares the statement after it gets the new shape, on every connection of the pool.
+/// prepared it, while a client that prepares it afterwards gets the new shape. Through pgward,
+/// clients share server-side copies: a copy made before the change must serve no client that
+/// prepared the statement after it, whether or not anyone has met the refusal yet.
 async fn prepared_statements_follow_a_schema_change(ep: &Endpoint) {
-    let table = ep.name("reshaped");
-    let sql = format!("SELECT * FROM {table} ORDER BY a");
-    let setup = ep.connect().await;
-    setup
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (a int); INSERT INTO {table} VALUES (1)"
-        ))
-        .await
-        .expect("create the table");
-
-    // Two clients, each in a transaction at once: through pgward (pool of 2) both server
-    // connections then hold the statement.
-    let (first, second) = (ep.connect().await, ep.connect().await);
-    let mut kept = Vec::new();
-    for client in [&first, &second] {
-        client.batch_execute("BEGIN").await.expect("BEGIN");
-        let statement = client
-            .prepare(&sql)
+    for refused_first in [false, true] {
+        let table = ep.name(&format!("reshaped_{refused_first}"));
+        let sql = format!("SELECT * FROM {table} ORDER BY a");
+        let setup = ep.connect().await;
+        setup
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (a int); INSERT INTO {table} VALUES (1)"
+            ))
             .await
-            .expect("prepare before the change");
-        assert_eq!(
-            client.query(&statement, &[]).await.expect("run it")[0].len(),
-            1
-        );
-        kept.push(statement);
-    }
-    for client in [&first, &second] {
-        client.batch_execute("COMMIT").await.expect("COMMIT");
-    }
+            .expect("create the table");
 
-    setup
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD COLUMN b text DEFAULT 'new'"
-        ))
-        .await
-        .expect("alter the table");
-
-    // A statement prepared before the change is refused, as PostgreSQL refuses it.
-    let refused = first
-        .query(&kept[0], &[])
-        .await
-        .expect_err("the stale statement runs");
-    assert_eq!(sqlstate(&refused), Some("0A000"), "{}", why(&refused));
-
-    // Clients that prepare it now get the new shape, whichever connection serves them.
-    for round in 0..6 {
-        let clients = [ep.connect().await, ep.connect().await];
-        for (i, client) in clients.iter().enumerate() {
+        // Two clients, each in a transaction at once: through pgward (pool of 2) both server
+        // connections then hold the statement.
+        let (first, second) = (ep.connect().await, ep.connect().await);
+        let mut kept = Vec::new();
+        for client in [&first, &second] {
             client.batch_execute("BEGIN").await.expect("BEGIN");
-            let rows = match client.prepare(&sql).await {
-                Ok(statement) => client.query(&statement, &[]).await,
-                Err(e) => Err(e),
-            }
-            .unwrap_or_else(|e| panic!("round {round}, client {i}: {}", why(&e)));
+            let statement = client
+                .prepare(&sql)
+                .await
+                .expect("prepare before the change");
+            assert_eq!(
+                client.query(&statement, &[]).await.expect("run it")[0].len(),
+                1
+            );
+            kept.push(statement);
+        }
+        for client in [&first, &second] {
+            client.batch_execute("COMMIT").await.expect("COMMIT");
+        }
+
+        setup
+            .batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN b text DEFAULT 'new'"
+            ))
+            .await
+            .expect("alter the table");
+
+        if refused_first {
+            // A statement prepared before the change is refused, as PostgreSQL refuses it.
+            let refused = first
+                .query(&kept[0], &[])
+                .await
+                .expect_err("the stale statement runs");
+            assert_eq!(sqlstate(&refused), Some("0A000"), "{}", why(&refused));
+        }
+        // Clients that prepare it now get the new shape, whichever connection serves them,
+        // and so does a client that prepares it again.
+        let when = if refused_first {
+            "after a refusal"
+        } else {
+            "after the change"
+        };
+        new_clients_see_the_new_shape(ep, &sql, when).await;
+        let fresh = second.prepare(&sql).await.expect("prepare again");
+        for _ in 0..4 {
+            let rows = second
+                .query(&fresh, &[])
+                .await
+                .expect("the new statement runs");
             assert_eq!(
                 rows[0].len(),
                 2,
-                "round {round}, client {i}: the new column"
+                "{when}: the re-prepared statement's shape"
+            );
+        }
+    }
+}
+
+async fn new_clients_see_the_new_shape(ep: &Endpoint, sql: &str, when: &str) {
+    for round in 0..3 {
+        let clients = [ep.connect().await, ep.connect().await];
+        for (i, client) in clients.iter().enumerate() {
+            client.batch_execute("BEGIN").await.expect("BEGIN");
+            let rows = match client.prepare(sql).await {
+                Ok(statement) => client.query(&statement, &[]).await,
+                Err(e) => Err(e),
+            }
+            .unwrap_or_else(|e| panic!("{when}, round {round}, client {i}: {}", why(&e)));
+            assert_eq!(
+                rows[0].len(),
+                2,
+                "{when}, round {round}, client {i}: the new column"
             );
             let b: &str = rows[0].get(1);
             assert_eq!(b, "new");

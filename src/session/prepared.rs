@@ -26,10 +26,17 @@ pub struct Statement {
     pub reads: bool,
     /// The statement is `SET pgward.route = ...` (or RESET).
     pub route_setting: Option<RouteSetting>,
+    /// When the client parsed it, in the order of all Parses pgward has seen (see `PARSES`).
+    pub parsed: u64,
 }
 
+/// Numbers every client Parse. A server copy made for an earlier Parse may predate a schema
+/// change the client's own Parse came after; PostgreSQL would have parsed the client's text
+/// afresh, so such a copy is made again before the client uses it (`Session::prepare_on_server`).
+static PARSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Two statements are the same when PostgreSQL would prepare the same thing; what pgward
-/// derives from them (effects, routing) depends on the config and does not count.
+/// derives from them (effects, routing, when it was parsed) does not count.
 impl PartialEq for Statement {
     fn eq(&self, other: &Statement) -> bool {
         self.query == other.query && self.param_types == other.param_types
@@ -59,6 +66,7 @@ impl Statement {
             effects,
             reads,
             route_setting,
+            parsed: PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -4,8 +4,8 @@
 //! Close naming a prepared statement (renamed to pgward's server-side name, re-prepared when the
 //! server lacks it), and the responses that tell where a request ends. A queue of the responses
 //! still owed to the client keeps replies in protocol order even when pgward answers a message
-//! itself (a ParseComplete for a statement the server already has) or hides one (the
-//! ParseComplete of a re-prepare the client never asked for).
+//! itself (a CloseComplete for a client's name) or hides one (the ParseComplete of a re-prepare
+//! the client never asked for).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -66,11 +66,12 @@ pub(super) enum Pending {
     HiddenSync,
     /// A step of pgward's own statement (see `sqlprep`): the reply with this tag is hidden.
     Quiet(u8),
+    /// pgward's Close of an older server copy of a statement, before it is parsed again; the
+    /// copy stays if the server skips the Close.
+    Refresh(Arc<Statement>),
 }
 
 pub(super) enum Reply {
-    /// For a statement the server already has; the statement is the client's new one.
-    ParseComplete(Arc<Statement>),
     CloseComplete,
     Error(ProxyError),
     /// ReadyForQuery after a simple Query pgward refused.
@@ -348,13 +349,8 @@ impl Session {
         while let Some(p) = self.link.queue.pop_front() {
             match p {
                 Pending::Hidden | Pending::HiddenSync => {}
-                // pgward's own answer, its turn come: the statement exists for the client.
-                Pending::Reply(Reply::ParseComplete(_)) if !errored => {
-                    messages::parse_complete(self.client_w.buffer());
-                }
                 // A Parse the client is told failed created nothing, as in PostgreSQL.
-                Pending::Reply(Reply::ParseComplete(s))
-                | Pending::Parse {
+                Pending::Parse {
                     statement: Some(s),
                     hidden: false,
                 } => {
@@ -697,43 +693,60 @@ impl Session {
             return Ok(());
         }
         let statement = self.statement_with(parse.query, parse.param_types, effects);
+        let copy = self.server_mut().prepared.get(&statement.hash).cloned();
+        if copy.as_ref().is_some_and(|copy| **copy != *statement) {
+            self.refuse(ProxyError::Unsupported(
+                "pgward: prepared statement name hash collision; retry with different text".into(),
+            ));
+            return Ok(());
+        }
         self.statements
             .insert(parse.name.to_owned(), statement.clone());
-        let conn = self.server_mut();
-        match conn.prepared.get(&statement.hash) {
-            Some(existing) if **existing == *statement => {
-                self.link
-                    .queue
-                    .push_back(Pending::Reply(Reply::ParseComplete(statement)));
-            }
-            Some(_) => self.refuse(ProxyError::Unsupported(
-                "pgward: prepared statement name hash collision; retry with different text".into(),
-            )),
-            None => {
-                statement.write_parse(conn.writer.buffer(), &statement.server_name);
-                conn.prepared.insert(statement.hash, statement.clone());
-                self.link.queue.push_back(Pending::Parse {
-                    statement: Some(statement),
-                    hidden: false,
-                });
-            }
-        }
+        // Parsed on the server as the client asks, so it reads the schema as it is now.
+        self.prepare_on_server(statement, copy, false);
         Ok(())
     }
 
-    /// Looks up a client's statement by name, preparing it on this server if needed.
+    /// Looks up a client's statement by name, preparing it on this server if the server has
+    /// no copy made since the client parsed it.
     fn server_statement(&mut self, name: &str) -> Option<Arc<Statement>> {
         let statement = self.statements.get(name)?.clone();
-        let conn = self.server_mut();
-        if !conn.prepared.contains_key(&statement.hash) {
-            statement.write_parse(conn.writer.buffer(), &statement.server_name);
-            conn.prepared.insert(statement.hash, statement.clone());
-            self.link.queue.push_back(Pending::Parse {
-                statement: Some(statement.clone()),
-                hidden: true,
-            });
+        let copy = self.server_mut().prepared.get(&statement.hash).cloned();
+        if copy
+            .as_ref()
+            .is_none_or(|copy| copy.parsed < statement.parsed)
+        {
+            self.prepare_on_server(statement.clone(), copy, true);
         }
         Some(statement)
+    }
+
+    /// Prepares `statement` under pgward's name, first closing the server's older `copy` of
+    /// it: a copy made before the client's Parse may predate a schema change (PostgreSQL
+    /// would refuse it, "cached plan must not change result type", or answer in the old
+    /// shape), where a direct connection would have parsed the client's text afresh.
+    fn prepare_on_server(
+        &mut self,
+        statement: Arc<Statement>,
+        copy: Option<Arc<Statement>>,
+        hidden: bool,
+    ) {
+        let conn = self.server_mut();
+        if let Some(copy) = copy {
+            messages::frontend(conn.writer.buffer(), tag::CLOSE, |b| {
+                b.put_u8(b'S');
+                b.put_slice(copy.server_name.as_bytes());
+                b.put_u8(0);
+            });
+            self.link.queue.push_back(Pending::Refresh(copy));
+        }
+        let conn = self.server_mut();
+        statement.write_parse(conn.writer.buffer(), &statement.server_name);
+        conn.prepared.insert(statement.hash, statement.clone());
+        self.link.queue.push_back(Pending::Parse {
+            statement: Some(statement),
+            hidden,
+        });
     }
 
     /// The unnamed statement lives on the connection that parsed it; re-send it when a
@@ -1000,6 +1013,7 @@ impl Session {
                     Some(Pending::Execute(_)) => (matches!(t, b'C' | b'I' | b's'), false),
                     Some(Pending::Close) => (t == b'3', false),
                     Some(Pending::Quiet(reply)) => (t == *reply, true),
+                    Some(Pending::Refresh(_)) => (t == b'3', true),
                     _ => (false, false),
                 };
                 if !hidden {
@@ -1051,13 +1065,23 @@ impl Session {
         crate::metrics::bytes(received, sent);
     }
 
-    /// A Parse the server skipped or refused created nothing there.
+    /// A Parse the server skipped or refused created nothing there; a Close it skipped left
+    /// the older copy in place.
     fn forget_unfinished(&mut self, pending: Pending) {
-        if let Pending::Parse {
-            statement: Some(s), ..
-        } = pending
-        {
-            self.server_mut().prepared.remove(&s.hash);
+        let prepared = &mut self.server_mut().prepared;
+        match pending {
+            Pending::Parse {
+                statement: Some(s), ..
+            } if prepared
+                .get(&s.hash)
+                .is_some_and(|kept| Arc::ptr_eq(kept, &s)) =>
+            {
+                prepared.remove(&s.hash);
+            }
+            Pending::Refresh(copy) => {
+                prepared.insert(copy.hash, copy);
+            }
+            _ => {}
         }
     }
 
@@ -1071,7 +1095,6 @@ impl Session {
             };
             let out = self.client_w.buffer();
             match reply {
-                Reply::ParseComplete(_) => messages::parse_complete(out),
                 Reply::CloseComplete => messages::close_complete(out),
                 Reply::Error(e) => messages::error_response(out, &e, false),
                 Reply::Ready => {
