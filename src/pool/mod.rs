@@ -13,7 +13,7 @@ pub mod server;
 pub mod verifiers;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,8 +56,6 @@ pub struct Pool {
     /// Statements some server of this pool has parsed successfully, so a client's prepare of
     /// the same statement can be answered without a server (see `Session::prepare_locally`).
     known_statements: Mutex<HashMap<u64, Arc<Statement>>>,
-    /// Bumped when a server finds a prepared statement stale; see `statements_went_stale`.
-    statements_epoch: AtomicU64,
 }
 
 /// Bound on `known_statements`, so clients generating endless distinct SQL cannot grow it.
@@ -133,10 +131,8 @@ impl Pool {
             e.to_client()
         })?;
         tracing::debug!(backend = %self.key.backend, pid = conn.pid, "new server connection");
-        let mut conn = Box::new(conn);
-        conn.statements_epoch = self.statements_epoch();
         Ok(Lease {
-            conn,
+            conn: Box::new(conn),
             pool: self.clone(),
             _permit: permit,
         })
@@ -191,20 +187,6 @@ impl Pool {
         idle.retain(|c| c.idle_since > cutoff);
     }
 
-    /// A server refused to run a prepared statement whose result a schema change altered
-    /// ("cached plan must not change result type"). Clients share pgward's server-side
-    /// statements, so every connection of the pool may hold the stale copy: each drops its
-    /// statements at its next checkout (`Session::attach`), and the next Parse makes a fresh
-    /// one, as a new connection straight to PostgreSQL would.
-    pub fn statements_went_stale(&self) {
-        self.statements_epoch.fetch_add(1, Ordering::Relaxed);
-        self.known_statements.lock().expect("pool lock").clear();
-    }
-
-    pub fn statements_epoch(&self) -> u64 {
-        self.statements_epoch.load(Ordering::Relaxed)
-    }
-
     pub fn remember(&self, statement: &Arc<Statement>) {
         let mut known = self.known_statements.lock().expect("pool lock");
         if known.len() < MAX_KNOWN_STATEMENTS {
@@ -247,7 +229,6 @@ impl Pools {
                     idle: Mutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(settings.size)),
                     known_statements: Mutex::new(HashMap::new()),
-                    statements_epoch: AtomicU64::new(0),
                 })
             })
             .clone()

@@ -139,8 +139,6 @@ pub struct ServerConn {
     /// SQL-level prepared statements on this connection by name, with the PREPARE text
     /// that made them (None: made by a text pgward does not keep; see `session::sqlprep`).
     pub sql_prepared: HashMap<String, Option<Arc<[u8]>>>,
-    /// The pool's statement epoch these statements belong to (see `Pool::statements_went_stale`).
-    pub statements_epoch: u64,
     pub idle_since: Instant,
 }
 
@@ -191,7 +189,6 @@ impl ServerConn {
             session_params: BTreeMap::new(),
             prepared: HashMap::new(),
             sql_prepared: HashMap::new(),
-            statements_epoch: 0,
             idle_since: Instant::now(),
         };
         conn.startup(user, credential, database, tls).await?;

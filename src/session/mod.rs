@@ -1133,21 +1133,7 @@ impl Session {
             };
             let server = Some((lease.conn.backend.clone(), lease.conn.pid));
             self.client.set(ClientState::Active, server);
-            // Statements that went stale on some connection of the pool are dropped here.
-            let epoch = lease.pool().statements_epoch();
-            let stale = lease.conn.statements_epoch != epoch
-                && !(lease.conn.prepared.is_empty() && lease.conn.sql_prepared.is_empty());
-            lease.conn.statements_epoch = epoch;
-            let settings = params::apply_sql(&self.wanted, &lease.conn.session_params);
-            let sql = match (stale, settings) {
-                (false, settings) => settings,
-                (true, settings) => {
-                    lease.conn.prepared.clear();
-                    lease.conn.sql_prepared.clear();
-                    Some(format!("DEALLOCATE ALL;{}", settings.unwrap_or_default()))
-                }
-            };
-            if let Some(sql) = sql {
+            if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 match lease.conn.internal_query(&sql).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
                     Err(ServerError::Postgres {

@@ -711,11 +711,10 @@ impl Session {
     /// no copy made since the client parsed it.
     fn server_statement(&mut self, name: &str) -> Option<Arc<Statement>> {
         let statement = self.statements.get(name)?.clone();
-        let copy = self.server_mut().prepared.get(&statement.hash).cloned();
-        if copy
-            .as_ref()
-            .is_none_or(|copy| copy.parsed < statement.parsed)
-        {
+        // The usual case, a copy at least as new as the client's Parse, clones nothing.
+        let copy = self.server_mut().prepared.get(&statement.hash);
+        if copy.is_none_or(|copy| copy.parsed < statement.parsed) {
+            let copy = copy.cloned();
             self.prepare_on_server(statement.clone(), copy, true);
         }
         Some(statement)
@@ -985,13 +984,6 @@ impl Session {
                 self.link.copy_in = false;
                 self.link.tx_failed = true;
                 crate::metrics::error(error_sqlstate(&frame).unwrap_or("XX"));
-                if self.transaction_mode() && is_stale_statement_error(&frame) {
-                    self.server
-                        .as_ref()
-                        .expect("attached")
-                        .pool()
-                        .statements_went_stale();
-                }
                 self.client_w.queue(frame.as_bytes());
                 // In the extended protocol the server now skips everything up to Sync.
                 while let Some(p) = self.link.queue.front() {
@@ -1121,17 +1113,12 @@ fn stages_rewrite(tag: u8) -> bool {
 
 /// The SQLSTATE of an ErrorResponse.
 fn error_sqlstate(frame: &Frame) -> Option<&str> {
-    // Fields are in the client's encoding; the SQLSTATE is ASCII.
-    error_field(frame, b'C').and_then(|value| std::str::from_utf8(value).ok())
-}
-
-/// Field `code` of an ErrorResponse or NoticeResponse.
-fn error_field(frame: &Frame, code: u8) -> Option<&[u8]> {
     let mut r = Reader::new(frame.body());
-    while let Ok(field) = r.u8() {
+    while let Ok(code) = r.u8() {
+        // Fields are in the client's encoding; the SQLSTATE is ASCII.
         let value = r.cstr_bytes().ok()?;
-        if field == code {
-            return Some(value);
+        if code == b'C' {
+            return std::str::from_utf8(value).ok();
         }
     }
     None
@@ -1155,14 +1142,6 @@ fn server_error(frame: &Frame) -> ProxyError {
         message,
         fatal: false,
     }
-}
-
-/// PostgreSQL's "cached plan must not change result type": a prepared statement a schema
-/// change (or another search_path) gives another result shape. Told by the function raising
-/// it, which does not depend on the server's language (asyncpg does the same).
-fn is_stale_statement_error(frame: &Frame) -> bool {
-    error_sqlstate(frame) == Some("0A000")
-        && error_field(frame, b'R') == Some(b"RevalidateCachedQuery".as_slice())
 }
 
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.
