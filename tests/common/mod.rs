@@ -750,13 +750,10 @@ pub fn python_with_psycopg() -> PathBuf {
             let venv = installed_once(
                 "python-venv",
                 |venv| {
-                    Command::new(venv.join("bin").join("python"))
-                        .args(["-c", "import psycopg, asyncpg"])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
+                    quietly_succeeds(
+                        Command::new(venv.join("bin").join("python"))
+                            .args(["-c", "import psycopg, asyncpg"]),
+                    )
                 },
                 build_python_venv,
             );
@@ -786,7 +783,8 @@ fn build_python_venv(partial: &Path) -> Result<(), String> {
             created.stderr
         ));
     }
-    let installed = run_program(
+    install(
+        &format!("pip could not install {PYTHON_REQUIREMENTS:?} from PyPI"),
         Command::new(partial.join("bin").join("python"))
             .args([
                 "-m",
@@ -796,15 +794,7 @@ fn build_python_venv(partial: &Path) -> Result<(), String> {
                 "--disable-pip-version-check",
             ])
             .args(PYTHON_REQUIREMENTS),
-        Duration::from_secs(600),
-    );
-    if !installed.status.success() {
-        return Err(format!(
-            "pip could not install {PYTHON_REQUIREMENTS:?} from PyPI ({}):\nstdout:\n{}\nstderr:\n{}",
-            installed.status, installed.stdout, installed.stderr
-        ));
-    }
-    Ok(())
+    )
 }
 
 /// What the JavaScript scripts are written against: node-postgres with its cursor and COPY
@@ -820,14 +810,11 @@ pub fn node_with_pg() -> PathBuf {
         installed_once(
             "node-pg",
             |dir| {
-                Command::new("node")
-                    .args(["-e", "require('pg'); require('pg-cursor'); require('pg-copy-streams')"])
-                    .current_dir(dir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
+                quietly_succeeds(
+                    Command::new("node")
+                        .args(["-e", "require('pg'); require('pg-cursor'); require('pg-copy-streams')"])
+                        .current_dir(dir),
+                )
             },
             |partial| {
                 on_path("node")
@@ -835,20 +822,13 @@ pub fn node_with_pg() -> PathBuf {
                     .ok_or("node and npm not found on PATH; the node-postgres tests need them: apt-get install nodejs npm")?;
                 fs::write(partial.join("package.json"), "{\"private\": true}\n")
                     .map_err(|e| format!("writing package.json: {e}"))?;
-                let installed = run_program(
+                install(
+                    &format!("npm could not install {NODE_REQUIREMENTS:?}"),
                     Command::new("npm")
                         .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
                         .args(NODE_REQUIREMENTS)
                         .current_dir(partial),
-                    Duration::from_secs(600),
-                );
-                if !installed.status.success() {
-                    return Err(format!(
-                        "npm could not install {NODE_REQUIREMENTS:?} ({}):\nstdout:\n{}\nstderr:\n{}",
-                        installed.status, installed.stdout, installed.stderr
-                    ));
-                }
-                Ok(())
+                )
             },
         )
     })
@@ -898,6 +878,28 @@ pub fn java_classes() -> PathBuf {
             out
         })
         .clone()
+}
+
+/// Runs an installer (up to 10 minutes); its output, after `failure`, when it fails.
+fn install(failure: &str, command: &mut Command) -> Result<(), String> {
+    let done = run_program(command, Duration::from_secs(600));
+    if done.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{failure} ({}):\nstdout:\n{}\nstderr:\n{}",
+        done.status, done.stdout, done.stderr
+    ))
+}
+
+/// Whether `command` runs and exits 0, its output discarded.
+fn quietly_succeeds(command: &mut Command) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The first `name` on PATH.
