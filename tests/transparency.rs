@@ -988,6 +988,77 @@ async fn prepared_statements_follow_a_schema_change_directly() {
     .await;
 }
 
+/// Schema-per-tenant: clients whose search_paths name different tables of the same name
+/// prepare the same text. PostgreSQL re-parses a statement under the search_path of each
+/// execution, so one server-side copy shared by both would change shape at every switch and be
+/// refused ("cached plan must not change result type", 0A000); on their own connections each
+/// client's statement keeps reading its own table. Checked for protocol-level statements and
+/// for SQL PREPARE, with the two clients taking turns on one server connection.
+async fn tenants_prepare_the_same_text(ep: &Endpoint) {
+    let (one, two) = (ep.name("tenant_one"), ep.name("tenant_two"));
+    let setup = ep.connect().await;
+    setup
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {one} CASCADE; DROP SCHEMA IF EXISTS {two} CASCADE;
+             CREATE SCHEMA {one}; CREATE SCHEMA {two};
+             CREATE TABLE {one}.settings (a int); INSERT INTO {one}.settings VALUES (1);
+             CREATE TABLE {two}.settings (a int, b text); INSERT INTO {two}.settings VALUES (2, 'two')"
+        ))
+        .await
+        .expect("create the tenants");
+    let sql = "SELECT * FROM settings";
+    let mut tenants = Vec::new();
+    for (schema, columns) in [(&one, 1), (&two, 2)] {
+        let client = ep.connect().await;
+        client
+            .batch_execute(&format!(
+                "SET search_path TO {schema}; PREPARE by_sql AS {sql}"
+            ))
+            .await
+            .expect("set the path and PREPARE");
+        let statement = client.prepare(sql).await.expect("prepare");
+        tenants.push((client, statement, schema, columns));
+    }
+    for round in 0..4 {
+        for (client, statement, schema, columns) in &tenants {
+            let what = format!("round {round}, {schema}");
+            let rows = client
+                .query(statement, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {}", why(&e)));
+            assert_eq!(rows[0].len(), *columns, "{what}: its own table's columns");
+            let messages = client
+                .simple_query("EXECUTE by_sql")
+                .await
+                .unwrap_or_else(|e| panic!("{what}, EXECUTE: {}", why(&e)));
+            let want: Vec<Option<String>> = if *columns == 1 {
+                vec![Some("1".into())]
+            } else {
+                vec![Some("2".into()), Some("two".into())]
+            };
+            assert_eq!(simple_rows(&messages), [want], "{what}, EXECUTE");
+        }
+    }
+    setup
+        .batch_execute(&format!(
+            "DROP SCHEMA {one} CASCADE; DROP SCHEMA {two} CASCADE"
+        ))
+        .await
+        .expect("drop the tenants");
+}
+
+#[tokio::test]
+async fn tenants_prepare_the_same_text_through_pgward() {
+    let pgward = ProxyConfig::transaction(1).start();
+    let ep = Endpoint::pgward(&pgward, None);
+    deadline(LIMIT, tenants_prepare_the_same_text(&ep)).await;
+}
+
+#[tokio::test]
+async fn tenants_prepare_the_same_text_directly() {
+    deadline(LIMIT, tenants_prepare_the_same_text(&Endpoint::direct())).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // SQL PREPARE / EXECUTE / DEALLOCATE
 // ---------------------------------------------------------------------------------------------

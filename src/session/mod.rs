@@ -842,7 +842,15 @@ impl Session {
     ) -> Arc<Statement> {
         let reads = self.class_of(query) == Class::Read;
         let route_setting = self.route_setting_of(query);
-        Statement::new(query, param_types, effects, reads, route_setting)
+        let search_path = self.wanted.get("search_path").map(String::as_str);
+        Statement::new(
+            query,
+            param_types,
+            search_path,
+            effects,
+            reads,
+            route_setting,
+        )
     }
 
     /// Where a request should run. A read goes to a replica only when every statement in it

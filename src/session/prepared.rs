@@ -1,6 +1,7 @@
 //! Prepared statements in transaction mode. A client's named statement is prepared on
 //! whichever server connection serves it, under a name pgward derives from the statement text
-//! and parameter types, so clients running the same statement share one server-side copy.
+//! parameter types and search_path, so clients running the same statement share one
+//! server-side copy.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -17,6 +18,12 @@ pub struct Statement {
     pub query: Vec<u8>,
     /// Encoded parameter type list of the client's Parse (count + OIDs).
     pub param_types: Vec<u8>,
+    /// The client's search_path when it parsed the statement (None: the login's default).
+    /// PostgreSQL parses a statement again under the search_path of each execution, so
+    /// clients whose paths differ (schema per tenant) each need their own copy: a shared one
+    /// would be refused at every switch where the result shape differs, "cached plan must not
+    /// change result type".
+    pub search_path: Option<String>,
     pub hash: u64,
     pub server_name: String,
     /// What executing it may change in the server session; applied at every Bind, because
@@ -39,7 +46,9 @@ static PARSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 /// derives from them (effects, routing, when it was parsed) does not count.
 impl PartialEq for Statement {
     fn eq(&self, other: &Statement) -> bool {
-        self.query == other.query && self.param_types == other.param_types
+        self.query == other.query
+            && self.param_types == other.param_types
+            && self.search_path == other.search_path
     }
 }
 
@@ -50,6 +59,7 @@ impl Statement {
     pub fn new(
         query: &[u8],
         param_types: &[u8],
+        search_path: Option<&str>,
         effects: Effects,
         reads: bool,
         route_setting: Option<RouteSetting>,
@@ -57,10 +67,12 @@ impl Statement {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         query.hash(&mut h);
         param_types.hash(&mut h);
+        search_path.hash(&mut h);
         let hash = h.finish();
         Arc::new(Statement {
             query: query.to_vec(),
             param_types: param_types.to_vec(),
+            search_path: search_path.map(str::to_owned),
             hash,
             server_name: format!("pgward_{hash:016x}"),
             effects,

@@ -77,12 +77,14 @@ impl Session {
     }
 
     /// Makes this connection hold the client's statement `name`, or none of that name when
-    /// the client has none.
+    /// the client has none. Only the client's own PREPARE counts, not another client's of the
+    /// same text: that one was parsed under its client's search_path, and perhaps before a
+    /// schema change this client's PREPARE came after.
     fn align_sql_prepared(&mut self, name: &str, simple: bool) {
         let wanted = self.sql_statements.get(name).cloned();
         let held = self.server_mut().sql_prepared.get(name).cloned();
         match (&wanted, &held) {
-            (Some(w), Some(Some(h))) if Arc::ptr_eq(w, h) || w == h => return,
+            (Some(w), Some(Some(h))) if Arc::ptr_eq(w, h) => return,
             (None, None) => return,
             _ => {}
         }
