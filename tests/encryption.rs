@@ -1003,38 +1003,225 @@ async fn operations_that_need_the_plaintext_are_refused() {
     .await;
 }
 
+/// A row of the test table: id, name, ssn, email.
+type Row<'a> = (i32, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+/// PostgreSQL's binary COPY format, as asyncpg's `copy_records_to_table` and tokio-postgres'
+/// `BinaryCopyInWriter` send it: header, tuples of length-prefixed fields, trailer.
+fn binary_copy(rows: &[Row]) -> Vec<u8> {
+    let mut data = b"PGCOPY\n\xff\r\n\0".to_vec();
+    data.extend_from_slice(&[0; 8]);
+    for (id, name, ssn, email) in rows {
+        data.extend_from_slice(&4i16.to_be_bytes());
+        data.extend_from_slice(&4i32.to_be_bytes());
+        data.extend_from_slice(&id.to_be_bytes());
+        for field in [name, ssn, email] {
+            match field {
+                None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    data.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    data.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
+    data
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_copy_into_the_table_is_refused() {
+async fn binary_copy_in_and_out_is_encrypted_and_decrypted() {
+    use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutStream};
+    use tokio_postgres::types::Type;
     let enc = start("enc_bincopy");
     deadline(LIMIT, async {
         let client = enc.connect().await;
-        let refused = client
-            .copy_in::<_, Bytes>("COPY enc_bincopy (id, ssn) FROM STDIN (FORMAT binary)")
-            .await;
-        let e = match refused {
-            Ok(_) => panic!("binary COPY into a table with designated columns was accepted"),
-            Err(e) => e,
-        };
-        assert_eq!(sqlstate(&e), Some("0A000"), "{}", describe(&e));
-        assert!(
-            describe(&e).contains("enc_bincopy"),
-            "the message should name the table or column: {}",
-            describe(&e)
-        );
-        assert_usable(&client, "binary COPY").await;
-        // Text COPY into the same table still works.
+        // Raw data cut at odd places, inside the header, a length and a value.
+        let data = binary_copy(&[
+            (1, Some("ann"), Some("bin-ssn-1"), Some("bin-1@example.com")),
+            (2, None, Some("bin\tssn-2\n"), None),
+            (3, Some("cid"), Some("bin-ssn-3 \u{e9}"), Some("")),
+        ]);
         let sink = client
-            .copy_in::<_, Bytes>("COPY enc_bincopy (id, ssn) FROM STDIN")
+            .copy_in::<_, Bytes>(
+                "COPY enc_bincopy (id, name, ssn, email) FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("binary COPY FROM: {}", describe(&e)));
+        pin_mut!(sink);
+        for chunk in [
+            &data[..7],
+            &data[7..21],
+            &data[21..40],
+            &data[40..75],
+            &data[75..],
+        ] {
+            sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        assert_eq!(sink.finish().await.unwrap(), 3);
+
+        // A driver's own writer, with enough rows for several CopyData messages.
+        let sink = client
+            .copy_in("COPY enc_bincopy (id, ssn, email) FROM STDIN BINARY")
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &[Type::INT4, Type::TEXT, Type::TEXT]);
+        pin_mut!(writer);
+        for id in 10..510 {
+            let (ssn, email) = (format!("bin-ssn-{id}"), format!("bin-{id}@example.com"));
+            let row: [&(dyn ToSql + Sync); 3] = [&id, &ssn, &email];
+            writer.as_mut().write(&row).await.unwrap();
+        }
+        assert_eq!(writer.finish().await.unwrap(), 500);
+
+        assert_stored_encrypted("enc_bincopy", &["bin-ssn", "bin\tssn", "@example.com"]);
+        assert_eq!(stored("enc_bincopy", "email")[1], None, "NULL stays NULL");
+        assert_eq!(
+            both(
+                &client,
+                "SELECT name, ssn, email FROM enc_bincopy WHERE id < 10 OR id = 509 ORDER BY id"
+            )
+            .await,
+            rows(&[
+                &[Some("ann"), Some("bin-ssn-1"), Some("bin-1@example.com")],
+                &[None, Some("bin\tssn-2\n"), None],
+                &[Some("cid"), Some("bin-ssn-3 \u{e9}"), Some("")],
+                &[None, Some("bin-ssn-509"), Some("bin-509@example.com")],
+            ])
+        );
+        // Deterministic encryption of binary COPY data matches that of a literal.
+        assert_eq!(
+            both(
+                &client,
+                "SELECT id::text FROM enc_bincopy WHERE ssn = 'bin-ssn-250'"
+            )
+            .await,
+            rows(&[&[Some("250")]])
+        );
+
+        // COPY TO STDOUT in binary, table and query forms.
+        for sql in [
+            "COPY enc_bincopy (id, ssn, email) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT id, ssn, email FROM enc_bincopy ORDER BY id) TO STDOUT WITH BINARY",
+        ] {
+            let stream = client
+                .copy_out(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+            let rows = BinaryCopyOutStream::new(stream, &[Type::INT4, Type::TEXT, Type::TEXT]);
+            pin_mut!(rows);
+            let mut got = Vec::new();
+            while let Some(row) = rows.next().await {
+                let row = row.unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+                got.push((
+                    row.get::<i32>(0),
+                    row.get::<Option<String>>(1),
+                    row.get::<Option<String>>(2),
+                ));
+            }
+            got.sort();
+            assert_eq!(got.len(), 503, "{sql}");
+            assert_eq!(got[1], (2, Some("bin\tssn-2\n".into()), None), "{sql}");
+            assert_eq!(
+                got[502],
+                (
+                    509,
+                    Some("bin-ssn-509".into()),
+                    Some("bin-509@example.com".into())
+                ),
+                "{sql}"
+            );
+        }
+
+        // Data that is not in the binary format is not sent; the connection stays usable.
+        let sink = client
+            .copy_in::<_, Bytes>("COPY enc_bincopy (id, ssn) FROM STDIN (FORMAT binary)")
             .await
             .unwrap();
         pin_mut!(sink);
-        sink.send(Bytes::from_static(b"1\tbincopy-ssn\n"))
-            .await
-            .unwrap();
-        assert_eq!(sink.finish().await.unwrap(), 1);
-        assert_stored_encrypted("enc_bincopy", &["bincopy-ssn"]);
+        let failed = match sink.send(Bytes::from_static(b"600\tplain-ssn\n")).await {
+            Ok(()) => sink.finish().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let e = failed.expect_err("text data in a binary COPY was accepted");
+        assert!(describe(&e).contains("PGCOPY"), "{}", describe(&e));
+        assert_usable(&client, "binary COPY of text data").await;
+        assert_eq!(
+            admin_psql(DATABASE, "SELECT count(*) FROM enc_bincopy WHERE id = 600").trim(),
+            "0"
+        );
     })
     .await;
+}
+
+/// COPY options are string literals (`FORMAT 'csv'` is how asyncpg writes them): each COPY is
+/// read with its own, even when another COPY differing only in them came first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_options_given_as_literals_are_read_as_given() {
+    let enc = start("enc_copyopts");
+    deadline(LIMIT, async {
+        let client = enc.connect().await;
+        for (id, delimiter, null) in [(1, ';', "NIL"), (2, '|', "NONE"), (3, ';', "NONE")] {
+            let sql = format!(
+                "COPY enc_copyopts (id, name, ssn, email) FROM STDIN (FORMAT 'csv', DELIMITER '{delimiter}', NULL '{null}')"
+            );
+            let sink = client
+                .copy_in::<_, Bytes>(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+            pin_mut!(sink);
+            let row = format!("{id}{delimiter}n,{id}{delimiter}opt-ssn-{id}{delimiter}{null}\n");
+            sink.send(Bytes::from(row)).await.unwrap();
+            assert_eq!(sink.finish().await.unwrap(), 1, "{sql}");
+        }
+        assert_stored_encrypted("enc_copyopts", &["opt-ssn", "NIL", "NONE"]);
+        assert_eq!(
+            both(&client, "SELECT name, ssn, email FROM enc_copyopts ORDER BY id").await,
+            rows(&[
+                &[Some("n,1"), Some("opt-ssn-1"), None],
+                &[Some("n,2"), Some("opt-ssn-2"), None],
+                &[Some("n,3"), Some("opt-ssn-3"), None],
+            ])
+        );
+        let stream = client
+            .copy_out("COPY (SELECT id, ssn FROM enc_copyopts ORDER BY id) TO STDOUT (FORMAT 'csv', DELIMITER '|')")
+            .await
+            .unwrap();
+        pin_mut!(stream);
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(
+            String::from_utf8(data).unwrap(),
+            "1|opt-ssn-1\n2|opt-ssn-2\n3|opt-ssn-3\n"
+        );
+    })
+    .await;
+}
+
+/// asyncpg sends COPY data right behind the statement, before the server's CopyInResponse:
+/// its rows must be encrypted all the same (they were passed on as plaintext once), in the
+/// binary and the text format, and a COPY the server refuses stores nothing.
+#[test]
+fn asyncpg_copies_rows_it_sends_ahead_encrypted() {
+    let enc = start("enc_apgcopy");
+    let uri = format!(
+        "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}",
+        enc.pgward.port
+    );
+    let run = run_python(
+        &py_script("asyncpg_copy.py"),
+        &[&uri, "enc_apgcopy"],
+        TIMEOUT,
+    );
+    let run = run.expect_success("asyncpg COPY through pgward");
+    assert!(run.stdout.contains("asyncpg copy ok"), "{}", run.stdout);
+    assert_stored_encrypted("enc_apgcopy", &["apg-ssn", "@example.com", "apg-dup-ssn"]);
+    assert_eq!(
+        admin_psql(DATABASE, "SELECT count(*), count(email) FROM enc_apgcopy").trim(),
+        "300|200"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
-//! COPY data in text and CSV formats: designated fields encrypted on the way in (rows are
-//! cut from a byte stream that CopyData messages split anywhere) and decrypted on the way out
-//! (PostgreSQL sends one row per CopyData). Other fields pass byte for byte.
+//! COPY data in text, CSV and binary formats: designated fields encrypted on the way in
+//! (rows are cut from a byte stream that CopyData messages split anywhere) and decrypted on
+//! the way out (PostgreSQL sends one row per CopyData). Other fields pass byte for byte.
 
 use std::sync::Arc;
 
+use super::copy_binary::{self as binary, Piece};
 use super::plan::{CopyPlan, Plan, Reveal};
 use super::DecryptError;
 
@@ -12,22 +13,29 @@ use super::DecryptError;
 #[error("pgward: {0}")]
 pub struct CopyError(String);
 
+impl From<DecryptError> for CopyError {
+    fn from(e: DecryptError) -> CopyError {
+        CopyError(e.to_string())
+    }
+}
+
 /// Cuts COPY FROM STDIN data into rows and encrypts their designated fields.
 pub struct CopyIn {
     plan: Arc<Plan>,
     statement: usize,
     /// Bytes of a row not yet complete.
     partial: Vec<u8>,
-    /// The header line (CSV with HEADER) is still to come.
+    /// The header (CSV with HEADER, or binary format's) is still to come.
     header: bool,
-    /// The end marker `\.` was seen: the rest is not data.
+    /// The end marker (`\.`, binary format's trailer) was seen: the rest is not data.
     ended: bool,
     rows: u64,
 }
 
 impl CopyIn {
     pub fn new(plan: Arc<Plan>, statement: usize) -> CopyIn {
-        let header = copy_plan(&plan, statement).header;
+        let copy = copy_plan(&plan, statement);
+        let header = copy.header || copy.binary;
         CopyIn {
             plan,
             statement,
@@ -45,6 +53,9 @@ impl CopyIn {
             return Ok(());
         }
         self.partial.extend_from_slice(data);
+        if copy_plan(&self.plan, self.statement).binary {
+            return self.feed_binary(out);
+        }
         let buffered = std::mem::take(&mut self.partial);
         let mut start = 0;
         while let Some(end) = row_end(copy_plan(&self.plan, self.statement), &buffered[start..]) {
@@ -63,10 +74,72 @@ impl CopyIn {
     /// The last row when the data did not end with a newline.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CopyError> {
         let rest = std::mem::take(&mut self.partial);
-        if !rest.is_empty() && !self.ended {
-            self.row(&rest, out)?;
+        if rest.is_empty() || self.ended {
+            return Ok(());
+        }
+        if copy_plan(&self.plan, self.statement).binary {
+            return Err(CopyError(format!(
+                "binary COPY data ends inside row {}; not sent, as it holds values for encrypted columns",
+                self.rows + 1
+            )));
+        }
+        self.row(&rest, out)
+    }
+
+    /// Binary format: the complete pieces of `partial`, their designated fields encrypted.
+    fn feed_binary(&mut self, out: &mut Vec<u8>) -> Result<(), CopyError> {
+        let buffered = std::mem::take(&mut self.partial);
+        let mut start = 0;
+        while let Some((piece, len)) =
+            binary::next_piece(&buffered[start..], !self.header).map_err(CopyError)?
+        {
+            match piece {
+                Piece::Header(header) => {
+                    self.header = false;
+                    out.extend_from_slice(header);
+                }
+                Piece::Tuple(fields) => self.tuple(&fields, out)?,
+                Piece::Trailer(_) => {
+                    self.ended = true;
+                    out.extend_from_slice(&buffered[start..]);
+                    return Ok(());
+                }
+            }
+            start += len;
+        }
+        self.partial = buffered[start..].to_vec();
+        Ok(())
+    }
+
+    /// One binary tuple.
+    fn tuple(&mut self, fields: &[Option<&[u8]>], out: &mut Vec<u8>) -> Result<(), CopyError> {
+        self.rows += 1;
+        let columns = &copy_plan(&self.plan, self.statement).columns;
+        self.check_width(fields.len(), columns.len())?;
+        binary::put_count(out, fields.len());
+        for (field, id) in fields.iter().zip(columns) {
+            match (id, field) {
+                (Some(id), Some(value)) => {
+                    let envelope = self.plan.crypto.by_id(*id).encrypt(value);
+                    binary::put_field(out, Some(envelope.as_bytes()))
+                }
+                _ => binary::put_field(out, *field),
+            }
+            .map_err(CopyError)?;
         }
         Ok(())
+    }
+
+    /// A row with another number of fields than the COPY has columns is not sent: which of
+    /// its values belongs to an encrypted column cannot be told.
+    fn check_width(&self, fields: usize, columns: usize) -> Result<(), CopyError> {
+        if fields == columns {
+            return Ok(());
+        }
+        Err(CopyError(format!(
+            "COPY row {} has {fields} fields where {columns} were expected; not sent, as it holds values for encrypted columns",
+            self.rows
+        )))
     }
 
     /// One row with its line ending.
@@ -91,14 +164,7 @@ impl CopyIn {
         }
         self.rows += 1;
         let fields = split_fields(plan, body);
-        if fields.len() != plan.columns.len() {
-            return Err(CopyError(format!(
-                "COPY row {} has {} fields where {} were expected; not sent, as it holds values for encrypted columns",
-                self.rows,
-                fields.len(),
-                plan.columns.len()
-            )));
-        }
+        self.check_width(fields.len(), plan.columns.len())?;
         for (i, (field, id)) in fields.iter().zip(&plan.columns).enumerate() {
             if i > 0 {
                 out.push(plan.delimiter);
@@ -124,26 +190,37 @@ impl CopyIn {
 pub struct CopyOut {
     plan: Arc<Plan>,
     statement: usize,
+    /// The header (CSV with HEADER, or binary format's) is still to come.
     header: bool,
+    /// Binary format: bytes of a tuple not yet complete (PostgreSQL sends whole ones).
+    partial: Vec<u8>,
+    /// Binary format: the trailer was seen.
+    ended: bool,
 }
 
 impl CopyOut {
     pub fn new(plan: Arc<Plan>, statement: usize) -> CopyOut {
-        let header = copy_plan(&plan, statement).header;
+        let copy = copy_plan(&plan, statement);
+        let header = copy.header || copy.binary;
         CopyOut {
             plan,
             statement,
             header,
+            partial: Vec::new(),
+            ended: false,
         }
     }
 
     /// One row as PostgreSQL sent it, decrypted.
-    pub fn row(&mut self, line: &[u8]) -> Result<Vec<u8>, DecryptError> {
+    pub fn row(&mut self, line: &[u8]) -> Result<Vec<u8>, CopyError> {
+        let plan = copy_plan(&self.plan, self.statement);
+        if plan.binary {
+            return self.binary_rows(line);
+        }
         if self.header {
             self.header = false;
             return Ok(line.to_vec());
         }
-        let plan = copy_plan(&self.plan, self.statement);
         let body_len = line.len() - usize::from(line.ends_with(b"\n"));
         let (body, ending) = line.split_at(body_len);
         let mut out = Vec::with_capacity(line.len());
@@ -166,6 +243,56 @@ impl CopyOut {
             }
         }
         out.extend_from_slice(ending);
+        Ok(out)
+    }
+
+    /// Binary format: the complete tuples of `data` (after what came before), decrypted.
+    fn binary_rows(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+        if self.ended {
+            return Ok(data.to_vec());
+        }
+        self.partial.extend_from_slice(data);
+        let buffered = std::mem::take(&mut self.partial);
+        let columns = &copy_plan(&self.plan, self.statement).columns;
+        let mut out = Vec::with_capacity(buffered.len());
+        let mut start = 0;
+        while let Some((piece, len)) =
+            binary::next_piece(&buffered[start..], !self.header).map_err(CopyError)?
+        {
+            match piece {
+                Piece::Header(header) => {
+                    self.header = false;
+                    out.extend_from_slice(header);
+                }
+                Piece::Tuple(fields) => {
+                    binary::put_count(&mut out, fields.len());
+                    for (i, field) in fields.iter().enumerate() {
+                        let id = columns.get(i).copied().flatten();
+                        let (Some(id), Some(value)) = (id, field) else {
+                            binary::put_field(&mut out, *field).map_err(CopyError)?;
+                            continue;
+                        };
+                        let plain;
+                        let shown = match self.plan.reveal[id.index()] {
+                            Reveal::Plaintext => {
+                                plain = self.plan.crypto.by_id(id).decrypt(value)?;
+                                Some(&plain[..])
+                            }
+                            Reveal::Null => None,
+                            Reveal::Ciphertext => Some(*value),
+                        };
+                        binary::put_field(&mut out, shown).map_err(CopyError)?;
+                    }
+                }
+                Piece::Trailer(_) => {
+                    self.ended = true;
+                    out.extend_from_slice(&buffered[start..]);
+                    return Ok(out);
+                }
+            }
+            start += len;
+        }
+        self.partial = buffered[start..].to_vec();
         Ok(out)
     }
 }
@@ -357,6 +484,8 @@ mod tests {
             header: false,
             quote: b'"',
             escape: b'"',
+            binary: false,
+            incoming: true,
         }
     }
 

@@ -11,6 +11,7 @@
 //! NULL is the caller's business: it stays NULL and is never passed in.
 
 pub mod copy;
+mod copy_binary;
 mod envelope;
 mod keys;
 pub mod literal;

@@ -71,6 +71,10 @@ pub struct CopyPlan {
     pub header: bool,
     pub quote: u8,
     pub escape: u8,
+    /// PostgreSQL's binary format: the text options above do not apply.
+    pub binary: bool,
+    /// COPY FROM STDIN: the client sends the data.
+    pub incoming: bool,
 }
 
 /// What encryption does to one statement of the text.
@@ -632,9 +636,6 @@ impl Planner<'_> {
         let Some(id) = columns.iter().flatten().next().copied() else {
             return Ok(None);
         };
-        if copy.format == CopyFormat::Binary {
-            return Err(self.refuse(id, "COPY in binary format (use text or CSV)"));
-        }
         if copy.other_options {
             return Err(self.refuse(
                 id,
@@ -662,6 +663,8 @@ impl Planner<'_> {
             header: copy.header,
             quote,
             escape: ascii(copy.escape, quote)?,
+            binary: copy.format == CopyFormat::Binary,
+            incoming: info.kind == Kind::CopyIn,
         };
         debug_assert!(matches!(info.kind, Kind::CopyIn | Kind::CopyOut));
         Ok(Some(plan))

@@ -86,8 +86,12 @@ pub(super) struct Crypt {
     /// The result a simple Query is returning, and which statement of its text that is.
     current: Option<Arc<ResultMap>>,
     query_statement: usize,
+    /// The data of the client's COPY FROM STDIN into designated columns: set up when the
+    /// statement is sent (see `expect_copy_in`), ended by the client's CopyDone or CopyFail
+    /// or its next statement; not by the server's replies, which may come before the data.
     copy_in: Option<CopyIn>,
-    /// A COPY FROM was failed by pgward: the client's remaining data is dropped.
+    /// A COPY FROM failed (pgward could not encrypt a row, or the server refused the COPY):
+    /// the client's remaining data is dropped.
     copy_in_failed: bool,
     copy_out: Option<CopyOut>,
     /// A value did not decrypt: the rest of the reply, up to ReadyForQuery, is dropped.
@@ -148,6 +152,11 @@ impl Session {
                     let sql = messages::read_query(frame.body())?.to_vec();
                     let plan = self.plan_for(&crypto, &sql).await?;
                     if let Some(plan) = &plan {
+                        if copies_in(plan).count() > 1 {
+                            return Err(self.crypto_refused(
+                                "pgward: more than one COPY FROM STDIN into encrypted columns in one query; send them one at a time".into(),
+                            ));
+                        }
                         if !plan.literals.is_empty() {
                             let text = rewrite(plan, &sql)?;
                             *frame = Frame::build(tag::QUERY, |b| {
@@ -371,6 +380,33 @@ impl Session {
         }))
     }
 
+    /// A statement that may be a COPY FROM STDIN is being sent (a Query with `plan`, or the
+    /// Execute of a portal): the client may send its data right behind it, before the server
+    /// has answered (asyncpg does), so the data's encryption is set up now, never later.
+    /// Whatever copy state a previous statement left ends here.
+    pub(super) fn expect_copy_in(&mut self, plan: Option<&Arc<Plan>>) {
+        let copy = plan.and_then(|plan| {
+            let statement = copies_in(plan).next()?;
+            Some(CopyIn::new(plan.clone(), statement))
+        });
+        if copy.is_some() || self.crypt.copy_in.is_some() || self.crypt.copy_in_failed {
+            self.crypt.copy_in = copy;
+            self.crypt.copy_in_failed = false;
+        }
+    }
+
+    /// The plan of `portal` (an Execute's) as its latest Bind left it, replied to or not.
+    pub(super) fn portal_plan(&self, portal: &str) -> Option<Arc<Plan>> {
+        for pending in self.link.queue.iter().rev() {
+            if let Pending::Bind(Some(bind)) = pending {
+                if bind.portal == portal {
+                    return bind.plan.clone();
+                }
+            }
+        }
+        Some(self.crypt.portals.get(portal)?.plan.clone())
+    }
+
     /// A client message during COPY FROM STDIN: CopyData encrypted row by row. None when
     /// the message is not sent at all.
     pub(super) fn copy_in_frame(&mut self, frame: Frame) -> Option<Frame> {
@@ -467,9 +503,12 @@ impl Session {
                 Ok(frame)
             }
             b'G' => {
-                self.crypt.copy_in = self
-                    .copy_plan()
-                    .map(|(plan, statement)| CopyIn::new(plan, statement));
+                // Normally set up when the statement was sent (`expect_copy_in`).
+                if self.crypt.copy_in.is_none() && !self.crypt.copy_in_failed {
+                    self.crypt.copy_in = self
+                        .copy_plan()
+                        .map(|(plan, statement)| CopyIn::new(plan, statement));
+                }
                 Ok(frame)
             }
             b'H' => {
@@ -482,12 +521,16 @@ impl Session {
                 Some(copy) => copy
                     .row(frame.body())
                     .map(|row| Frame::build(b'd', |b| b.put_slice(&row)))
-                    .map_err(rows::undecryptable),
+                    .map_err(|e| ProxyError::Undecryptable(e.to_string())),
                 None => Ok(frame),
             },
             b'E' => {
                 self.crypt.current = None;
-                self.crypt.copy_in = None;
+                // The server ignores COPY data after an error; pgward drops what the client
+                // still sends of it rather than pass it on unencrypted.
+                if self.crypt.copy_in.take().is_some() {
+                    self.crypt.copy_in_failed = true;
+                }
                 self.crypt.copy_out = None;
                 Ok(frame)
             }
@@ -509,11 +552,12 @@ impl Session {
         }
     }
 
+    /// At ReadyForQuery. The COPY FROM state stays: a client that sent its data right behind
+    /// the statement may still be sending it (`expect_copy_in` ends it).
     fn crypt_reset(&mut self) {
         self.crypt.failed = false;
         self.crypt.current = None;
         self.crypt.query_statement = 0;
-        self.crypt.copy_in = None;
         self.crypt.copy_out = None;
     }
 
@@ -565,6 +609,15 @@ impl Session {
         plan.statements.get(statement)?.copy.as_ref()?;
         Some((plan, statement))
     }
+}
+
+/// The statements of `plan` that are a COPY FROM STDIN into designated columns.
+fn copies_in(plan: &Plan) -> impl Iterator<Item = usize> + '_ {
+    plan.statements
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.copy.as_ref().is_some_and(|c| c.incoming))
+        .map(|(i, _)| i)
 }
 
 /// An empty message with tag `t`, standing in for one withheld from the client.

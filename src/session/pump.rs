@@ -435,6 +435,7 @@ impl Session {
                             }
                         }
                         let plan = self.crypt.take_next_query();
+                        self.expect_copy_in(plan.as_ref());
                         let frame = match listen {
                             Some(rewritten) => {
                                 self.expect_listen(&rewritten.steps);
@@ -471,6 +472,10 @@ impl Session {
             tag::EXECUTE => {
                 self.link.in_batch = true;
                 let portal = self.execute_crypt(&frame);
+                if let Some(portal) = &portal {
+                    let plan = self.portal_plan(portal);
+                    self.expect_copy_in(plan.as_ref());
+                }
                 self.forward(&frame, Some(Pending::Execute(portal)));
             }
             tag::FLUSH => {

@@ -10,14 +10,19 @@
 //! - a backslash anywhere: its meaning in '...' depends on standard_conforming_strings;
 //! - dollar quoting, which needs a tag-matching lexer;
 //! - an unterminated string, identifier or comment;
-//! - `pgward.route`, whose value is the point of the statement.
+//! - `pgward.route`, whose value is the point of the statement;
+//! - `COPY`, whose options (`FORMAT 'csv'`, `DELIMITER ';'`, `NULL 'x'`) say how column
+//!   encryption must read the data that follows.
 //!
 //! Comments and quoted identifiers are copied as they are (a leading hint stays visible).
 
 /// The normalized text, or None when `sql` should be analysed as it is.
 pub(crate) fn normalize(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
-    if b.contains(&b'\\') || super::contains_ignore_case(b, b"pgward.route") {
+    if b.contains(&b'\\')
+        || super::contains_ignore_case(b, b"pgward.route")
+        || super::contains_ignore_case(b, b"copy")
+    {
         return None;
     }
     let mut out = Vec::with_capacity(b.len());
@@ -147,6 +152,10 @@ mod tests {
         assert_eq!(normalize("select 'unterminated"), None);
         assert_eq!(normalize("select 1 /* open"), None);
         assert_eq!(normalize("SET pgward.route = 'replica'"), None);
+        assert_eq!(
+            normalize("COPY t FROM STDIN (FORMAT 'csv', DELIMITER ';')"),
+            None
+        );
     }
 
     #[test]
