@@ -472,10 +472,8 @@ impl Session {
             tag::EXECUTE => {
                 self.link.in_batch = true;
                 let portal = self.execute_crypt(&frame);
-                if let Some(portal) = &portal {
-                    let plan = self.portal_plan(portal);
-                    self.expect_copy_in(plan.as_ref());
-                }
+                let plan = portal.as_deref().and_then(|p| self.portal_plan(p));
+                self.expect_copy_in(plan.as_ref());
                 self.forward(&frame, Some(Pending::Execute(portal)));
             }
             tag::FLUSH => {
