@@ -1200,6 +1200,33 @@ async fn copy_options_given_as_literals_are_read_as_given() {
     .await;
 }
 
+/// A client that prepares a name it already holds gets 42P05, and the name keeps running its
+/// first statement: an INSERT into encrypted columns stays encrypted (its values reached the
+/// database as plaintext once, when the refused Parse dropped the name's plan). Both pool modes.
+#[test]
+fn a_duplicate_statement_name_keeps_its_encryption() {
+    for (table, config) in [
+        ("enc_dup_tx", ProxyConfig::transaction(2)),
+        ("enc_dup_session", ProxyConfig::session(2)),
+    ] {
+        create_table(table);
+        let enc = Encrypted::start(table, config);
+        let run = run_python(
+            &py_script("duplicate_statement.py"),
+            &[&pgward_dsn(&enc.pgward), table],
+            TIMEOUT,
+        );
+        let run = run.expect_success(table);
+        assert!(
+            run.stdout.contains("duplicate statement ok"),
+            "{}",
+            run.stdout
+        );
+        assert_stored_encrypted(table, &["dup-ssn"]);
+        assert_eq!(stored(table, "ssn").len(), 2, "{table}: rows 1 and 3");
+    }
+}
+
 /// asyncpg sends COPY data right behind the statement, before the server's CopyInResponse:
 /// its rows must be encrypted all the same (they were passed on as plaintext once), in the
 /// binary and the text format, and a COPY the server refuses stores nothing.

@@ -245,14 +245,16 @@ impl Session {
         })
     }
 
-    /// Remembers the analysis of a statement the client prepares (for checks at Bind).
+    /// Remembers the analysis of a statement the client prepares (for checks at Bind). A
+    /// name the client holds keeps its analysis: PostgreSQL refuses the Parse (session mode)
+    /// and the name keeps naming the statement that analysis is of.
     pub(super) fn note_prepared(&mut self, name: &str, sql: &[u8]) {
         if self.state.policy.load().is_some() {
             let analysis = self.analyze(sql);
-            self.known
-                .get_mut()
-                .analyses
-                .insert(name.to_owned(), analysis);
+            let analyses = &mut self.known.get_mut().analyses;
+            if name.is_empty() || !analyses.contains_key(name) {
+                analyses.insert(name.to_owned(), analysis);
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::BufMut;
 
-use crate::config::WithoutDecrypt;
+use crate::config::{PoolMode, WithoutDecrypt};
 use crate::crypto::copy::{CopyIn, CopyOut};
 use crate::crypto::plan::{self, Plan, Purpose, Reveal};
 use crate::crypto::rows::{self, ResultMap};
@@ -169,6 +169,13 @@ impl Session {
                 }
                 tag::PARSE => {
                     let parse = messages::read_parse(frame.body())?;
+                    // A name the client already holds: the Parse is refused as a duplicate (by
+                    // pgward in transaction mode, by PostgreSQL in session mode) and the name
+                    // keeps its statement, so it keeps that statement's plan. Dropping the plan
+                    // would send the next Bind of that name unencrypted.
+                    if self.holds_statement(parse.name) {
+                        continue;
+                    }
                     let (name, sql, types) = (
                         parse.name.to_owned(),
                         parse.query.to_vec(),
@@ -233,6 +240,14 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Whether the client holds a prepared statement of this name (the unnamed one is always
+    /// replaced by a Parse).
+    fn holds_statement(&self, name: &str) -> bool {
+        !name.is_empty()
+            && (self.crypt.statements.contains_key(name)
+                || (self.mode == PoolMode::Transaction && self.statements.contains_key(name)))
     }
 
     /// The plan of `sql` for this client now, None when it touches no designated column.

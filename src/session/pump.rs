@@ -646,6 +646,15 @@ impl Session {
     fn on_parse(&mut self, frame: Frame) -> Result<(), ProxyError> {
         let parse = messages::read_parse(frame.body())?;
         self.link.in_batch = true;
+        // Refused before anything is noted under the name: it keeps its statement, and what
+        // the policy and LISTEN relaying know of that statement.
+        if self.transaction_mode()
+            && !parse.name.is_empty()
+            && self.statements.contains_key(parse.name)
+        {
+            self.refuse(ProxyError::DuplicateStatement(parse.name.to_owned()));
+            return Ok(());
+        }
         self.note_cache_writes(parse.query);
         // The effects of a text are a pure function of it: those kept with it stand.
         let known = self.kept_unnamed(&frame).map(|kept| kept.effects);
@@ -689,10 +698,6 @@ impl Session {
                     hidden: false,
                 }),
             );
-            return Ok(());
-        }
-        if self.statements.contains_key(parse.name) {
-            self.refuse(ProxyError::DuplicateStatement(parse.name.to_owned()));
             return Ok(());
         }
         let statement = self.statement_with(parse.query, parse.param_types, effects);
