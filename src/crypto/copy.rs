@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::copy_binary::{self as binary, Piece};
+use super::copy_binary::{self as binary, Cutter};
 use super::plan::{CopyPlan, Plan, Reveal};
 use super::DecryptError;
 
@@ -19,23 +19,31 @@ impl From<DecryptError> for CopyError {
     }
 }
 
+impl From<String> for CopyError {
+    fn from(message: String) -> CopyError {
+        CopyError(message)
+    }
+}
+
 /// Cuts COPY FROM STDIN data into rows and encrypts their designated fields.
 pub struct CopyIn {
     plan: Arc<Plan>,
     statement: usize,
     /// Bytes of a row not yet complete.
     partial: Vec<u8>,
-    /// The header (CSV with HEADER, or binary format's) is still to come.
+    /// The header line (CSV with HEADER) is still to come.
     header: bool,
-    /// The end marker (`\.`, binary format's trailer) was seen: the rest is not data.
+    /// The end marker `\.` was seen: the rest is not data.
     ended: bool,
     rows: u64,
+    /// Binary format: the stream, cut into tuples.
+    binary: Option<Cutter>,
 }
 
 impl CopyIn {
     pub fn new(plan: Arc<Plan>, statement: usize) -> CopyIn {
         let copy = copy_plan(&plan, statement);
-        let header = copy.header || copy.binary;
+        let (header, binary) = (copy.header, copy.binary.then(Cutter::default));
         CopyIn {
             plan,
             statement,
@@ -43,19 +51,24 @@ impl CopyIn {
             header,
             ended: false,
             rows: 0,
+            binary,
         }
     }
 
     /// The complete rows of `data` (with what came before), encrypted, appended to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), CopyError> {
+        if let Some(cutter) = &mut self.binary {
+            let (plan, statement, rows) = (&self.plan, self.statement, &mut self.rows);
+            return cutter.feed(data, out, |fields, out| {
+                *rows += 1;
+                encrypt_tuple(plan, statement, *rows, fields, out)
+            });
+        }
         if self.ended {
             out.extend_from_slice(data);
             return Ok(());
         }
         self.partial.extend_from_slice(data);
-        if copy_plan(&self.plan, self.statement).binary {
-            return self.feed_binary(out);
-        }
         let buffered = std::mem::take(&mut self.partial);
         let mut start = 0;
         while let Some(end) = row_end(copy_plan(&self.plan, self.statement), &buffered[start..]) {
@@ -73,73 +86,17 @@ impl CopyIn {
 
     /// The last row when the data did not end with a newline.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CopyError> {
-        let rest = std::mem::take(&mut self.partial);
-        if rest.is_empty() || self.ended {
-            return Ok(());
-        }
-        if copy_plan(&self.plan, self.statement).binary {
+        if self.binary.as_ref().is_some_and(Cutter::unfinished) {
             return Err(CopyError(format!(
                 "binary COPY data ends inside row {}; not sent, as it holds values for encrypted columns",
                 self.rows + 1
             )));
         }
-        self.row(&rest, out)
-    }
-
-    /// Binary format: the complete pieces of `partial`, their designated fields encrypted.
-    fn feed_binary(&mut self, out: &mut Vec<u8>) -> Result<(), CopyError> {
-        let buffered = std::mem::take(&mut self.partial);
-        let mut start = 0;
-        while let Some((piece, len)) =
-            binary::next_piece(&buffered[start..], !self.header).map_err(CopyError)?
-        {
-            match piece {
-                Piece::Header(header) => {
-                    self.header = false;
-                    out.extend_from_slice(header);
-                }
-                Piece::Tuple(fields) => self.tuple(&fields, out)?,
-                Piece::Trailer(_) => {
-                    self.ended = true;
-                    out.extend_from_slice(&buffered[start..]);
-                    return Ok(());
-                }
-            }
-            start += len;
-        }
-        self.partial = buffered[start..].to_vec();
-        Ok(())
-    }
-
-    /// One binary tuple.
-    fn tuple(&mut self, fields: &[Option<&[u8]>], out: &mut Vec<u8>) -> Result<(), CopyError> {
-        self.rows += 1;
-        let columns = &copy_plan(&self.plan, self.statement).columns;
-        self.check_width(fields.len(), columns.len())?;
-        binary::put_count(out, fields.len());
-        for (field, id) in fields.iter().zip(columns) {
-            match (id, field) {
-                (Some(id), Some(value)) => {
-                    let envelope = self.plan.crypto.by_id(*id).encrypt(value);
-                    binary::put_field(out, Some(envelope.as_bytes()))
-                }
-                _ => binary::put_field(out, *field),
-            }
-            .map_err(CopyError)?;
-        }
-        Ok(())
-    }
-
-    /// A row with another number of fields than the COPY has columns is not sent: which of
-    /// its values belongs to an encrypted column cannot be told.
-    fn check_width(&self, fields: usize, columns: usize) -> Result<(), CopyError> {
-        if fields == columns {
+        let rest = std::mem::take(&mut self.partial);
+        if rest.is_empty() || self.ended {
             return Ok(());
         }
-        Err(CopyError(format!(
-            "COPY row {} has {fields} fields where {columns} were expected; not sent, as it holds values for encrypted columns",
-            self.rows
-        )))
+        self.row(&rest, out)
     }
 
     /// One row with its line ending.
@@ -164,7 +121,7 @@ impl CopyIn {
         }
         self.rows += 1;
         let fields = split_fields(plan, body);
-        self.check_width(fields.len(), plan.columns.len())?;
+        check_width(self.rows, fields.len(), plan.columns.len())?;
         for (i, (field, id)) in fields.iter().zip(&plan.columns).enumerate() {
             if i > 0 {
                 out.push(plan.delimiter);
@@ -190,33 +147,36 @@ impl CopyIn {
 pub struct CopyOut {
     plan: Arc<Plan>,
     statement: usize,
-    /// The header (CSV with HEADER, or binary format's) is still to come.
+    /// The header line (CSV with HEADER) is still to come.
     header: bool,
-    /// Binary format: bytes of a tuple not yet complete (PostgreSQL sends whole ones).
-    partial: Vec<u8>,
-    /// Binary format: the trailer was seen.
-    ended: bool,
+    /// Binary format: the stream, cut into tuples (PostgreSQL sends whole ones).
+    binary: Option<Cutter>,
 }
 
 impl CopyOut {
     pub fn new(plan: Arc<Plan>, statement: usize) -> CopyOut {
         let copy = copy_plan(&plan, statement);
-        let header = copy.header || copy.binary;
+        let (header, binary) = (copy.header, copy.binary.then(Cutter::default));
         CopyOut {
             plan,
             statement,
             header,
-            partial: Vec::new(),
-            ended: false,
+            binary,
         }
     }
 
     /// One row as PostgreSQL sent it, decrypted.
     pub fn row(&mut self, line: &[u8]) -> Result<Vec<u8>, CopyError> {
-        let plan = copy_plan(&self.plan, self.statement);
-        if plan.binary {
-            return self.binary_rows(line);
+        if let Some(cutter) = &mut self.binary {
+            let mut out = Vec::with_capacity(line.len());
+            let plan = &self.plan;
+            let columns = &copy_plan(plan, self.statement).columns;
+            cutter.feed(line, &mut out, |fields, out| {
+                decrypt_tuple(plan, columns, fields, out)
+            })?;
+            return Ok(out);
         }
+        let plan = copy_plan(&self.plan, self.statement);
         if self.header {
             self.header = false;
             return Ok(line.to_vec());
@@ -245,56 +205,68 @@ impl CopyOut {
         out.extend_from_slice(ending);
         Ok(out)
     }
+}
 
-    /// Binary format: the complete tuples of `data` (after what came before), decrypted.
-    fn binary_rows(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
-        if self.ended {
-            return Ok(data.to_vec());
-        }
-        self.partial.extend_from_slice(data);
-        let buffered = std::mem::take(&mut self.partial);
-        let columns = &copy_plan(&self.plan, self.statement).columns;
-        let mut out = Vec::with_capacity(buffered.len());
-        let mut start = 0;
-        while let Some((piece, len)) =
-            binary::next_piece(&buffered[start..], !self.header).map_err(CopyError)?
-        {
-            match piece {
-                Piece::Header(header) => {
-                    self.header = false;
-                    out.extend_from_slice(header);
-                }
-                Piece::Tuple(fields) => {
-                    binary::put_count(&mut out, fields.len());
-                    for (i, field) in fields.iter().enumerate() {
-                        let id = columns.get(i).copied().flatten();
-                        let (Some(id), Some(value)) = (id, field) else {
-                            binary::put_field(&mut out, *field).map_err(CopyError)?;
-                            continue;
-                        };
-                        let plain;
-                        let shown = match self.plan.reveal[id.index()] {
-                            Reveal::Plaintext => {
-                                plain = self.plan.crypto.by_id(id).decrypt(value)?;
-                                Some(&plain[..])
-                            }
-                            Reveal::Null => None,
-                            Reveal::Ciphertext => Some(*value),
-                        };
-                        binary::put_field(&mut out, shown).map_err(CopyError)?;
-                    }
-                }
-                Piece::Trailer(_) => {
-                    self.ended = true;
-                    out.extend_from_slice(&buffered[start..]);
-                    return Ok(out);
-                }
-            }
-            start += len;
-        }
-        self.partial = buffered[start..].to_vec();
-        Ok(out)
+/// A row with another number of fields than the COPY has columns is not sent: which of its
+/// values belongs to an encrypted column cannot be told.
+fn check_width(row: u64, fields: usize, columns: usize) -> Result<(), CopyError> {
+    if fields == columns {
+        return Ok(());
     }
+    Err(CopyError(format!(
+        "COPY row {row} has {fields} fields where {columns} were expected; not sent, as it holds values for encrypted columns"
+    )))
+}
+
+/// Binary format: tuple `row` of a COPY FROM, its designated fields encrypted.
+fn encrypt_tuple(
+    plan: &Plan,
+    statement: usize,
+    row: u64,
+    fields: &[Option<&[u8]>],
+    out: &mut Vec<u8>,
+) -> Result<(), CopyError> {
+    let columns = &copy_plan(plan, statement).columns;
+    check_width(row, fields.len(), columns.len())?;
+    binary::put_count(out, fields.len());
+    for (field, id) in fields.iter().zip(columns) {
+        match (id, field) {
+            (Some(id), Some(value)) => {
+                let envelope = plan.crypto.by_id(*id).encrypt(value);
+                binary::put_field(out, Some(envelope.as_bytes()))?;
+            }
+            _ => binary::put_field(out, *field)?,
+        }
+    }
+    Ok(())
+}
+
+/// Binary format: a tuple of a COPY TO, its designated fields shown as the plan says.
+fn decrypt_tuple(
+    plan: &Plan,
+    columns: &[Option<super::ColumnId>],
+    fields: &[Option<&[u8]>],
+    out: &mut Vec<u8>,
+) -> Result<(), CopyError> {
+    binary::put_count(out, fields.len());
+    for (i, field) in fields.iter().enumerate() {
+        let id = columns.get(i).copied().flatten();
+        let (Some(id), Some(value)) = (id, field) else {
+            binary::put_field(out, *field)?;
+            continue;
+        };
+        let plain;
+        let shown = match plan.reveal[id.index()] {
+            Reveal::Plaintext => {
+                plain = plan.crypto.by_id(id).decrypt(value)?;
+                Some(&plain[..])
+            }
+            Reveal::Null => None,
+            Reveal::Ciphertext => Some(*value),
+        };
+        binary::put_field(out, shown)?;
+    }
+    Ok(())
 }
 
 fn copy_plan(plan: &Plan, statement: usize) -> &CopyPlan {

@@ -9,7 +9,7 @@ const HEADER_FIXED: usize = SIGNATURE.len() + 8;
 
 /// One piece of a binary COPY stream, borrowed from it.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Piece<'a> {
+enum Piece<'a> {
     /// The whole header, extension included, to pass on as it is.
     Header(&'a [u8]),
     /// A tuple's fields, None for NULL.
@@ -20,10 +20,7 @@ pub(super) enum Piece<'a> {
 
 /// The first complete piece of `data` and its length in bytes, or None when `data` ends
 /// inside it. `header_seen`: the header has already been cut off the stream.
-pub(super) fn next_piece(
-    data: &[u8],
-    header_seen: bool,
-) -> Result<Option<(Piece<'_>, usize)>, String> {
+fn next_piece(data: &[u8], header_seen: bool) -> Result<Option<(Piece<'_>, usize)>, String> {
     if !header_seen {
         let seen = data.len().min(SIGNATURE.len());
         if data[..seen] != SIGNATURE[..seen] {
@@ -65,6 +62,58 @@ pub(super) fn next_piece(
         at += len;
     }
     Ok(Some((Piece::Tuple(fields), at)))
+}
+
+/// A binary COPY stream being cut into pieces, from CopyData messages that may split it
+/// anywhere.
+#[derive(Default)]
+pub(super) struct Cutter {
+    /// Bytes of a piece not yet complete.
+    partial: Vec<u8>,
+    header_seen: bool,
+    /// The trailer was seen: the rest is not data.
+    ended: bool,
+}
+
+impl Cutter {
+    /// Appends the complete pieces of `data` (after what came before) to `out`: the header
+    /// and the trailer as they are, each tuple as `tuple` writes it.
+    pub(super) fn feed<E: From<String>>(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        mut tuple: impl FnMut(&[Option<&[u8]>], &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.ended {
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        self.partial.extend_from_slice(data);
+        let buffered = std::mem::take(&mut self.partial);
+        let mut start = 0;
+        while let Some((piece, len)) = next_piece(&buffered[start..], self.header_seen)? {
+            match piece {
+                Piece::Header(header) => {
+                    self.header_seen = true;
+                    out.extend_from_slice(header);
+                }
+                Piece::Tuple(fields) => tuple(&fields, out)?,
+                Piece::Trailer(_) => {
+                    self.ended = true;
+                    out.extend_from_slice(&buffered[start..]);
+                    return Ok(());
+                }
+            }
+            start += len;
+        }
+        self.partial = buffered[start..].to_vec();
+        Ok(())
+    }
+
+    /// The stream stopped inside a piece.
+    pub(super) fn unfinished(&self) -> bool {
+        !self.ended && !self.partial.is_empty()
+    }
 }
 
 /// Appends a tuple's field count.
@@ -135,6 +184,28 @@ mod tests {
             next_piece(&rest[n..], true),
             Ok(Some((Piece::Trailer(&rest[n..]), 2)))
         );
+    }
+
+    #[test]
+    fn a_stream_fed_byte_by_byte_comes_out_whole() {
+        let mut data = header();
+        for value in [Some(&b"x"[..]), None, Some(b"")] {
+            put_count(&mut data, 1);
+            put_field(&mut data, value).unwrap();
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut cutter = Cutter::default();
+        let (mut out, mut tuples) = (Vec::new(), 0);
+        for byte in &data {
+            cutter
+                .feed(std::slice::from_ref(byte), &mut out, |fields, out| {
+                    tuples += 1;
+                    put_count(out, fields.len());
+                    fields.iter().try_for_each(|f| put_field(out, *f))
+                })
+                .unwrap();
+        }
+        assert_eq!((out, tuples, cutter.unfinished()), (data, 3, false));
     }
 
     #[test]
