@@ -423,6 +423,27 @@ async fn unqualified_names_follow_the_search_path() {
     .await;
 }
 
+/// A client that prepares a name it already holds gets 42P05, and the name is still checked as
+/// the statement it names: once the client's search_path leads to a schema it may not read, the
+/// refused duplicate's harmless text must not stand in for it. Both pool modes.
+#[test]
+fn a_duplicate_statement_name_keeps_its_checks() {
+    for mode in ["transaction", "session"] {
+        let (pgward, _files) = start(mode, "deny");
+        let dsn = format!(
+            "host=127.0.0.1 port={} dbname={DATABASE} user=reader password=pw",
+            pgward.port
+        );
+        let script = py_script("policy_duplicate_statement.py");
+        let run = run_python(&script, &[&dsn], Duration::from_secs(30)).expect_success(mode);
+        assert!(
+            run.stdout.contains("duplicate statement checked"),
+            "{mode}: {}",
+            run.stdout
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_created_through_pgward_is_known_at_once() {
     let (pgward, _files) = start("transaction", "deny");
