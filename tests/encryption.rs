@@ -1196,6 +1196,11 @@ async fn copy_options_given_as_literals_are_read_as_given() {
             String::from_utf8(data).unwrap(),
             "1|opt-ssn-1\n2|opt-ssn-2\n3|opt-ssn-3\n"
         );
+        // Whose data is whose cannot be told when one query holds two such COPYs.
+        let sql = "COPY enc_copyopts (id, ssn) FROM STDIN; COPY enc_copyopts (id, email) FROM STDIN";
+        let e = client.simple_query(sql).await.map(|_| ()).unwrap_err();
+        assert_eq!(sqlstate(&e), Some("0A000"), "{}", describe(&e));
+        assert_usable(&client, "two COPYs in one query").await;
     })
     .await;
 }
