@@ -517,15 +517,6 @@ impl Session {
                 self.crypt.copy_out = None;
                 Ok(frame)
             }
-            b'G' => {
-                // Normally set up when the statement was sent (`expect_copy_in`).
-                if self.crypt.copy_in.is_none() && !self.crypt.copy_in_failed {
-                    self.crypt.copy_in = self
-                        .copy_plan()
-                        .map(|(plan, statement)| CopyIn::new(plan, statement));
-                }
-                Ok(frame)
-            }
             b'H' => {
                 self.crypt.copy_out = self
                     .copy_plan()
@@ -614,7 +605,8 @@ impl Session {
         }
     }
 
-    /// The plan and statement of the COPY the server just started.
+    /// The plan and statement of the COPY TO the server just started. (A COPY FROM's is set
+    /// up when the statement is sent: `expect_copy_in`.)
     fn copy_plan(&self) -> Option<(Arc<Plan>, usize)> {
         let (plan, statement) = match self.link.queue.front()? {
             Pending::Query(_, Some(plan)) => (plan.clone(), self.crypt.query_statement),
