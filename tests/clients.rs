@@ -3,20 +3,22 @@
 //! application `_directly` against PostgreSQL, so a failure through pgward is pgward's and
 //! not the script's. libpq (psql, pgbench), psycopg and tokio-postgres have their own test
 //! files; these are asyncpg (tests/py/asyncpg_app.py), node-postgres
-//! (tests/js/node_postgres_app.js) and pgJDBC (tests/java/PgJdbcApp.java). What each
+//! (tests/js/node_postgres_app.js), pgJDBC (tests/java/PgJdbcApp.java) and pgx
+//! (tests/go/pgx_app.go). What each
 //! application does is in its file: typed parameters in text and binary formats, named
 //! statements reused across transactions, transactions, errors, savepoints, cursors, COPY,
 //! SET, catalog introspection, cancels and timeouts, LISTEN/NOTIFY.
 //!
 //! Drivers come from PyPI and npm (installed once per target folder) and from Debian
-//! (pgJDBC: `libpostgresql-jdbc-java`); a missing one fails the test, naming what to install.
+//! (pgJDBC: `libpostgresql-jdbc-java`; pgx v4: `golang-github-jackc-pgx-v4-dev`, built with
+//! `golang-go`); a missing one fails the test, naming what to install.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    primary_port, py_script, run_java, run_node, run_python, Pgward, ProxyConfig, DATABASE,
+    primary_port, py_script, run_go, run_java, run_node, run_python, Pgward, ProxyConfig, DATABASE,
     PASSWORD, USER,
 };
 
@@ -112,4 +114,26 @@ fn pgjdbc_through_pgward() {
 #[test]
 fn pgjdbc_directly() {
     pgjdbc(primary_port(), "pg");
+}
+
+fn pgx(port: u16, tag: &str) {
+    run_go(&[&uri(port), tag], LIMIT).expect_success(&format!("pgx_app ({tag})"));
+}
+
+#[test]
+fn pgx_through_pgward() {
+    let pgward = pgward();
+    pgx(pgward.port, "pw");
+}
+
+#[test]
+fn pgx_through_pgward_with_the_policy_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pgward = pgward_with_policy(&dir);
+    pgx(pgward.port, "pol");
+}
+
+#[test]
+fn pgx_directly() {
+    pgx(primary_port(), "pg");
 }

@@ -1040,6 +1040,52 @@ pub fn run_java(main: &str, args: &[&str], timeout: Duration) -> Finished {
     run_program(&mut command, timeout)
 }
 
+/// Where Debian's Go packages keep their sources (`golang-github-jackc-pgx-v4-dev` and what
+/// it depends on): the pgx application builds in GOPATH mode against them, offline.
+const GO_PATH: &str = "/usr/share/gocode";
+
+/// The pgx application of tests/go, built once per test binary. Panics, naming the packages
+/// to install, when Go or pgx is missing.
+pub fn go_app() -> PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        const INSTALL: &str = "apt-get install golang-go golang-github-jackc-pgx-v4-dev";
+        on_path("go")
+            .unwrap_or_else(|| panic!("go not found on PATH; the pgx tests need it: {INSTALL}"));
+        let pgx = Path::new(GO_PATH).join("src/github.com/jackc/pgx/v4/pgxpool");
+        assert!(
+            pgx.is_dir(),
+            "{} not found; the pgx tests need it: {INSTALL}",
+            pgx.display()
+        );
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = tmp.join(format!("pgx-app-{}", std::process::id()));
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/pgx_app.go");
+        run_program(
+            Command::new("go")
+                .env("GO111MODULE", "off")
+                .env("GOPATH", GO_PATH)
+                .env("GOCACHE", tmp.join("go-cache"))
+                .env("GOFLAGS", "")
+                .arg("build")
+                .arg("-o")
+                .arg(&out)
+                .arg(&source),
+            Duration::from_secs(300),
+        )
+        .expect_success("go build tests/go/pgx_app.go");
+        out
+    })
+    .clone()
+}
+
+/// Runs the pgx application with `args`.
+pub fn run_go(args: &[&str], timeout: Duration) -> Finished {
+    let mut command = Command::new(go_app());
+    without_pg_env(&mut command).args(args);
+    run_program(&mut command, timeout)
+}
+
 /// No PG* variables inherited: a driver uses only the connection string it is given.
 fn without_pg_env(command: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
