@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{deadline, show, simple_value, sqlstate, ProxyConfig};
+use common::{admin_psql, deadline, show, simple_value, sqlstate, ProxyConfig};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const ROUNDS: usize = 10;
@@ -207,4 +207,46 @@ async fn reset_returns_to_the_startup_values() {
         })
         .await;
     }
+}
+
+/// `SET ROLE` is a setting PostgreSQL does not list in `pg_settings`; it is the one whose leak
+/// would matter most: another client would run with the role's privileges.
+#[tokio::test]
+async fn set_role_stays_with_its_client() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        let login = simple_value(&b, "SELECT current_user").await;
+        admin_psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN CREATE ROLE ss_role_r NOLOGIN; \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$; GRANT ss_role_r TO {login}"
+            ),
+        );
+        a.batch_execute("SET ROLE ss_role_r").await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(simple_value(&a, "SELECT current_user").await, "ss_role_r");
+            assert_eq!(simple_value(&b, "SELECT current_user").await, login);
+            let row = b.query_one("SELECT current_user::text", &[]).await.unwrap();
+            assert_eq!(row.get::<_, String>(0), login);
+        }
+        // B's own SET LOCAL ROLE ends with its transaction; A keeps its role.
+        b.batch_execute("BEGIN; SET LOCAL ROLE ss_role_r; COMMIT")
+            .await
+            .unwrap();
+        assert_eq!(simple_value(&b, "SELECT current_user").await, login);
+        assert_eq!(simple_value(&a, "SELECT current_user").await, "ss_role_r");
+        // set_config() changes it as SET does.
+        b.batch_execute("SELECT set_config('role', 'ss_role_r', false)")
+            .await
+            .unwrap();
+        a.batch_execute("RESET ROLE").await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(simple_value(&a, "SELECT current_user").await, login);
+            assert_eq!(simple_value(&b, "SELECT current_user").await, "ss_role_r");
+        }
+    })
+    .await;
 }

@@ -10,8 +10,16 @@ use crate::pool::server::{quote_ident, quote_literal};
 pub type Settings = BTreeMap<String, String>;
 
 /// Reads back every setting changed in the session (after a client's SET/RESET/DISCARD).
-pub const SESSION_SETTINGS_SQL: &str =
-    "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name";
+/// `role` is not in `pg_settings` (PostgreSQL hides it there), so it is read on its own: a
+/// client's SET ROLE left on the connection would give the next client its privileges.
+pub const SESSION_SETTINGS_SQL: &str = "\
+SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
+WHERE pg_catalog.current_setting('role') <> 'none' ORDER BY 1";
+
+/// The setting SET ROLE changes. It is applied after the others (which the login's own
+/// privileges may be needed for) and reset before them.
+pub const ROLE: &str = "role";
 
 /// The statements prepared on this connection: name, and whether SQL PREPARE made it.
 pub const PREPARED_SQL: &str = "SELECT name, from_sql FROM pg_catalog.pg_prepared_statements";
@@ -23,7 +31,11 @@ pub fn apply_sql(wanted: &Settings, current: &Settings) -> Option<String> {
         return None;
     }
     let mut sets = Vec::new();
-    for (name, value) in wanted {
+    let role_last = wanted
+        .iter()
+        .filter(|(name, _)| *name != ROLE)
+        .chain(wanted.get_key_value(ROLE));
+    for (name, value) in role_last {
         if current.get(name) != Some(value) {
             sets.push(format!(
                 "pg_catalog.set_config({}, {}, false)",
@@ -33,7 +45,11 @@ pub fn apply_sql(wanted: &Settings, current: &Settings) -> Option<String> {
         }
     }
     let mut sql = String::new();
-    for name in current.keys().filter(|n| !wanted.contains_key(*n)) {
+    let role_first = current
+        .get_key_value(ROLE)
+        .into_iter()
+        .chain(current.iter().filter(|(name, _)| *name != ROLE));
+    for (name, _) in role_first.filter(|(n, _)| !wanted.contains_key(*n)) {
         sql.push_str(&format!("RESET {};", quote_ident(name)));
     }
     if !sets.is_empty() {
@@ -76,6 +92,16 @@ mod tests {
         assert_eq!(
             apply_sql(&s(&[("a", "2"), ("c", "it's")]), &s(&[("a", "1"), ("b", "x")])).unwrap(),
             "RESET \"b\";SELECT pg_catalog.set_config(E'a', E'2', false), pg_catalog.set_config(E'c', E'it''s', false)"
+        );
+        // The role is reset before the others and set after them: they may need the login's
+        // privileges.
+        assert_eq!(
+            apply_sql(&s(&[("role", "r"), ("work_mem", "8MB")]), &s(&[])).unwrap(),
+            "SELECT pg_catalog.set_config(E'work_mem', E'8MB', false), pg_catalog.set_config(E'role', E'r', false)"
+        );
+        assert_eq!(
+            apply_sql(&s(&[]), &s(&[("lc_messages", "C"), ("role", "r")])).unwrap(),
+            "RESET \"role\";RESET \"lc_messages\";"
         );
         let startup = s(&[("datestyle", "Postgres,MDY"), ("TimeZone", "UTC")]);
         assert_eq!(
