@@ -12,7 +12,9 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Every policy user logs in to PostgreSQL as `app`, which may do everything there: what
 /// they may not do, only pgward's policy stops.
-const USERS: &[&str] = &["reader", "writer", "alice", "dev", "loader", "s2reader"];
+const USERS: &[&str] = &[
+    "reader", "writer", "alice", "dev", "loader", "s2reader", "roler",
+];
 
 const MODEL: &str = include_str!("../policies/model.conf");
 
@@ -421,6 +423,58 @@ async fn unqualified_names_follow_the_search_path() {
         assert_eq!(sqlstate(&e), Some("42501"), "{e}");
     })
     .await;
+}
+
+/// `$user` in a search_path is the role the client runs as: after `SET ROLE po_vault`,
+/// PostgreSQL reads a bare `po_rows` from schema po_vault, so the policy must judge that
+/// table, not the login's. Both pool modes, both protocols.
+#[tokio::test]
+async fn user_in_the_search_path_is_the_role_set() {
+    schema();
+    admin_psql(
+        DATABASE,
+        &format!(
+            "DO $$ BEGIN CREATE ROLE po_vault NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT po_vault TO {USER};
+             CREATE SCHEMA IF NOT EXISTS po_vault AUTHORIZATION po_vault;
+             CREATE TABLE IF NOT EXISTS po_vault.po_rows (id int, secret text);
+             ALTER TABLE po_vault.po_rows OWNER TO po_vault;
+             CREATE TABLE IF NOT EXISTS public.po_rows (id int, secret text);
+             GRANT SELECT ON public.po_rows TO {USER}, po_vault;"
+        ),
+    );
+    let files = PolicyFiles::new(
+        "p, roler, appdb, public.*, *, select, allow\n\
+         p, roler, appdb, pg_catalog.*, *, select, allow\n\
+         p, roler, appdb, *, *, admin, allow\n",
+    );
+    for mode in ["transaction", "session"] {
+        let pgward = config(mode, &files, "deny").start();
+        deadline(Duration::from_secs(30), async {
+            let client = pgward.connect_as("roler", "pw").await;
+            assert_eq!(outcome_simple(&client, "SELECT * FROM po_rows").await, "ok");
+            client.simple_query("SET ROLE po_vault").await.unwrap();
+            for sql in ["SELECT * FROM po_rows", "SELECT secret FROM po_rows"] {
+                let simple = outcome_simple(&client, sql).await;
+                assert!(denied(&simple), "{mode}, {sql}: {simple}");
+                let extended = outcome_extended(&client, sql).await;
+                assert!(denied(&extended), "{mode}, {sql}: {extended}");
+            }
+            // What the role may read under its qualified name stays allowed.
+            assert_eq!(
+                simple_value(&client, "SELECT count(*) FROM public.po_rows").await,
+                "0"
+            );
+            // Transaction mode reads the settings back after a SET: the role is known to be
+            // gone. Session mode does not, and judges a bare name in every schema it may be in.
+            if mode == "transaction" {
+                client.simple_query("RESET ROLE").await.unwrap();
+                assert_eq!(outcome_simple(&client, "SELECT * FROM po_rows").await, "ok");
+            }
+        })
+        .await;
+    }
 }
 
 /// A client that prepares a name it already holds gets 42P05, and the name is still checked as

@@ -993,29 +993,52 @@ async fn prepared_statements_follow_a_schema_change_directly() {
 /// execution, so one server-side copy shared by both would change shape at every switch and be
 /// refused ("cached plan must not change result type", 0A000); on their own connections each
 /// client's statement keeps reading its own table. Checked for protocol-level statements and
-/// for SQL PREPARE, with the two clients taking turns on one server connection.
-async fn tenants_prepare_the_same_text(ep: &Endpoint) {
-    let (one, two) = (ep.name("tenant_one"), ep.name("tenant_two"));
+/// for SQL PREPARE, with the two clients taking turns on one server connection. A tenant is
+/// chosen by its search_path, or (`by_role`) by SET ROLE, the default path's `$user` then
+/// naming the role's schema.
+async fn tenants_prepare_the_same_text(ep: &Endpoint, by_role: bool) {
+    let (one, two) = match by_role {
+        false => (ep.name("tenant_one"), ep.name("tenant_two")),
+        true => (ep.name("tenant_role_one"), ep.name("tenant_role_two")),
+    };
+    let tables = format!(
+        "CREATE TABLE {one}.settings (a int); INSERT INTO {one}.settings VALUES (1);
+         CREATE TABLE {two}.settings (a int, b text); INSERT INTO {two}.settings VALUES (2, 'two');"
+    );
+    let drop = format!("DROP SCHEMA IF EXISTS {one} CASCADE; DROP SCHEMA IF EXISTS {two} CASCADE;");
     let setup = ep.connect().await;
-    setup
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {one} CASCADE; DROP SCHEMA IF EXISTS {two} CASCADE;
-             CREATE SCHEMA {one}; CREATE SCHEMA {two};
-             CREATE TABLE {one}.settings (a int); INSERT INTO {one}.settings VALUES (1);
-             CREATE TABLE {two}.settings (a int, b text); INSERT INTO {two}.settings VALUES (2, 'two')"
-        ))
-        .await
-        .expect("create the tenants");
+    if by_role {
+        // Roles and their schemas are made by the superuser; the login may take either role.
+        admin_psql(
+            DATABASE,
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {one} NOLOGIN; CREATE ROLE {two} NOLOGIN; \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                 GRANT {one}, {two} TO {USER}; {drop}
+                 CREATE SCHEMA {one} AUTHORIZATION {one}; CREATE SCHEMA {two} AUTHORIZATION {two};
+                 {tables} GRANT SELECT ON {one}.settings TO {one}; GRANT SELECT ON {two}.settings TO {two};"
+            ),
+        );
+    } else {
+        setup
+            .batch_execute(&format!(
+                "{drop} CREATE SCHEMA {one}; CREATE SCHEMA {two}; {tables}"
+            ))
+            .await
+            .expect("create the tenants");
+    }
     let sql = "SELECT * FROM settings";
     let mut tenants = Vec::new();
     for (schema, columns) in [(&one, 1), (&two, 2)] {
         let client = ep.connect().await;
+        let choose = match by_role {
+            false => format!("SET search_path TO {schema}"),
+            true => format!("SET ROLE {schema}"),
+        };
         client
-            .batch_execute(&format!(
-                "SET search_path TO {schema}; PREPARE by_sql AS {sql}"
-            ))
+            .batch_execute(&format!("{choose}; PREPARE by_sql AS {sql}"))
             .await
-            .expect("set the path and PREPARE");
+            .expect("choose the tenant and PREPARE");
         let statement = client.prepare(sql).await.expect("prepare");
         tenants.push((client, statement, schema, columns));
     }
@@ -1039,24 +1062,43 @@ async fn tenants_prepare_the_same_text(ep: &Endpoint) {
             assert_eq!(simple_rows(&messages), [want], "{what}, EXECUTE");
         }
     }
-    setup
-        .batch_execute(&format!(
-            "DROP SCHEMA {one} CASCADE; DROP SCHEMA {two} CASCADE"
-        ))
-        .await
-        .expect("drop the tenants");
+    if by_role {
+        admin_psql(DATABASE, &drop);
+    } else {
+        setup.batch_execute(&drop).await.expect("drop the tenants");
+    }
 }
 
 #[tokio::test]
 async fn tenants_prepare_the_same_text_through_pgward() {
     let pgward = ProxyConfig::transaction(1).start();
     let ep = Endpoint::pgward(&pgward, None);
-    deadline(LIMIT, tenants_prepare_the_same_text(&ep)).await;
+    deadline(LIMIT, tenants_prepare_the_same_text(&ep, false)).await;
 }
 
 #[tokio::test]
 async fn tenants_prepare_the_same_text_directly() {
-    deadline(LIMIT, tenants_prepare_the_same_text(&Endpoint::direct())).await;
+    deadline(
+        LIMIT,
+        tenants_prepare_the_same_text(&Endpoint::direct(), false),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_by_role_prepare_the_same_text_through_pgward() {
+    let pgward = ProxyConfig::transaction(1).start();
+    let ep = Endpoint::pgward(&pgward, None);
+    deadline(LIMIT, tenants_prepare_the_same_text(&ep, true)).await;
+}
+
+#[tokio::test]
+async fn tenants_by_role_prepare_the_same_text_directly() {
+    deadline(
+        LIMIT,
+        tenants_prepare_the_same_text(&Endpoint::direct(), true),
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ pub struct Snapshot {
     relations: HashMap<String, HashMap<String, Vec<String>>>,
     /// The search_path a new session of this login gets, with `$user` expanded.
     pub default_search_path: Vec<String>,
+    /// That search_path as written, for a client whose `$user` is another role (SET ROLE).
+    pub default_search_path_setting: Option<String>,
     /// Each relation's OID, with its columns' numbers and types (what RowDescription names).
     details: HashMap<u32, Details>,
     /// `(schema, relation) -> OID`.
@@ -87,6 +89,7 @@ impl Snapshot {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             relations,
             default_search_path,
+            default_search_path_setting: None,
             details: HashMap::new(),
             oids: HashMap::new(),
             loaded_at: Some(Instant::now()),
@@ -377,10 +380,10 @@ async fn load(source: &Source) -> Result<Snapshot, ServerError> {
             Some((r.first()?.as_deref()?, r.get(1)?.as_deref()?, column))
         })
         .collect();
-    Ok(Snapshot::from_detailed_rows(
-        rows.iter().copied(),
-        parse_search_path(&path, &user),
-    ))
+    let mut snapshot =
+        Snapshot::from_detailed_rows(rows.iter().copied(), parse_search_path(&path, &user));
+    snapshot.default_search_path_setting = Some(path);
+    Ok(snapshot)
 }
 
 #[cfg(test)]

@@ -17,12 +17,17 @@ use crate::protocol::{Frame, ProxyError};
 use crate::route::Want;
 use crate::sql::{Analysis, Kind};
 
+use super::params::ROLE;
 use super::pump::Pending;
 use super::Session;
 
 /// The policy subject of a session, and what it was made from.
+/// A client's search_path setting and role, owned (see `Session::name_context`).
+pub(super) type NameContext = (Option<String>, Option<String>);
+
 pub(super) struct CachedSubject {
-    setting: Option<String>,
+    /// The search_path setting and role it was made for.
+    setting: NameContext,
     generation: u64,
     subject: Subject,
 }
@@ -198,21 +203,36 @@ impl Session {
         self.known.peek()?.analyses.get(name).cloned()
     }
 
-    /// Who asks, with the client's search_path: its own setting, else the login's default.
-    /// Kept between statements until the setting or the catalog copy changes.
+    /// What unqualified names depend on: the client's search_path setting and its role
+    /// (SET ROLE), each None while the client has not set it.
+    pub(super) fn name_context(&self) -> (Option<&String>, Option<&String>) {
+        (self.wanted.get("search_path"), self.wanted.get(ROLE))
+    }
+
+    /// The schemas unqualified names resolve in, as PostgreSQL resolves them for this client:
+    /// its search_path setting, else the login's default, with `$user` the role it runs as.
+    pub(super) fn search_path(&self, snapshot: &Snapshot) -> Vec<String> {
+        let (setting, role) = self.name_context();
+        let user = role.map_or(&*self.pool_user, String::as_str);
+        match (setting, role, &snapshot.default_search_path_setting) {
+            (Some(value), ..) => parse_search_path(value, user),
+            (None, Some(_), Some(default)) => parse_search_path(default, user),
+            (None, ..) => snapshot.default_search_path.clone(),
+        }
+    }
+
+    /// Who asks, with the client's search_path (see `search_path`). Kept between statements
+    /// until the setting, the role or the catalog copy changes.
     pub(super) fn subject(&mut self, snapshot: &Snapshot, path_certain: bool) -> Subject {
-        let setting = self.wanted.get("search_path");
-        let known = self.known.get_mut();
-        let current = known.subject.as_ref().is_some_and(|cached| {
-            cached.generation == snapshot.generation && cached.setting.as_ref() == setting
+        let (setting, role) = self.name_context();
+        let setting = (setting.cloned(), role.cloned());
+        let current = self.known.get().subject.as_ref().is_some_and(|cached| {
+            cached.generation == snapshot.generation && cached.setting == setting
         });
         if !current {
-            let search_path = match setting {
-                Some(value) => parse_search_path(value, &self.pool_user),
-                None => snapshot.default_search_path.clone(),
-            };
-            known.subject = Some(CachedSubject {
-                setting: setting.cloned(),
+            let search_path = self.search_path(snapshot);
+            self.known.get_mut().subject = Some(CachedSubject {
+                setting,
                 generation: snapshot.generation,
                 subject: Subject::new(
                     &self.client.info.user,
@@ -222,7 +242,7 @@ impl Session {
                 ),
             });
         }
-        let cached = &known.subject.as_ref().expect("just set").subject;
+        let cached = &self.known.get().subject.as_ref().expect("just set").subject;
         if path_certain {
             cached.clone()
         } else {

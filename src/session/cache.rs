@@ -228,16 +228,13 @@ impl Session {
         {
             return;
         }
-        let path = self
-            .wanted
-            .get("search_path")
-            .map(|p| crate::catalog::parse_search_path(p, &self.pool_user));
         let catalog = self
             .known
             .get()
             .catalog
             .as_ref()
             .and_then(|e| e.current(Duration::MAX).0);
+        let path = catalog.as_ref().map(|snapshot| self.search_path(snapshot));
         let mut tables = Vec::new();
         let mut everything = !analysis.understood();
         for info in &analysis.statements {
@@ -255,10 +252,7 @@ impl Session {
                 let schema = match (&name.schema, &catalog) {
                     (Some(schema), _) => Some(schema.clone()),
                     (None, Some(snapshot)) => {
-                        let path = path
-                            .clone()
-                            .unwrap_or_else(|| snapshot.default_search_path.clone());
-                        snapshot.find(name, &path)
+                        snapshot.find(name, path.as_deref().unwrap_or_default())
                     }
                     (None, None) => None,
                 };

@@ -72,9 +72,9 @@ pub(super) struct Crypt {
     /// `decrypt_reply`.
     pub(super) enabled: bool,
     /// Plans by analysis id (None: the statement touches no designated column), valid for
-    /// one catalog snapshot and search_path.
+    /// one catalog snapshot, search_path and role.
     cache: HashMap<u64, Option<Arc<Plan>>>,
-    cache_key: Option<(u64, Option<String>, bool)>,
+    cache_key: Option<(u64, super::admit::NameContext, bool)>,
     /// The plan of each of the client's prepared statements, by name.
     statements: HashMap<String, Arc<Prepared>>,
     /// The plan of the Query just admitted, for its Pending entry.
@@ -273,9 +273,10 @@ impl Session {
         }
         let (snapshot, path_certain) = self.snapshot_for(&analysis).await?;
         let subject = self.subject(&snapshot, path_certain);
+        let (search_path, role) = self.name_context();
         let key = (
             snapshot.generation,
-            self.wanted.get("search_path").cloned(),
+            (search_path.cloned(), role.cloned()),
             path_certain,
         );
         if self.crypt.cache_key.as_ref() != Some(&key)

@@ -842,11 +842,11 @@ impl Session {
     ) -> Arc<Statement> {
         let reads = self.class_of(query) == Class::Read;
         let route_setting = self.route_setting_of(query);
-        let search_path = self.wanted.get("search_path").map(String::as_str);
+        let (search_path, role) = self.name_context();
         Statement::new(
             query,
             param_types,
-            search_path,
+            (search_path.map(String::as_str), role.map(String::as_str)),
             effects,
             reads,
             route_setting,

@@ -1,6 +1,6 @@
 //! Prepared statements in transaction mode. A client's named statement is prepared on
 //! whichever server connection serves it, under a name pgward derives from the statement text
-//! parameter types and search_path, so clients running the same statement share one
+//! parameter types, search_path and role, so clients running the same statement share one
 //! server-side copy.
 
 use std::hash::{Hash, Hasher};
@@ -24,6 +24,8 @@ pub struct Statement {
     /// would be refused at every switch where the result shape differs, "cached plan must not
     /// change result type".
     pub search_path: Option<String>,
+    /// The client's SET ROLE, if any: `$user` in a search_path is that role.
+    pub role: Option<String>,
     pub hash: u64,
     pub server_name: String,
     /// What executing it may change in the server session; applied at every Bind, because
@@ -49,6 +51,7 @@ impl PartialEq for Statement {
         self.query == other.query
             && self.param_types == other.param_types
             && self.search_path == other.search_path
+            && self.role == other.role
     }
 }
 
@@ -59,7 +62,7 @@ impl Statement {
     pub fn new(
         query: &[u8],
         param_types: &[u8],
-        search_path: Option<&str>,
+        (search_path, role): (Option<&str>, Option<&str>),
         effects: Effects,
         reads: bool,
         route_setting: Option<RouteSetting>,
@@ -68,11 +71,13 @@ impl Statement {
         query.hash(&mut h);
         param_types.hash(&mut h);
         search_path.hash(&mut h);
+        role.hash(&mut h);
         let hash = h.finish();
         Arc::new(Statement {
             query: query.to_vec(),
             param_types: param_types.to_vec(),
             search_path: search_path.map(str::to_owned),
+            role: role.map(str::to_owned),
             hash,
             server_name: format!("pgward_{hash:016x}"),
             effects,
