@@ -319,6 +319,13 @@ async fn volatile_functions_transactions_and_roles_are_never_mixed_up() {
         let other = pgward.connect_as("cache_other", "other-secret").await;
         assert_eq!(value(&other, rls).await, "other row");
         assert_eq!(value(&other, rls).await, "other row");
+        // SET ROLE too: the role's rows for the client that set it, the login's for others.
+        admin_psql(DATABASE, &format!("GRANT cache_other TO {USER}"));
+        let by_role = pgward.connect().await;
+        by_role.simple_query("SET ROLE cache_other").await.unwrap();
+        assert_eq!(value(&by_role, rls).await, "other row");
+        assert_eq!(value(&by_role, rls).await, "other row");
+        assert_eq!(value(&client, rls).await, "app row");
     })
     .await;
 }
