@@ -19,14 +19,20 @@ struct TestCert {
 }
 
 fn test_cert() -> TestCert {
+    test_cert_signed(&rcgen::PKCS_ECDSA_P256_SHA256)
+}
+
+fn test_cert_signed(algorithm: &'static rcgen::SignatureAlgorithm) -> TestCert {
     let dir = tempfile::tempdir().unwrap();
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+    let key_pair = rcgen::KeyPair::generate_for(algorithm).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
+    let generated = params.self_signed(&key_pair).unwrap();
     let cert = dir.path().join("server.crt");
     let key = dir.path().join("server.key");
-    fs::write(&cert, generated.cert.pem()).unwrap();
-    fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    fs::write(&cert, generated.pem()).unwrap();
+    fs::write(&key, key_pair.serialize_pem()).unwrap();
     TestCert {
         _dir: dir,
         cert,
@@ -102,6 +108,61 @@ fn require_mode_accepts_only_ssl_clients() {
         !wrong.status.success(),
         "a wrong password must be refused: {wrong:?}"
     );
+}
+
+/// SCRAM-SHA-256-PLUS: libpq's `channel_binding=require` logs in over TLS (its binding is the
+/// hash of pgward's certificate, by the certificate's signature hash: SHA-256 and SHA-384
+/// here), a wrong password is still refused, and a plaintext connection cannot bind.
+#[test]
+fn channel_binding_is_offered_over_tls() {
+    for algorithm in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
+        let cert = test_cert_signed(algorithm);
+        let pgward = ProxyConfig::transaction(2)
+            .tls(&cert.cert, &cert.key, "prefer")
+            .start();
+        let bound = |sslmode: &str, password: Option<&str>| {
+            let mut cmd = psql(&pgward);
+            cmd.env(
+                "PGSSLROOTCERT",
+                pgward.scratch_dir().join("no-such-root.crt"),
+            )
+            .env("PGSSLMODE", sslmode)
+            .env("PGCHANNELBINDING", "require");
+            if let Some(password) = password {
+                cmd.env("PGPASSWORD", password);
+            }
+            run_program(cmd.args(["-c", "SELECT 'bound'"]), TIMEOUT)
+        };
+        let ok = bound("require", None).expect_success("psql channel_binding=require");
+        assert_eq!(ok.stdout.trim(), "bound");
+        let wrong = bound("require", Some("not-the-password"));
+        assert!(
+            !wrong.status.success(),
+            "a wrong password must be refused: {wrong:?}"
+        );
+        assert!(
+            wrong.stderr.contains("password authentication failed"),
+            "{}",
+            wrong.stderr
+        );
+        let plain = bound("disable", None);
+        assert!(!plain.status.success(), "no binding without TLS: {plain:?}");
+        // A client that does not ask for binding still logs in over TLS and without it.
+        for sslmode in ["require", "disable"] {
+            let mut cmd = psql(&pgward);
+            cmd.env(
+                "PGSSLROOTCERT",
+                pgward.scratch_dir().join("no-such-root.crt"),
+            )
+            .env("PGSSLMODE", sslmode)
+            .env("PGCHANNELBINDING", "disable");
+            run_program(cmd.args(["-c", "SELECT 1"]), TIMEOUT)
+                .expect_success(&format!("psql channel_binding=disable sslmode={sslmode}"));
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Password checks: SCRAM-SHA-256 (RFC 5802/7677, as PostgreSQL does it, without channel
-//! binding) and md5, on the client side of pgward, plus the SCRAM client pgward uses towards
+//! Password checks: SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802/7677, `tls-server-end-point`
+//! channel binding, as PostgreSQL does it) and md5, on the client side of pgward, plus the SCRAM client pgward uses towards
 //! PostgreSQL when all it holds of a password is the ClientKey a client proved (passthrough).
 //! Secrets are derived once at config load, not per login.
 
@@ -94,7 +94,20 @@ pub struct ScramExchange {
     client_first_bare: String,
     server_first: String,
     nonce: String,
-    gs2_header: String,
+    /// What the client-final-message's `c=` must be: the gs2 header, with the channel binding
+    /// data after it when the client bound to the TLS connection.
+    channel: String,
+}
+
+/// Channel binding as the server offered it and the client chose.
+#[derive(Debug, Clone, Copy)]
+pub enum ChannelBinding<'a> {
+    /// The client chose SCRAM-SHA-256-PLUS: it must bind to this `tls-server-end-point` data.
+    Bound(&'a [u8]),
+    /// The client chose SCRAM-SHA-256 although SCRAM-SHA-256-PLUS was offered.
+    Declined,
+    /// Only SCRAM-SHA-256 was offered (no TLS, or a certificate without a binding).
+    NotOffered,
 }
 
 impl ScramExchange {
@@ -102,13 +115,34 @@ impl ScramExchange {
     pub fn start(
         secret: ScramSecret,
         client_first: &[u8],
+        binding: ChannelBinding,
     ) -> Result<(ScramExchange, String), &'static str> {
         let msg = std::str::from_utf8(client_first).map_err(|_| "invalid UTF-8")?;
-        // gs2 header: "n,," (no channel binding) or "y,," (client could but server did not offer).
-        let bare = msg
-            .strip_prefix("n,,")
-            .or_else(|| msg.strip_prefix("y,,"))
-            .ok_or("unsupported channel binding")?;
+        // gs2 header: "p=tls-server-end-point,," (bound), "n,," (the client does not bind), or
+        // "y,," (it could, but believes the server cannot: a downgrade when the server did
+        // offer it).
+        const BOUND: &str = "p=tls-server-end-point,,";
+        let (gs2, bare, data) = match binding {
+            ChannelBinding::Bound(data) => {
+                let bare = msg
+                    .strip_prefix(BOUND)
+                    .ok_or("SCRAM-SHA-256-PLUS without tls-server-end-point binding")?;
+                (BOUND, bare, data)
+            }
+            _ if msg.starts_with("p=") => {
+                return Err("channel binding requested with SCRAM-SHA-256");
+            }
+            ChannelBinding::Declined if msg.starts_with("y,,") => {
+                return Err("channel binding negotiation error");
+            }
+            _ => {
+                let bare = msg
+                    .strip_prefix("n,,")
+                    .or_else(|| msg.strip_prefix("y,,"))
+                    .ok_or("unsupported gs2 header")?;
+                (&msg[..3], bare, &[][..])
+            }
+        };
         let client_nonce = bare
             .split(',')
             .find_map(|a| a.strip_prefix("r="))
@@ -122,13 +156,12 @@ impl ScramExchange {
             B64.encode(&secret.salt),
             secret.iterations
         );
-        let gs2 = &msg[..3];
         let exchange = ScramExchange {
             secret,
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
-            gs2_header: gs2.to_owned(),
+            channel: B64.encode([gs2.as_bytes(), data].concat()),
         };
         Ok((exchange, server_first))
     }
@@ -138,7 +171,7 @@ impl ScramExchange {
     pub fn finish(self, client_final: &[u8]) -> Result<ScramProof, &'static str> {
         let msg = std::str::from_utf8(client_final).map_err(|_| "invalid UTF-8")?;
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or("missing proof")?;
-        let (nonce, gs2) = (self.nonce.as_str(), self.gs2_header.as_str());
+        let nonce = self.nonce.as_str();
         let mut channel = None;
         let mut client_nonce = None;
         for attr in without_proof.split(',') {
@@ -148,7 +181,7 @@ impl ScramExchange {
                 client_nonce = Some(r);
             }
         }
-        if channel != Some(B64.encode(gs2.as_bytes()).as_str()) {
+        if channel != Some(self.channel.as_str()) {
             return Err("channel binding mismatch");
         }
         if client_nonce != Some(nonce) {
@@ -337,7 +370,9 @@ mod tests {
         for (client_pw, ok) in [("s3cret", true), ("wrong", false)] {
             let secret = ScramSecret::from_password("s3cret");
             let mut client = ScramSha256::new(client_pw.as_bytes(), ChannelBinding::unsupported());
-            let (ex, server_first) = ScramExchange::start(secret, client.message()).unwrap();
+            let (ex, server_first) =
+                ScramExchange::start(secret, client.message(), super::ChannelBinding::NotOffered)
+                    .unwrap();
             client.update(server_first.as_bytes()).unwrap();
             match ex.finish(client.message()) {
                 Ok(proof) => {
@@ -350,6 +385,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// SCRAM-SHA-256-PLUS against postgres-protocol's client: the right end-point data logs
+    /// in, other data is refused, and so are the downgrades a relay in the middle would need.
+    #[test]
+    fn channel_binding_against_postgres_protocol_client() {
+        use super::ChannelBinding::{Bound, Declined, NotOffered};
+        use postgres_protocol::authentication::sasl::{ChannelBinding as Client, ScramSha256};
+        let secret = ScramSecret::from_password("s3cret");
+        let run = |client_binding: Client, server: super::ChannelBinding| {
+            let mut client = ScramSha256::new(b"s3cret", client_binding);
+            let (ex, server_first) =
+                ScramExchange::start(secret.clone(), client.message(), server)?;
+            client.update(server_first.as_bytes()).unwrap();
+            let proof = ex.finish(client.message())?;
+            client.finish(proof.server_final.as_bytes()).unwrap();
+            Ok::<(), &str>(())
+        };
+        let end_point = [7u8; 32];
+        let bound = || Client::tls_server_end_point(end_point.to_vec());
+        assert_eq!(run(bound(), Bound(&end_point)), Ok(()));
+        // The client saw another certificate than pgward's: a relay in the middle.
+        assert_eq!(
+            run(bound(), Bound(&[8u8; 32])),
+            Err("channel binding mismatch")
+        );
+        // Binding data sent under plain SCRAM-SHA-256, and "y" while PLUS was offered.
+        assert!(run(bound(), Declined).is_err());
+        assert!(run(bound(), NotOffered).is_err());
+        assert_eq!(
+            run(Client::unrequested(), Declined),
+            Err("channel binding negotiation error")
+        );
+        // A client that cannot bind, or was not offered it.
+        assert_eq!(run(Client::unsupported(), Declined), Ok(()));
+        assert_eq!(run(Client::unrequested(), NotOffered), Ok(()));
+        assert!(run(Client::unsupported(), Bound(&end_point)).is_err());
     }
 
     #[test]
@@ -365,7 +437,12 @@ mod tests {
     fn exchange(secret: &ScramSecret, password: &str) -> Result<ScramProof, &'static str> {
         use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
         let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        let (ex, server_first) = ScramExchange::start(secret.clone(), client.message()).unwrap();
+        let (ex, server_first) = ScramExchange::start(
+            secret.clone(),
+            client.message(),
+            super::ChannelBinding::NotOffered,
+        )
+        .unwrap();
         client.update(server_first.as_bytes()).unwrap();
         let proof = ex.finish(client.message())?;
         client.finish(proof.server_final.as_bytes()).unwrap();
@@ -391,8 +468,12 @@ mod tests {
         let key = exchange(&secret, "s3cret").unwrap().client_key;
         for _ in 0..3 {
             let (mut client, first) = ScramClient::start(&key, &secret.server_key);
-            let (ex, server_first) =
-                ScramExchange::start(secret.clone(), first.as_bytes()).unwrap();
+            let (ex, server_first) = ScramExchange::start(
+                secret.clone(),
+                first.as_bytes(),
+                super::ChannelBinding::NotOffered,
+            )
+            .unwrap();
             let last = client.respond(server_first.as_bytes()).unwrap();
             let proof = ex.finish(last.as_bytes()).unwrap();
             assert_eq!(proof.client_key, key);
@@ -400,7 +481,12 @@ mod tests {
         }
         // A server that does not hold the verifier cannot sign for it.
         let (mut client, first) = ScramClient::start(&key, &[7u8; 32]);
-        let (ex, server_first) = ScramExchange::start(secret.clone(), first.as_bytes()).unwrap();
+        let (ex, server_first) = ScramExchange::start(
+            secret.clone(),
+            first.as_bytes(),
+            super::ChannelBinding::NotOffered,
+        )
+        .unwrap();
         let last = client.respond(server_first.as_bytes()).unwrap();
         let proof = ex.finish(last.as_bytes()).unwrap();
         assert!(client.verify(proof.server_final.as_bytes()).is_err());
@@ -414,7 +500,9 @@ mod tests {
         // The same password under another salt is another verifier: the key does not carry.
         let other = ScramSecret::from_password("s3cret");
         let (mut client, first) = ScramClient::start(&key, &other.server_key);
-        let (ex, server_first) = ScramExchange::start(other, first.as_bytes()).unwrap();
+        let (ex, server_first) =
+            ScramExchange::start(other, first.as_bytes(), super::ChannelBinding::NotOffered)
+                .unwrap();
         let last = client.respond(server_first.as_bytes()).unwrap();
         assert_eq!(ex.finish(last.as_bytes()).err(), Some("wrong password"));
         // A server nonce that does not extend the client's is refused.

@@ -29,6 +29,8 @@ pub struct StartupRequest {
     /// Protocol extensions we must decline with NegotiateProtocolVersion.
     pub unsupported_options: Vec<String>,
     pub minor_version: u16,
+    /// The client negotiated TLS before it (SCRAM-SHA-256-PLUS is offered only then).
+    pub tls: bool,
 }
 
 pub enum FirstPacket {
@@ -109,7 +111,13 @@ pub async fn negotiate(
             }
             code if code >> 16 == 3 => {
                 return match parse_startup(code as u16, r) {
-                    Ok(req) => Ok((stream, FirstPacket::Startup(req))),
+                    Ok(req) => {
+                        let req = StartupRequest {
+                            tls: stream.is_tls(),
+                            ..req
+                        };
+                        Ok((stream, FirstPacket::Startup(req)))
+                    }
                     Err(e) => Err((Some(stream), e)),
                 };
             }
@@ -165,6 +173,7 @@ fn parse_startup(minor: u16, mut r: Reader<'_>) -> Result<StartupRequest, ProxyE
         params,
         unsupported_options,
         minor_version: minor,
+        tls: false,
     })
 }
 

@@ -35,6 +35,77 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// pgward's own TLS side towards clients: the acceptor, and the `tls-server-end-point`
+/// channel binding of its certificate when it has one (see `end_point_binding`).
+pub struct ServerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub end_point: Option<Arc<[u8]>>,
+}
+
+/// The acceptor config for client connections, with the certificate's channel binding.
+pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+    let end_point = read_certs(cert)?
+        .first()
+        .and_then(|leaf| end_point_binding(leaf))
+        .map(Arc::from);
+    Ok(ServerTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(server_config(cert, key)?),
+        end_point,
+    })
+}
+
+/// RFC 5929 `tls-server-end-point`: the hash of the certificate (DER) by the hash of its
+/// signature algorithm, SHA-256 in place of MD5 and SHA-1, as PostgreSQL and libpq compute it
+/// for SCRAM-SHA-256-PLUS. None for an algorithm without one hash (Ed25519, RSA-PSS):
+/// PostgreSQL offers no channel binding for those either.
+pub fn end_point_binding(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, ... }, ... }
+    let (0x30, certificate, _) = der_item(cert)? else {
+        return None;
+    };
+    let (0x30, _, after_tbs) = der_item(certificate)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der_item(after_tbs)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der_item(algorithm)? else {
+        return None;
+    };
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let hash = match (oid.strip_prefix(RSA), oid.strip_prefix(ECDSA)) {
+        // md5, sha1, sha256 WithRSAEncryption; ecdsa-with-SHA1, -SHA256
+        (Some([0x04 | 0x05 | 0x0b]), _) | (_, Some([0x01] | [0x03, 0x02])) => 256,
+        (Some([0x0c]), _) | (_, Some([0x03, 0x03])) => 384,
+        (Some([0x0d]), _) | (_, Some([0x03, 0x04])) => 512,
+        _ => return None,
+    };
+    Some(match hash {
+        256 => sha2::Sha256::digest(cert).to_vec(),
+        384 => sha2::Sha384::digest(cert).to_vec(),
+        _ => sha2::Sha512::digest(cert).to_vec(),
+    })
+}
+
+/// One DER item: (tag, contents, what follows it).
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |l, &b| l << 8 | b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
 /// The acceptor config for client connections.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs(cert)?;
@@ -134,5 +205,34 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    /// The hash follows the certificate's signature algorithm, as libpq computes it.
+    #[test]
+    fn end_point_binding_hashes_by_the_signature_algorithm() {
+        let cert = |alg: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let p256 = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(
+            end_point_binding(&p256),
+            Some(sha2::Sha256::digest(&p256).to_vec())
+        );
+        let p384 = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            end_point_binding(&p384),
+            Some(sha2::Sha384::digest(&p384).to_vec())
+        );
+        // Ed25519 has no separate hash: no binding, as in PostgreSQL.
+        assert_eq!(end_point_binding(&cert(&rcgen::PKCS_ED25519)), None);
+        assert_eq!(end_point_binding(b"not a certificate"), None);
     }
 }

@@ -13,9 +13,12 @@ use crate::config::AuthMethod;
 use crate::pool::verifiers::Verifier;
 use crate::pool::Credential;
 use crate::protocol::messages::{self, tag, Reader};
-use crate::protocol::scram::{self, ScramExchange, ScramSecret};
+use crate::protocol::scram::{self, ChannelBinding, ScramExchange, ScramSecret};
 use crate::protocol::{FrameReader, FrameWriter, ProxyError};
 use crate::state::{Runtime, UserEntry};
+
+const SCRAM: &str = "SCRAM-SHA-256";
+const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Who an authenticated client is towards PostgreSQL.
 #[derive(Debug)]
@@ -57,6 +60,7 @@ pub async fn authenticate(
     rt: &Runtime,
     user: &str,
     database: &str,
+    over_tls: bool,
 ) -> Result<Login, ProxyError> {
     let failed = || ProxyError::AuthFailed(user.to_owned());
     let known = match (rt.users.get(user), &rt.verifiers) {
@@ -111,23 +115,35 @@ pub async fn authenticate(
             }
             .unwrap_or_else(|| ScramSecret::mock(user));
             let server_key = secret.server_key;
-            messages::auth(
-                writer.buffer(),
-                &Authentication::SASL(vec!["SCRAM-SHA-256".into()]),
-            );
+            // Over TLS, channel binding to pgward's certificate is offered first, as
+            // PostgreSQL does: a client that requires it (libpq's channel_binding=require)
+            // then knows no one in the middle relays its login.
+            let end_point = rt.tls.as_ref().and_then(|t| t.end_point.as_deref());
+            let end_point = end_point.filter(|_| over_tls);
+            let mut mechanisms = Vec::new();
+            if end_point.is_some() {
+                mechanisms.push(SCRAM_PLUS.to_owned());
+            }
+            mechanisms.push(SCRAM.to_owned());
+            messages::auth(writer.buffer(), &Authentication::SASL(mechanisms));
             writer.flush().await.map_err(|_| failed())?;
             let body = read_password(reader).await?;
             let mut r = Reader::new(&body);
             let mechanism = r.cstr()?;
-            if mechanism != "SCRAM-SHA-256" {
-                return Err(ProxyError::protocol(format!(
-                    "unsupported SASL mechanism {mechanism:?}"
-                )));
-            }
+            let binding = match (mechanism, end_point) {
+                (SCRAM_PLUS, Some(data)) => ChannelBinding::Bound(data),
+                (SCRAM, Some(_)) => ChannelBinding::Declined,
+                (SCRAM, None) => ChannelBinding::NotOffered,
+                _ => {
+                    return Err(ProxyError::protocol(format!(
+                        "unsupported SASL mechanism {mechanism:?}"
+                    )))
+                }
+            };
             let len = r.i32()?;
             let first = r.take(len.max(0) as usize)?;
             let (exchange, server_first) =
-                ScramExchange::start(secret, first).map_err(ProxyError::protocol)?;
+                ScramExchange::start(secret, first, binding).map_err(ProxyError::protocol)?;
             messages::auth(
                 writer.buffer(),
                 &Authentication::SASLContinue(Bytes::from(server_first)),

@@ -100,7 +100,11 @@ async fn open(
     let timeout = rt.config.server.startup_timeout;
     let negotiated = tokio::time::timeout(
         timeout,
-        startup::negotiate(tcp, rt.tls.as_ref(), rt.config.server.tls_mode),
+        startup::negotiate(
+            tcp,
+            rt.tls.as_ref().map(|t| &t.acceptor),
+            rt.config.server.tls_mode,
+        ),
     )
     .await;
     let (stream, first) = match negotiated {
@@ -210,6 +214,7 @@ async fn login(
         rt,
         &request.user,
         &request.database,
+        request.tls,
     )
     .await
     {

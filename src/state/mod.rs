@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalogs;
@@ -36,7 +35,7 @@ const ANALYSIS_CACHE_ENTRIES: u64 = 10_000;
 pub struct Runtime {
     pub config: Arc<Config>,
     pub users: HashMap<String, UserEntry>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<tls::ServerTls>,
     /// Backends in config order with their live status; picks the server for each request.
     pub router: Router,
     /// Statement analysis, cached by SQL text.
@@ -61,7 +60,7 @@ impl Runtime {
     /// `health` holds backend statuses across reloads.
     pub fn build(config: Config, health: &health::Registry) -> anyhow::Result<Runtime> {
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            (Some(cert), Some(key)) => Some(tls::server_tls(cert, key)?),
             _ => None,
         };
         let users = config
