@@ -250,3 +250,81 @@ async fn set_role_stays_with_its_client() {
     })
     .await;
 }
+
+/// Custom settings (`app.tenant_id`), which `pg_settings` does not list: row-level security
+/// keyed on one must never show a client another client's tenant. Set by SET, by set_config()
+/// in the extended protocol and at startup; RESET reads as '' afterwards, as on one server.
+#[tokio::test]
+async fn custom_settings_stay_with_their_client() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let mut config = pgward.client_config(common::USER, common::PASSWORD);
+        config.options("-c app.origin=startup");
+        let a = common::connect_with(&config).await.unwrap();
+        let b = pgward.connect().await;
+        let get = |name: &'static str| {
+            format!("SELECT coalesce(current_setting('{name}', true), '<null>')")
+        };
+        a.batch_execute("SET app.tenant_id = '42'").await.unwrap();
+        let row = a
+            .query_one("SELECT set_config('app.user', $1, false)", &[&"alice"])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "alice");
+        // Any other SET: the startup one must survive the read-back too.
+        a.batch_execute("SET statement_timeout = '1min'")
+            .await
+            .unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(simple_value(&a, &get("app.tenant_id")).await, "42");
+            assert_eq!(simple_value(&a, &get("app.user")).await, "alice");
+            assert_eq!(simple_value(&a, &get("app.origin")).await, "startup");
+            for name in ["app.tenant_id", "app.user", "app.origin"] {
+                let seen = simple_value(&b, &get(name)).await;
+                assert!(
+                    seen == "<null>" || seen.is_empty(),
+                    "B sees {name} = {seen}"
+                );
+            }
+        }
+        a.batch_execute("RESET app.tenant_id").await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(simple_value(&a, &get("app.tenant_id")).await, "");
+            assert_eq!(simple_value(&a, &get("app.user")).await, "alice");
+            let seen = simple_value(&b, &get("app.user")).await;
+            assert!(
+                seen == "<null>" || seen.is_empty(),
+                "B sees app.user = {seen}"
+            );
+        }
+    })
+    .await;
+}
+
+/// A set_config() whose setting is named by a parameter cannot be carried: the client keeps
+/// its server connection, so no other client is given the setting.
+#[tokio::test]
+async fn a_setting_named_by_a_parameter_pins_its_client() {
+    let pgward = ProxyConfig::transaction(2).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        a.query_one(
+            "SELECT set_config($1, $2, false)",
+            &[&"app.secret", &"a-only"],
+        )
+        .await
+        .unwrap();
+        for _ in 0..ROUNDS {
+            let mine = simple_value(&a, "SELECT current_setting('app.secret', true)").await;
+            assert_eq!(mine, "a-only");
+            let seen = simple_value(
+                &b,
+                "SELECT coalesce(current_setting('app.secret', true), '')",
+            )
+            .await;
+            assert_eq!(seen, "", "B was given A's connection");
+        }
+    })
+    .await;
+}

@@ -274,6 +274,7 @@ async fn login(
         listening: None,
         pin: Default::default(),
         sql_statements: BTreeMap::new(),
+        custom_settings: None,
         client_r: reader,
         client_w: writer,
     };
@@ -383,6 +384,11 @@ pub(crate) struct Session {
     pin: pin::Pin,
     /// The client's SQL-level prepared statements (PREPARE text by name), transaction mode.
     sql_statements: BTreeMap<String, Arc<[u8]>>,
+    /// Custom settings (`app.tenant_id`) the client's SQL named, read back by name after
+    /// its transactions (see `sqlscan::custom_settings`); transaction mode. Boxed: one
+    /// pointer in every idle client, most of which never set one.
+    #[allow(clippy::box_collection)]
+    custom_settings: Option<Box<std::collections::BTreeSet<String>>>,
     client_r: FrameReader,
     client_w: FrameWriter,
 }
@@ -1241,7 +1247,8 @@ impl Session {
             }
         }
         if self.link.session_dirty {
-            match read_settings(&mut lease.conn, &self.startup).await {
+            let custom = self.custom_settings.as_deref();
+            match read_settings(&mut lease.conn, &self.startup, custom).await {
                 Ok(settings) => {
                     self.wanted = settings.clone();
                     lease.conn.session_params = settings;
@@ -1307,24 +1314,34 @@ fn stop_error(stop: Stop) -> ProxyError {
 }
 
 /// Reads back the settings changed in a server session, first restoring the client's startup
-/// values that a RESET or DISCARD took away.
+/// values that a RESET or DISCARD took away. Custom settings are asked for by name: those the
+/// client named (`custom`), set at startup, or set on the connection before.
 async fn read_settings(
     conn: &mut crate::pool::ServerConn,
     startup: &Settings,
+    custom: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Settings, ServerError> {
     let read = |rows: Vec<Vec<Option<String>>>| -> Settings {
         rows.into_iter()
             .filter_map(|mut r| Some((r.get_mut(0)?.take()?, r.get_mut(1)?.take()?)))
             .collect()
     };
-    let settings = read(conn.internal_query(params::SESSION_SETTINGS_SQL).await?);
-    let Some(sql) = params::restore_sql(startup, &settings) else {
+    let dotted = |s: &Settings| {
+        s.keys()
+            .filter(|k| k.contains('.'))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let mut names: std::collections::BTreeSet<String> = custom.cloned().unwrap_or_default();
+    names.extend(dotted(startup));
+    names.extend(dotted(&conn.session_params));
+    let sql = params::session_settings_sql(&names);
+    let settings = read(conn.internal_query(&sql).await?);
+    let Some(restore) = params::restore_sql(startup, &settings) else {
         return Ok(settings);
     };
-    conn.internal_query(&sql).await?;
-    Ok(read(
-        conn.internal_query(params::SESSION_SETTINGS_SQL).await?,
-    ))
+    conn.internal_query(&restore).await?;
+    Ok(read(conn.internal_query(&sql).await?))
 }
 
 /// Queues `first` and every notification already received after it: PostgreSQL sends those

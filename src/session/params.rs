@@ -6,16 +6,65 @@
 use std::collections::BTreeMap;
 
 use crate::pool::server::{quote_ident, quote_literal};
+use crate::protocol::ProxyError;
+
+use super::sqlscan::{self, PinReason};
+use super::Session;
+
+/// Custom setting names kept per client: enough for any application, bounded for one that
+/// generates them.
+const MAX_CUSTOM_SETTINGS: usize = 256;
+
+impl Session {
+    /// Notes the custom settings `sql` may set, to be read back by name after its
+    /// transaction. One set_config() whose name pgward cannot read keeps the client on its
+    /// server connection for good (see `pin`): carrying it is impossible, leaving it to the
+    /// next client is not allowed.
+    pub(super) fn note_custom_settings(&mut self, sql: &[u8]) -> Result<(), ProxyError> {
+        let found = sqlscan::custom_settings(sql);
+        if found.unnamed {
+            self.pin_or_refuse(PinReason::UnnamedSetting)?;
+        }
+        if found.names.is_empty() {
+            return Ok(());
+        }
+        let known = self.custom_settings.get_or_insert_with(Default::default);
+        for name in found.names {
+            if known.len() >= MAX_CUSTOM_SETTINGS && !known.contains(&name) {
+                tracing::warn!(client = self.client.info.id, "more than {MAX_CUSTOM_SETTINGS} custom settings: keeping the client on its server connection");
+                return self.pin_or_refuse(PinReason::UnnamedSetting);
+            }
+            known.insert(name);
+        }
+        Ok(())
+    }
+}
 
 pub type Settings = BTreeMap<String, String>;
 
 /// Reads back every setting changed in the session (after a client's SET/RESET/DISCARD).
-/// `role` is not in `pg_settings` (PostgreSQL hides it there), so it is read on its own: a
-/// client's SET ROLE left on the connection would give the next client its privileges.
-pub const SESSION_SETTINGS_SQL: &str = "\
-SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
-UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
-WHERE pg_catalog.current_setting('role') <> 'none' ORDER BY 1";
+/// `pg_settings` hides two kinds, which are read on their own: `role` (a client's SET ROLE left
+/// on the connection would give the next client its privileges) and custom settings such as
+/// `app.tenant_id` (row-level security keyed on one would show the next client another
+/// tenant's rows), asked for by `custom` name. A custom setting that was reset reads as ''.
+pub fn session_settings_sql(custom: &std::collections::BTreeSet<String>) -> String {
+    let mut sql = String::from(
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+         UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
+         WHERE pg_catalog.current_setting('role') <> 'none'",
+    );
+    if !custom.is_empty() {
+        let names: Vec<String> = custom.iter().map(|n| quote_literal(n)).collect();
+        sql.push_str(&format!(
+            " UNION ALL SELECT n, pg_catalog.current_setting(n, true) \
+             FROM pg_catalog.unnest(ARRAY[{}]::text[]) AS n \
+             WHERE pg_catalog.current_setting(n, true) IS NOT NULL",
+            names.join(", ")
+        ));
+    }
+    sql.push_str(" ORDER BY 1");
+    sql
+}
 
 /// The setting SET ROLE changes. It is applied after the others (which the login's own
 /// privileges may be needed for) and reset before them.

@@ -20,6 +20,8 @@ pub(super) struct Pin {
     pub(super) reason: Option<PinReason>,
     /// LOAD cannot be undone: the connection stays with the client and is closed after it.
     pub(super) load: bool,
+    /// The client stays pinned until it leaves (LOAD, a setting pgward cannot name).
+    pub(super) for_good: bool,
     /// The first pin of a client is logged; later ones are only counted.
     logged: bool,
 }
@@ -46,13 +48,7 @@ impl Session {
             return Ok(());
         }
         if let Some(reason) = fx.pin {
-            if self.rt.config.pool.pinning == Pinning::Off {
-                return Err(ProxyError::Unsupported(format!(
-                    "pgward: {} need pool.mode = \"session\" (pool.pinning = \"off\" refuses them in transaction mode)",
-                    reason.describe()
-                )));
-            }
-            self.pin_for(reason);
+            self.pin_or_refuse(reason)?;
         }
         if fx.unpin_check && self.pin.is_pinned() {
             self.link.pin_check = true;
@@ -60,8 +56,21 @@ impl Session {
         Ok(())
     }
 
+    /// Pins the client for `reason`, or refuses the statement under `pool.pinning = "off"`.
+    pub(super) fn pin_or_refuse(&mut self, reason: PinReason) -> Result<(), ProxyError> {
+        if self.rt.config.pool.pinning == Pinning::Off {
+            return Err(ProxyError::Unsupported(format!(
+                "pgward: {} need pool.mode = \"session\" (pool.pinning = \"off\" refuses them in transaction mode)",
+                reason.describe()
+            )));
+        }
+        self.pin_for(reason);
+        Ok(())
+    }
+
     fn pin_for(&mut self, reason: PinReason) {
         self.pin.load |= reason == PinReason::Load;
+        self.pin.for_good |= matches!(reason, PinReason::Load | PinReason::UnnamedSetting);
         if self.pin.reason.is_some() {
             return;
         }
@@ -98,7 +107,7 @@ impl Session {
     /// its server connection (it stays pinned) or not (the connection may go back).
     /// An error means the connection is unusable.
     pub(super) async fn still_pinned(&mut self) -> Result<bool, crate::pool::ServerError> {
-        if self.pin.load {
+        if self.pin.for_good {
             return Ok(true);
         }
         let sql = PROBE_SQL.replace("$login", &quote_literal(&self.pool_user));

@@ -235,8 +235,9 @@ impl Session {
                 && self.server_mut().writer.pending() == 0
             {
                 self.link.restore_startup = false;
-                let startup = self.startup.clone();
-                if let Err(e) = super::read_settings(self.server_mut(), &startup).await {
+                let (startup, custom) = (self.startup.clone(), self.custom_settings.clone());
+                let read = super::read_settings(self.server_mut(), &startup, custom.as_deref());
+                if let Err(e) = read.await {
                     tracing::warn!(client = self.client.info.id, error = %e, "could not restore the client's startup settings");
                     return Ok(Exit::Lost(ProxyError::ServerLost));
                 }
@@ -555,6 +556,9 @@ impl Session {
             return Ok(sqlscan::Effects::default());
         }
         self.note_pin(&fx)?;
+        if fx.session {
+            self.note_custom_settings(sql)?;
+        }
         self.note_effects(fx);
         Ok(fx)
     }

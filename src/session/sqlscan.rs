@@ -50,6 +50,8 @@ pub enum PinReason {
     Load,
     SessionAuthorization,
     Prepare,
+    /// A set_config() of a setting named by a parameter or expression (not by sqlscan).
+    UnnamedSetting,
 }
 
 impl PinReason {
@@ -62,6 +64,7 @@ impl PinReason {
             PinReason::Load => "load",
             PinReason::SessionAuthorization => "session_authorization",
             PinReason::Prepare => "prepare",
+            PinReason::UnnamedSetting => "unnamed_setting",
         }
     }
 
@@ -74,6 +77,7 @@ impl PinReason {
             PinReason::Load => "LOAD",
             PinReason::SessionAuthorization => "SET SESSION AUTHORIZATION",
             PinReason::Prepare => "SQL PREPARE of a name pgward cannot read",
+            PinReason::UnnamedSetting => "set_config() of a setting named by a parameter",
         }
     }
 }
@@ -217,6 +221,82 @@ pub fn effects(sql: &[u8]) -> Effects {
     fx.pin = pin.map(|(_, why)| why);
     fx.unpin_check |= fx.pin.is_some();
     fx
+}
+
+/// Custom settings (`class.name`: PostgreSQL's `pg_settings` does not list them, so they are
+/// not read back with the others) that a text may set or reset, in lower case: `SET [SESSION |
+/// LOCAL] a.b ...`, `RESET a.b`, `set_config('a.b', ...)`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CustomSettings {
+    pub names: Vec<String>,
+    /// A `set_config()` whose name is not a plain string constant (a parameter, an
+    /// expression): which setting it changes cannot be known.
+    pub unnamed: bool,
+}
+
+/// See [`CustomSettings`]. Only asked of texts whose `effects` say they change settings.
+pub fn custom_settings(sql: &[u8]) -> CustomSettings {
+    let mut out = CustomSettings::default();
+    let mut lx = Lexer::new(sql);
+    let mut toks = Vec::new();
+    while let Some(t) = lx.next() {
+        toks.push((t, lx.last_start));
+    }
+    let word = |i: usize| match toks.get(i) {
+        Some((Tok::Word(w), _)) => keyword(w),
+        _ => Kw::Other,
+    };
+    let mut statement_start = true;
+    for i in 0..toks.len() {
+        let (tok, _) = toks[i];
+        if tok == Tok::Semi {
+            statement_start = true;
+            continue;
+        }
+        if std::mem::take(&mut statement_start) && matches!(word(i), Kw::Set | Kw::Reset) {
+            let mut at = i + 1;
+            if let (Kw::Set, Some((Tok::Word(w), _))) = (word(i), toks.get(at)) {
+                if w.eq_ignore_ascii_case(b"session") || w.eq_ignore_ascii_case(b"local") {
+                    at += 1;
+                }
+            }
+            let mut parts = Vec::new();
+            while let Some(part) = toks.get(at).and_then(|&(t, _)| name(t)) {
+                parts.push(part);
+                if toks.get(at + 1).map(|t| t.0) != Some(Tok::Punct(b'.')) {
+                    break;
+                }
+                at += 2;
+            }
+            if parts.len() > 1 {
+                // Setting names are looked up ignoring case, quoted or not.
+                let parts: Option<Vec<String>> = parts
+                    .into_iter()
+                    .map(|p| p.into_string().map(|s| s.to_lowercase()))
+                    .collect();
+                out.names.extend(parts.map(|p| p.join(".")));
+            }
+        }
+        let is_set_config = matches!(tok, Tok::Word(w) if w.eq_ignore_ascii_case(SET_CONFIG))
+            && toks.get(i + 1).map(|t| t.0) == Some(Tok::Punct(b'('));
+        if is_set_config {
+            match toks.get(i + 2) {
+                // A plain '...' constant without quotes or escapes in it.
+                Some(&(Tok::Literal(body), start))
+                    if sql.get(start) == Some(&b'\'')
+                        && !body.iter().any(|&b| b == b'\'' || b == b'\\') =>
+                {
+                    if let Ok(name) = std::str::from_utf8(body) {
+                        if name.contains('.') {
+                            out.names.push(name.to_ascii_lowercase());
+                        }
+                    }
+                }
+                _ => out.unnamed = true,
+            }
+        }
+    }
+    out
 }
 
 /// What one statement of a LISTEN relay does.
@@ -850,6 +930,36 @@ impl<'a> Iterator for Lexer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_custom_settings() {
+        let names = |sql: &str| custom_settings(sql.as_bytes());
+        let found = |v: &[&str], unnamed| CustomSettings {
+            names: v.iter().map(|s| s.to_string()).collect(),
+            unnamed,
+        };
+        assert_eq!(
+            names("SET app.tenant_id = '42'"),
+            found(&["app.tenant_id"], false)
+        );
+        assert_eq!(
+            names("set session App.\"Tenant\" to 1; RESET request.jwt.claims; SET LOCAL x.y = 2"),
+            found(&["app.tenant", "request.jwt.claims", "x.y"], false)
+        );
+        assert_eq!(
+            names("SELECT pg_catalog.set_config('app.user', $1, false), set_config('work_mem', '1MB', false)"),
+            found(&["app.user"], false)
+        );
+        assert_eq!(names("SELECT set_config($1, $2, false)"), found(&[], true));
+        assert_eq!(
+            names("SELECT set_config('it''s.x', '1', false)"),
+            found(&[], true)
+        );
+        // Not settings: a column named like one, an UPDATE's SET, a string.
+        assert_eq!(names("SET search_path = a, b"), found(&[], false));
+        assert_eq!(names("UPDATE t SET a.b = 1"), found(&[], false));
+        assert_eq!(names("SELECT 'SET a.b = 1'"), found(&[], false));
+    }
 
     #[test]
     fn finds_session_changes() {
