@@ -319,6 +319,26 @@ async fn volatile_functions_transactions_and_roles_are_never_mixed_up() {
         let other = pgward.connect_as("cache_other", "other-secret").await;
         assert_eq!(value(&other, rls).await, "other row");
         assert_eq!(value(&other, rls).await, "other row");
+        // Row-level security keyed on a custom setting (tenant per client): each tenant's
+        // repeated read is its own entry.
+        admin_psql(
+            DATABASE,
+            "DROP TABLE IF EXISTS cache_tenant; CREATE TABLE cache_tenant (tenant text, note text);
+             INSERT INTO cache_tenant VALUES ('a', 'tenant a row'), ('b', 'tenant b row');
+             ALTER TABLE cache_tenant ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE cache_tenant FORCE ROW LEVEL SECURITY;
+             CREATE POLICY by_tenant ON cache_tenant
+               USING (tenant = current_setting('app.tenant', true));
+             GRANT SELECT ON cache_tenant TO app;",
+        );
+        let tenant_read = "SELECT note FROM cache_tenant ORDER BY note";
+        let (tenant_a, tenant_b) = (pgward.connect().await, pgward.connect().await);
+        tenant_a.simple_query("SET app.tenant = 'a'").await.unwrap();
+        tenant_b.simple_query("SET app.tenant = 'b'").await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(value(&tenant_a, tenant_read).await, "tenant a row");
+            assert_eq!(value(&tenant_b, tenant_read).await, "tenant b row");
+        }
         // SET ROLE too: the role's rows for the client that set it, the login's for others.
         admin_psql(DATABASE, &format!("GRANT cache_other TO {USER}"));
         let by_role = pgward.connect().await;
