@@ -1,6 +1,6 @@
-//! Password checks: SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802/7677, `tls-server-end-point`
-//! channel binding, as PostgreSQL does it) and md5, on the client side of pgward, plus the SCRAM client pgward uses towards
-//! PostgreSQL when all it holds of a password is the ClientKey a client proved (passthrough).
+//! Password checks: SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802/7677, with
+//! `tls-server-end-point` channel binding, as PostgreSQL does it) and md5, on the client side of
+//! pgward, plus the SCRAM client pgward uses towards PostgreSQL when all it holds of a password is the ClientKey a client proved (passthrough).
 //! Secrets are derived once at config load, not per login.
 
 use base64::engine::general_purpose::STANDARD as B64;

@@ -44,12 +44,13 @@ pub struct ServerTls {
 
 /// The acceptor config for client connections, with the certificate's channel binding.
 pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
-    let end_point = read_certs(cert)?
+    let certs = read_certs(cert)?;
+    let end_point = certs
         .first()
         .and_then(|leaf| end_point_binding(leaf))
         .map(Arc::from);
     Ok(ServerTls {
-        acceptor: tokio_rustls::TlsAcceptor::from(server_config(cert, key)?),
+        acceptor: tokio_rustls::TlsAcceptor::from(server_config(certs, key)?),
         end_point,
     })
 }
@@ -75,17 +76,14 @@ pub fn end_point_binding(cert: &[u8]) -> Option<Vec<u8>> {
     };
     const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
     const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
-    let hash = match (oid.strip_prefix(RSA), oid.strip_prefix(ECDSA)) {
+    Some(match (oid.strip_prefix(RSA), oid.strip_prefix(ECDSA)) {
         // md5, sha1, sha256 WithRSAEncryption; ecdsa-with-SHA1, -SHA256
-        (Some([0x04 | 0x05 | 0x0b]), _) | (_, Some([0x01] | [0x03, 0x02])) => 256,
-        (Some([0x0c]), _) | (_, Some([0x03, 0x03])) => 384,
-        (Some([0x0d]), _) | (_, Some([0x03, 0x04])) => 512,
+        (Some([0x04 | 0x05 | 0x0b]), _) | (_, Some([0x01] | [0x03, 0x02])) => {
+            sha2::Sha256::digest(cert).to_vec()
+        }
+        (Some([0x0c]), _) | (_, Some([0x03, 0x03])) => sha2::Sha384::digest(cert).to_vec(),
+        (Some([0x0d]), _) | (_, Some([0x03, 0x04])) => sha2::Sha512::digest(cert).to_vec(),
         _ => return None,
-    };
-    Some(match hash {
-        256 => sha2::Sha256::digest(cert).to_vec(),
-        384 => sha2::Sha384::digest(cert).to_vec(),
-        _ => sha2::Sha512::digest(cert).to_vec(),
     })
 }
 
@@ -107,8 +105,10 @@ fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// The acceptor config for client connections.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = read_certs(cert)?;
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let data = std::fs::read(key).map_err(|e| TlsError::File {
         path: key.display().to_string(),
         message: e.to_string(),
