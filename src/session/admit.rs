@@ -21,10 +21,10 @@ use super::params::ROLE;
 use super::pump::Pending;
 use super::Session;
 
-/// The policy subject of a session, and what it was made from.
 /// A client's search_path setting and role, owned (see `Session::name_context`).
 pub(super) type NameContext = (Option<String>, Option<String>);
 
+/// The policy subject of a session, and what it was made from.
 pub(super) struct CachedSubject {
     /// The search_path setting and role it was made for.
     setting: NameContext,

@@ -277,7 +277,16 @@ pub fn custom_settings(sql: &[u8]) -> CustomSettings {
                 out.names.extend(parts.map(|p| p.join(".")));
             }
         }
-        let is_set_config = matches!(tok, Tok::Word(w) if w.eq_ignore_ascii_case(SET_CONFIG))
+        // A DO block or function body: what it sets when it runs (PL/pgSQL statements
+        // start after `;` like SQL ones, so its SETs are found the same way).
+        if let (Tok::Literal(body), start) = toks[i] {
+            if let Some(inner) = dollar_body(body).filter(|_| sql.get(start) == Some(&b'$')) {
+                let nested = custom_settings(inner);
+                out.names.extend(nested.names);
+                out.unnamed |= nested.unnamed;
+            }
+        }
+        let is_set_config = matches!(tok, Tok::Word(w) | Tok::Quoted(w) if w.eq_ignore_ascii_case(SET_CONFIG))
             && toks.get(i + 1).map(|t| t.0) == Some(Tok::Punct(b'('));
         if is_set_config {
             match toks.get(i + 2) {
@@ -297,6 +306,14 @@ pub fn custom_settings(sql: &[u8]) -> CustomSettings {
         }
     }
     out
+}
+
+/// The text inside `$tag$...$tag$`, None for anything else (a `$1` parameter).
+fn dollar_body(literal: &[u8]) -> Option<&[u8]> {
+    let tag_len = 1 + literal.get(1..)?.iter().position(|&b| b == b'$')? + 1;
+    let tag = &literal[..tag_len];
+    let end = literal.len().checked_sub(tag_len)?;
+    (end >= tag_len && literal.ends_with(tag)).then(|| &literal[tag_len..end])
 }
 
 /// What one statement of a LISTEN relay does.
@@ -951,6 +968,15 @@ mod tests {
             found(&["app.user"], false)
         );
         assert_eq!(names("SELECT set_config($1, $2, false)"), found(&[], true));
+        // Inside a DO block, by name or not.
+        assert_eq!(
+            names("DO $$BEGIN PERFORM set_config('app.t', '1', false); SET app.u = 2; END$$"),
+            found(&["app.t", "app.u"], false)
+        );
+        assert_eq!(
+            names("DO $body$ BEGIN PERFORM set_config(v, '1', false); END $body$"),
+            found(&[], true)
+        );
         assert_eq!(
             names("SELECT set_config('it''s.x', '1', false)"),
             found(&[], true)
