@@ -25,16 +25,73 @@ impl From<String> for CopyError {
     }
 }
 
+/// A byte stream that CopyData messages split anywhere, cut into whole units (a row, a
+/// tuple) as they complete. Once a unit ends the data, the rest passes as it is.
+#[derive(Default)]
+pub(super) struct Units {
+    /// Bytes of a unit not yet complete.
+    partial: Vec<u8>,
+    /// The end of the data was seen.
+    ended: bool,
+}
+
+impl Units {
+    /// Runs `unit` on the bytes not yet cut (what came before, then `data`): it writes the
+    /// first whole unit to `out` and says its length and whether it ended the data, or
+    /// None when the bytes end inside it. Bytes arrive as they are: whole units are cut
+    /// from `data` itself, only an incomplete one is kept.
+    pub(super) fn feed<E>(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        mut unit: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Option<(usize, bool)>, E>,
+    ) -> Result<(), E> {
+        if self.ended {
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        let joined;
+        let buffered = match self.partial.is_empty() {
+            true => data,
+            false => {
+                self.partial.extend_from_slice(data);
+                joined = std::mem::take(&mut self.partial);
+                &joined[..]
+            }
+        };
+        let mut start = 0;
+        while let Some((len, ended)) = unit(&buffered[start..], out)? {
+            start += len;
+            if ended {
+                self.ended = true;
+                out.extend_from_slice(&buffered[start..]);
+                return Ok(());
+            }
+        }
+        self.partial.extend_from_slice(&buffered[start..]);
+        Ok(())
+    }
+
+    /// The data stopped inside a unit.
+    pub(super) fn unfinished(&self) -> bool {
+        !self.ended && !self.partial.is_empty()
+    }
+
+    /// The bytes of an incomplete last unit, when the data has not ended.
+    pub(super) fn take_rest(&mut self) -> Option<Vec<u8>> {
+        let rest = std::mem::take(&mut self.partial);
+        (!rest.is_empty() && !self.ended).then_some(rest)
+    }
+}
+
 /// Cuts COPY FROM STDIN data into rows and encrypts their designated fields.
 pub struct CopyIn {
     plan: Arc<Plan>,
     statement: usize,
-    /// Bytes of a row not yet complete.
-    partial: Vec<u8>,
+    /// Text and CSV: the stream, cut into rows (the end marker `\.` ends it).
+    rows_in: Units,
     /// The header line (CSV with HEADER) is still to come.
     header: bool,
-    /// The end marker `\.` was seen: the rest is not data.
-    ended: bool,
     rows: u64,
     /// Binary format: the stream, cut into tuples.
     binary: Option<Cutter>,
@@ -47,9 +104,8 @@ impl CopyIn {
         CopyIn {
             plan,
             statement,
-            partial: Vec::new(),
+            rows_in: Units::default(),
             header,
-            ended: false,
             rows: 0,
             binary,
         }
@@ -64,24 +120,15 @@ impl CopyIn {
                 encrypt_tuple(plan, statement, *rows, fields, out)
             });
         }
-        if self.ended {
-            out.extend_from_slice(data);
-            return Ok(());
-        }
-        self.partial.extend_from_slice(data);
-        let buffered = std::mem::take(&mut self.partial);
-        let mut start = 0;
-        while let Some(end) = row_end(copy_plan(&self.plan, self.statement), &buffered[start..]) {
-            let row = &buffered[start..start + end];
-            self.row(row, out)?;
-            start += end;
-            if self.ended {
-                out.extend_from_slice(&buffered[start..]);
-                return Ok(());
-            }
-        }
-        self.partial = buffered[start..].to_vec();
-        Ok(())
+        let (plan, statement) = (&self.plan, self.statement);
+        let (header, rows) = (&mut self.header, &mut self.rows);
+        self.rows_in.feed(data, out, |buffered, out| {
+            let Some(end) = row_end(copy_plan(plan, statement), buffered) else {
+                return Ok(None);
+            };
+            let ended = encrypt_row(plan, statement, header, rows, &buffered[..end], out)?;
+            Ok(Some((end, ended)))
+        })
     }
 
     /// The last row when the data did not end with a newline.
@@ -92,55 +139,61 @@ impl CopyIn {
                 self.rows + 1
             )));
         }
-        let rest = std::mem::take(&mut self.partial);
-        if rest.is_empty() || self.ended {
+        let Some(rest) = self.rows_in.take_rest() else {
             return Ok(());
-        }
-        self.row(&rest, out)
+        };
+        let (header, rows) = (&mut self.header, &mut self.rows);
+        encrypt_row(&self.plan, self.statement, header, rows, &rest, out).map(|_| ())
     }
+}
 
-    /// One row with its line ending.
-    fn row(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), CopyError> {
-        let plan = copy_plan(&self.plan, self.statement);
-        let body_len = line.len()
-            - line
-                .iter()
-                .rev()
-                .take_while(|&&b| b == b'\n' || b == b'\r')
-                .count();
-        let (body, ending) = line.split_at(body_len);
-        if self.header {
-            self.header = false;
-            out.extend_from_slice(line);
-            return Ok(());
-        }
-        if !plan.csv && body == b"\\." {
-            self.ended = true;
-            out.extend_from_slice(line);
-            return Ok(());
-        }
-        self.rows += 1;
-        let fields = split_fields(plan, body);
-        check_width(self.rows, fields.len(), plan.columns.len())?;
-        for (i, (field, id)) in fields.iter().zip(&plan.columns).enumerate() {
-            if i > 0 {
-                out.push(plan.delimiter);
-            }
-            let Some(id) = id else {
-                out.extend_from_slice(field);
-                continue;
-            };
-            match decode_field(plan, field) {
-                None => out.extend_from_slice(field),
-                Some(value) => {
-                    let envelope = self.plan.crypto.by_id(*id).encrypt(&value);
-                    encode_field(plan, envelope.as_bytes(), out);
-                }
-            }
-        }
-        out.extend_from_slice(ending);
-        Ok(())
+/// One text or CSV row of a COPY FROM with its line ending, its designated fields encrypted;
+/// true when it is the end marker `\.`.
+fn encrypt_row(
+    full: &Plan,
+    statement: usize,
+    header: &mut bool,
+    rows: &mut u64,
+    line: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, CopyError> {
+    let plan = copy_plan(full, statement);
+    let body_len = line.len()
+        - line
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+    let (body, ending) = line.split_at(body_len);
+    if std::mem::take(header) {
+        out.extend_from_slice(line);
+        return Ok(false);
     }
+    if !plan.csv && body == b"\\." {
+        out.extend_from_slice(line);
+        return Ok(true);
+    }
+    *rows += 1;
+    let fields = split_fields(plan, body);
+    check_width(*rows, fields.len(), plan.columns.len())?;
+    for (i, (field, id)) in fields.iter().zip(&plan.columns).enumerate() {
+        if i > 0 {
+            out.push(plan.delimiter);
+        }
+        let Some(id) = id else {
+            out.extend_from_slice(field);
+            continue;
+        };
+        match decode_field(plan, field) {
+            None => out.extend_from_slice(field),
+            Some(value) => {
+                let envelope = full.crypto.by_id(*id).encrypt(&value);
+                encode_field(plan, envelope.as_bytes(), out);
+            }
+        }
+    }
+    out.extend_from_slice(ending);
+    Ok(false)
 }
 
 /// Decrypts the designated fields of COPY TO STDOUT rows.

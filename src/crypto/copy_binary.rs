@@ -3,6 +3,8 @@
 //! `text` or `varchar`, whose binary form is the value's bytes, so a field is encrypted or
 //! decrypted as it stands and only its length prefix changes.
 
+use super::copy::Units;
+
 /// The fixed start of the header; 4 bytes of flags and an extension length follow.
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 const HEADER_FIXED: usize = SIGNATURE.len() + 8;
@@ -68,11 +70,8 @@ fn next_piece(data: &[u8], header_seen: bool) -> Result<Option<(Piece<'_>, usize
 /// anywhere.
 #[derive(Default)]
 pub(super) struct Cutter {
-    /// Bytes of a piece not yet complete.
-    partial: Vec<u8>,
+    pieces: Units,
     header_seen: bool,
-    /// The trailer was seen: the rest is not data.
-    ended: bool,
 }
 
 impl Cutter {
@@ -84,35 +83,33 @@ impl Cutter {
         out: &mut Vec<u8>,
         mut tuple: impl FnMut(&[Option<&[u8]>], &mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        if self.ended {
-            out.extend_from_slice(data);
-            return Ok(());
-        }
-        self.partial.extend_from_slice(data);
-        let buffered = std::mem::take(&mut self.partial);
-        let mut start = 0;
-        while let Some((piece, len)) = next_piece(&buffered[start..], self.header_seen)? {
-            match piece {
+        let header_seen = &mut self.header_seen;
+        self.pieces.feed(data, out, |buffered, out| {
+            let Some((piece, len)) = next_piece(buffered, *header_seen)? else {
+                return Ok(None);
+            };
+            let ended = match piece {
                 Piece::Header(header) => {
-                    self.header_seen = true;
+                    *header_seen = true;
                     out.extend_from_slice(header);
+                    false
                 }
-                Piece::Tuple(fields) => tuple(&fields, out)?,
-                Piece::Trailer(_) => {
-                    self.ended = true;
-                    out.extend_from_slice(&buffered[start..]);
-                    return Ok(());
+                Piece::Tuple(fields) => {
+                    tuple(&fields, out)?;
+                    false
                 }
-            }
-            start += len;
-        }
-        self.partial = buffered[start..].to_vec();
-        Ok(())
+                Piece::Trailer(trailer) => {
+                    out.extend_from_slice(trailer);
+                    true
+                }
+            };
+            Ok(Some((len, ended)))
+        })
     }
 
     /// The stream stopped inside a piece.
     pub(super) fn unfinished(&self) -> bool {
-        !self.ended && !self.partial.is_empty()
+        self.pieces.unfinished()
     }
 }
 
