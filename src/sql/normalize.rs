@@ -21,7 +21,7 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
     if b.contains(&b'\\')
         || super::contains_ignore_case(b, b"pgward.route")
-        || super::contains_ignore_case(b, b"copy")
+        || contains_word_ignore_case(b, b"copy")
     {
         return None;
     }
@@ -73,8 +73,12 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
 
 /// Whether the byte at `i` belongs to the word before it (`t1`, `$1`, `x.2` is not a word).
 fn continues_word(b: &[u8], i: usize) -> bool {
-    i > 0
-        && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'$') || b[i - 1] >= 0x80)
+    i > 0 && is_word_byte(b[i - 1])
+}
+
+/// A byte of an identifier, keyword, number or `$n` (UTF-8 bytes count as letters).
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || b >= 0x80
 }
 
 /// The end of the '...' or "..." starting at `start` (a doubled quote is part of it).
@@ -117,6 +121,15 @@ fn skip_number(b: &[u8], start: usize) -> usize {
     i
 }
 
+/// Whether `word` stands in `hay` as a word of its own (`COPY`, not `copyright`).
+fn contains_word_ignore_case(hay: &[u8], word: &[u8]) -> bool {
+    hay.windows(word.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(word)
+            && !continues_word(hay, i)
+            && !hay.get(i + word.len()).copied().is_some_and(is_word_byte)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize;
@@ -156,6 +169,8 @@ mod tests {
             normalize("COPY t FROM STDIN (FORMAT 'csv', DELIMITER ';')"),
             None
         );
+        // A name that merely starts with "copy" is normalized like any other text.
+        assert!(normalize("SELECT copyright FROM copies WHERE id = 5").is_some());
     }
 
     #[test]
