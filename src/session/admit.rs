@@ -225,11 +225,13 @@ impl Session {
     /// until the setting, the role or the catalog copy changes.
     pub(super) fn subject(&mut self, snapshot: &Snapshot, path_certain: bool) -> Subject {
         let (setting, role) = self.name_context();
-        let setting = (setting.cloned(), role.cloned());
         let current = self.known.get().subject.as_ref().is_some_and(|cached| {
-            cached.generation == snapshot.generation && cached.setting == setting
+            cached.generation == snapshot.generation
+                && cached.setting.0.as_ref() == setting
+                && cached.setting.1.as_ref() == role
         });
         if !current {
+            let setting = (setting.cloned(), role.cloned());
             let search_path = self.search_path(snapshot);
             self.known.get_mut().subject = Some(CachedSubject {
                 setting,

@@ -1326,15 +1326,9 @@ async fn read_settings(
             .filter_map(|mut r| Some((r.get_mut(0)?.take()?, r.get_mut(1)?.take()?)))
             .collect()
     };
-    let dotted = |s: &Settings| {
-        s.keys()
-            .filter(|k| k.contains('.'))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
     let mut names: std::collections::BTreeSet<String> = custom.cloned().unwrap_or_default();
-    names.extend(dotted(startup));
-    names.extend(dotted(&conn.session_params));
+    let known = startup.keys().chain(conn.session_params.keys());
+    names.extend(known.filter(|name| name.contains('.')).cloned());
     let sql = params::session_settings_sql(&names);
     let settings = read(conn.internal_query(&sql).await?);
     let Some(restore) = params::restore_sql(startup, &settings) else {
