@@ -152,6 +152,8 @@ role = "replica"
     std::fs::write(&path, &text)?;
     let config = Config::load(&path)?;
     encrypt_sample_emails(cluster, &config)?;
+    // The first read a visitor makes goes to the replica: it must already have the data.
+    cluster.wait_replayed()?;
     let daemon = Daemon::bind(config).await?;
     let addr = daemon.listen_addr;
     let state = daemon.state.clone();

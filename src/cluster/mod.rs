@@ -331,6 +331,26 @@ impl Cluster {
     }
 
     /// Replicas answer queries before they stream; callers expect replication to work.
+    /// Waits until every replica has replayed what the primary has written so far, so that
+    /// a read sent to a replica sees it.
+    pub fn wait_replayed(&self) -> Result<(), ClusterError> {
+        let lsn = self.psql(self.primary.port, "postgres", "SELECT pg_current_wal_lsn()")?;
+        let query = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        let deadline = Instant::now() + STREAMING_TIMEOUT;
+        for replica in &self.replicas {
+            while self.psql(replica.port, "postgres", &query)? != "t" {
+                if Instant::now() > deadline {
+                    return Err(ClusterError::Timeout {
+                        what: format!("waiting for the replicas to replay up to {lsn}"),
+                        details: replica.log_excerpt(),
+                    });
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
     fn wait_for_streaming(&self) -> Result<(), ClusterError> {
         if self.replicas.is_empty() {
             return Ok(());
