@@ -861,7 +861,7 @@ fn cpu_per_transaction(bench: &Bench) {
         }),
         bench.pgbouncer(&EFFICIENCY_PGBOUNCER),
         bench.pgward(&PgwardSetup {
-            server: "worker_threads = 1\n",
+            server: &per_core_setting(),
             ..EFFICIENCY_PGWARD
         }),
     ];
@@ -874,7 +874,7 @@ fn cpu_per_transaction(bench: &Bench) {
         Target::proxy("pgward+policy", &proxies[1]),
         Target::proxy("pgward+cache", &proxies[2]),
         pgbouncer,
-        Target::proxy("pgward 1 thread", &proxies[4]),
+        Target::proxy("pgward per core", &proxies[4]),
     ];
     let cases = MODES
         .iter()
@@ -897,10 +897,13 @@ fn cpu_per_transaction(bench: &Bench) {
         bench.seconds, bench.warmup
     );
     println!(
-        "\n## CPU per transaction: {workload}; microseconds of the proxy process's CPU (utime+stime, /proc/<pid>/stat, over the whole run including connection setup) / transactions pgbench reported; pgward+policy: the access policy of part 3 ({} lines); pgward+cache: the result cache on\n",
-        bench_policy().lines().count()
+        "\n## CPU per transaction: {workload}; microseconds of the proxy process's CPU (utime+stime, /proc/<pid>/stat, over the whole run including connection setup) / transactions pgbench reported; pgward: the default worker_threads ({} on {} CPUs); pgward+policy: the access policy of part 3 ({} lines); pgward+cache: the result cache on; pgward per core: worker_threads = {}\n",
+        pgward::config::default_worker_threads(),
+        cpu_count(),
+        bench_policy().lines().count(),
+        cpu_count(),
     );
-    println!("| mode | clients | pgward us/tx | pgward+policy us/tx | pgward+cache us/tx | pgward 1 thread us/tx | PgBouncer us/tx | pgward/PgBouncer | pgward+policy/PgBouncer | pgward 1 thread/PgBouncer |");
+    println!("| mode | clients | pgward us/tx | pgward+policy us/tx | pgward+cache us/tx | pgward per core us/tx | PgBouncer us/tx | pgward/PgBouncer | pgward+policy/PgBouncer | pgward per core/PgBouncer |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, clients, s) in &rows {
         println!(
@@ -916,7 +919,7 @@ fn cpu_per_transaction(bench: &Bench) {
         );
     }
     println!("\n## Throughput: {workload}; direct = PostgreSQL without a proxy\n");
-    println!("| mode | clients | direct tps | pgward tps | pgward+policy tps | pgward+cache tps | pgward 1 thread tps | PgBouncer tps | pgward/PgBouncer | pgward 1 thread/PgBouncer | pgward/direct |");
+    println!("| mode | clients | direct tps | pgward tps | pgward+policy tps | pgward+cache tps | pgward per core tps | PgBouncer tps | pgward/PgBouncer | pgward per core/PgBouncer | pgward/direct |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, clients, s) in &rows {
         println!(
@@ -1153,16 +1156,15 @@ fn error_message(body: &[u8]) -> String {
 fn added_latency(bench: &Bench) {
     let pgbouncer = bench.pgbouncer(&EFFICIENCY_PGBOUNCER);
     let pgward = bench.pgward(&EFFICIENCY_PGWARD);
-    // One thread serves like PgBouncer's one: no wake-up of another thread per message.
-    let single = bench.pgward(&PgwardSetup {
-        server: "worker_threads = 1\n",
+    let per_core = bench.pgward(&PgwardSetup {
+        server: &per_core_setting(),
         ..EFFICIENCY_PGWARD
     });
     let samples: Vec<(&str, Sample)> = [
         Target::direct(bench.pg_port),
         Target::proxy("PgBouncer", &pgbouncer),
         Target::proxy("pgward", &pgward),
-        Target::proxy("pgward, worker_threads = 1", &single),
+        Target::proxy("pgward, a worker thread per CPU", &per_core),
     ]
     .iter()
     .map(|target| (target.name, target.measure(bench, "extended", 1)))
@@ -1170,8 +1172,11 @@ fn added_latency(bench: &Bench) {
     let direct = samples[0].1.latency();
     let added = |s: &Sample| s.latency().zip(direct).map(|(l, d)| l - d);
     println!(
-        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s first; latency average as pgbench reports it\n",
-        bench.seconds, bench.warmup
+        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s first; latency average as pgbench reports it; pgward runs its default worker_threads ({} on {} CPUs)\n",
+        bench.seconds,
+        bench.warmup,
+        pgward::config::default_worker_threads(),
+        cpu_count(),
     );
     println!("| target | tps | latency average (ms) | added over direct (ms) |");
     println!("|---|---:|---:|---:|");
@@ -1243,7 +1248,7 @@ fn worker_threads(bench: &Bench) {
         );
         rows.push((label, sample));
     }
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = cpu_count();
     println!(
         "\n## pgward worker threads: pgbench -S -M extended -c {THREAD_CLIENTS} -j {THREADS} -T {}, pool size {EFFICIENCY_POOL_SIZE}, {cpus} CPUs, each run warmed up {} s first; CPU per transaction as in the CPU table\n",
         bench.seconds, bench.warmup
@@ -1257,6 +1262,16 @@ fn worker_threads(bench: &Bench) {
             cpu_cell(sample)
         );
     }
+}
+
+/// The CPUs this process may use.
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// pgward's `[server]` line for a worker thread per CPU, the default before it was half of them.
+fn per_core_setting() -> String {
+    format!("worker_threads = {}\n", cpu_count())
 }
 
 /// Why pgward and pgbench cannot be pinned to CPUs 1 and 0 here, if they cannot.

@@ -165,16 +165,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// A runtime sized as `server.worker_threads` says: 0 is one worker thread per core, 1 a
+/// A runtime sized as `server.worker_threads` says: 0 is half the cores (at least one), 1 a
 /// single-threaded runtime (no work stealing, no wake-up of another thread per message: the
 /// least CPU per transaction where one core is enough), n is n worker threads.
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = match worker_threads {
+    let workers = match worker_threads {
+        0 => pgward::config::default_worker_threads(),
+        n => n,
+    };
+    let mut builder = match workers {
         1 => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
-    if worker_threads > 1 {
-        builder.worker_threads(worker_threads);
+    if workers > 1 {
+        builder.worker_threads(workers);
     }
     Ok(builder.enable_all().thread_name("pgward-worker").build()?)
 }

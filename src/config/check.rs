@@ -254,7 +254,7 @@ impl Checker<'_> {
         }
         if server.worker_threads > MAX_WORKER_THREADS {
             let message = format!(
-                "server.worker_threads {} is more than {MAX_WORKER_THREADS}; 0 is one per core",
+                "server.worker_threads {} is more than {MAX_WORKER_THREADS}; 0 is half the cores",
                 server.worker_threads
             );
             self.at_value("server.worker_threads", message);
@@ -820,7 +820,7 @@ port = 5432
         let found = problems(&format!("[server]\nworker_threads = 40000\n{BASE}"));
         assert_eq!(
             found,
-            ["t.toml:2:18: server.worker_threads 40000 is more than 1024; 0 is one per core"]
+            ["t.toml:2:18: server.worker_threads 40000 is more than 1024; 0 is half the cores"]
         );
     }
 

@@ -135,10 +135,7 @@ impl<'a> Reader<'a> {
     /// A NUL-terminated string as bytes: SQL text is in the client's encoding, which need
     /// not be UTF-8.
     pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ProxyError> {
-        let end = self
-            .data
-            .iter()
-            .position(|&b| b == 0)
+        let end = memchr::memchr(0, self.data)
             .ok_or_else(|| ProxyError::protocol("string without terminator"))?;
         let s = &self.data[..end];
         self.data = &self.data[end + 1..];
