@@ -83,8 +83,71 @@ impl PinReason {
 }
 
 /// `sql` is in the client's encoding: the keywords looked for are ASCII in all of them.
-/// One pass over the text, no allocation.
+/// No allocation; a text that mentions none of them is not lexed (`mentions_effects`).
 pub fn effects(sql: &[u8]) -> Effects {
+    if !mentions_effects(sql) {
+        return Effects::default();
+    }
+    scan_effects(sql)
+}
+
+/// Whether any word of `sql`, in code, strings and comments alike, is one `scan_effects` acts
+/// on: a keyword that leads or pins, or one containing set_config. A word the lexer finds is
+/// a run of these same bytes with no `$` in it (no keyword has one, and a dollar-quoted
+/// string can end right before a word), so a text without such a run has no effects. Most
+/// statements have none, and this test costs a fraction of lexing them (a simple Query's
+/// text is new each time, its literals differing).
+fn mentions_effects(sql: &[u8]) -> bool {
+    let mut i = 0;
+    while i < sql.len() {
+        if !WORD_BYTE[sql[i] as usize] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < sql.len() && WORD_BYTE[sql[i] as usize] {
+            i += 1;
+        }
+        let word = &sql[start..i];
+        if word.len() < 3 {
+            continue;
+        }
+        let acted_on = match keyword(word) {
+            // Words that only qualify a leading keyword (SET SESSION AUTHORIZATION, PREPARE
+            // TRANSACTION, WITH HOLD) or matter to other scans.
+            Kw::Other
+            | Kw::All
+            | Kw::Authorization
+            | Kw::Function
+            | Kw::On
+            | Kw::Procedure
+            | Kw::Session
+            | Kw::Transaction
+            | Kw::With => has_set_config(word),
+            _ => true,
+        };
+        if acted_on {
+            return true;
+        }
+    }
+    false
+}
+
+/// The bytes of a word to `mentions_effects`: ASCII letters, digits, `_`, and every byte of a
+/// multibyte character (PostgreSQL's identifier bytes but `$`).
+const WORD_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+        b += 1;
+    }
+    table
+};
+
+/// `effects` by lexing the whole text.
+fn scan_effects(sql: &[u8]) -> Effects {
     let mut fx = Effects::default();
     let mut lx = Lexer::new(sql);
     lx.watch_comments = true;
@@ -1004,6 +1067,68 @@ mod tests {
         assert!(effects(b"start transaction").begins);
         assert!(!effects(b"select 'begin'").begins);
         assert!(!effects(b"select $1, e'\\'; set'").session);
+    }
+
+    #[test]
+    fn skips_only_texts_without_effects() {
+        // Texts with and without effects, their keywords in strings, comments, quoted
+        // names, dollar quotes and odd spellings: the quick test never hides an effect.
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+            "select a.id, b.name from a join b on a.id = b.id where b.created_at > now() - interval '1 day'",
+            "UPDATE t SET a = 1",
+            "select $$x$$temp",
+            "select $q$a$q$set_config",
+            "select a$set",
+            "select 1.set",
+            "select \"pg_temp\".t",
+            "select \"PG_TEMP\".t",
+            "select x from t -- begin",
+            "select /* set_config */ 1",
+            "select 'SET_CONFIG'",
+            "declare c cursor with hold for select 1",
+            "select pg_advisory_lock(1)",
+            "select pg_try_advisory_lock_shared(1)",
+            "select pg_advisory_unlock_all()",
+            "select pg_notify('c', 'x')",
+            "select * from pg_temp_12.t",
+            "create temporary table t ()",
+            "set session authorization bob",
+            "SET SESSION_AUTHORIZATION bob",
+            "prepare transaction 'x'",
+            "prepare p as select 1",
+            "explain execute p",
+            "END",
+            "commit",
+            "load 'x'",
+            "listen c; unlisten *",
+            "notify c",
+            "discard all",
+            "deallocate p",
+            "reset all",
+            "start transaction",
+            "select weekend, pending, settings, offset_ from calendar",
+            "select t\u{e9}mp from t",
+            "with x as (select 1) select * from x",
+        ];
+        for text in texts {
+            let sql = text.as_bytes();
+            assert_eq!(effects(sql), scan_effects(sql), "{text}");
+        }
+        // The quick test lets ordinary reads and writes through unlexed.
+        for text in [
+            texts[0],
+            texts[1],
+            texts[33],
+            texts[35],
+            "insert into t (a, b) values (1, 'x') returning id",
+            "delete from t where id = $1",
+        ] {
+            assert!(!mentions_effects(text.as_bytes()), "{text}");
+            assert_eq!(effects(text.as_bytes()), scan_effects(text.as_bytes()));
+        }
+        assert!(mentions_effects(b"select $$x$$temp"));
+        assert!(mentions_effects(b"select 1 /* Set_Config */"));
     }
 
     fn toks(sql: &str) -> Vec<Tok<'_>> {

@@ -99,10 +99,18 @@ pub enum RouteSetting {
     Auto,
 }
 
-/// Whether `needle` (ASCII) occurs in `hay`, ignoring ASCII case.
+/// Whether `needle` (ASCII) occurs in `hay`, ignoring ASCII case. Candidates are where its
+/// first letter is, found a word at a time: most texts asked about do not have it.
 pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, &hay[..=last_start])
+        .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 /// Texts longer than this are analysed every time instead of cached, so one-off
@@ -491,6 +499,23 @@ mod tests {
 
     fn analyzer() -> Analyzer {
         Analyzer::new(&[], 100)
+    }
+
+    #[test]
+    fn finds_a_needle_in_any_case() {
+        assert!(contains_ignore_case(
+            b"SET PGWARD.Route = primary",
+            b"pgward.route"
+        ));
+        assert!(contains_ignore_case(b"pgward.route", b"pgward.route"));
+        assert!(contains_ignore_case(b"x pgward.routE", b"pgward.route"));
+        assert!(!contains_ignore_case(b"pgward.rout", b"pgward.route"));
+        assert!(!contains_ignore_case(
+            b"pgbench_accounts pgward_route",
+            b"pgward.route"
+        ));
+        assert!(!contains_ignore_case(b"", b"serializable"));
+        assert!(contains_ignore_case(b"anything", b""));
     }
 
     #[test]
