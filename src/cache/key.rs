@@ -94,7 +94,9 @@ impl KeyBuilder {
     /// one role may see never reach another.
     pub fn new(db: &Database, role: &str) -> KeyBuilder {
         let mut builder = KeyBuilder {
-            bytes: Vec::with_capacity(128),
+            // Room for the settings, text and parameters of most requests without regrowing;
+            // the key keeps an exact copy.
+            bytes: Vec::with_capacity(512),
             db: db.clone(),
         };
         builder.part(Part::Database, db.name().as_bytes());
@@ -141,6 +143,15 @@ impl KeyBuilder {
 
     pub fn result_formats(&mut self, formats: &[i16]) -> &mut KeyBuilder {
         self.formats(Part::ResultFormats, formats)
+    }
+
+    /// Formats as the Bind message has them, big-endian 16-bit codes.
+    pub fn param_formats_be(&mut self, formats: &[u8]) -> &mut KeyBuilder {
+        self.part(Part::ParamFormats, formats)
+    }
+
+    pub fn result_formats_be(&mut self, formats: &[u8]) -> &mut KeyBuilder {
+        self.part(Part::ResultFormats, formats)
     }
 
     fn formats(&mut self, part: Part, formats: &[i16]) -> &mut KeyBuilder {

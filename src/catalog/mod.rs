@@ -42,15 +42,15 @@ pub struct Snapshot {
     /// against another.
     pub generation: u64,
     /// `schema -> relation -> columns in order`.
-    relations: HashMap<String, HashMap<String, Vec<String>>>,
+    relations: Map<String, Map<String, Vec<String>>>,
     /// The search_path a new session of this login gets, with `$user` expanded.
     pub default_search_path: Vec<String>,
     /// That search_path as written, for a client whose `$user` is another role (SET ROLE).
     pub default_search_path_setting: Option<String>,
     /// Each relation's OID, with its columns' numbers and types (what RowDescription names).
-    details: HashMap<u32, Details>,
+    details: Map<u32, Details>,
     /// `(schema, relation) -> OID`.
-    oids: HashMap<(String, String), u32>,
+    oids: Map<(String, String), u32>,
     loaded_at: Option<Instant>,
 }
 
@@ -67,6 +67,11 @@ struct Details {
 /// number and type, when there is one.
 pub type CatalogRow<'a> = (&'a str, &'a str, Option<(&'a str, u32, i16, u32)>);
 
+/// The snapshot's maps: looked up for the tables of every statement the cache or column
+/// encryption plan, so with a hasher quicker than SipHash on short names (still seeded per
+/// process; only catalog names are inserted).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Source of [`Snapshot::generation`].
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -76,7 +81,7 @@ impl Snapshot {
         rows: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>,
         default_search_path: Vec<String>,
     ) -> Snapshot {
-        let mut relations: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+        let mut relations: Map<String, Map<String, Vec<String>>> = Map::default();
         for (schema, relation, column) in rows {
             let columns = relations
                 .entry(schema.to_owned())
@@ -90,8 +95,8 @@ impl Snapshot {
             relations,
             default_search_path,
             default_search_path_setting: None,
-            details: HashMap::new(),
-            oids: HashMap::new(),
+            details: Map::default(),
+            oids: Map::default(),
             loaded_at: Some(Instant::now()),
         }
     }
@@ -162,6 +167,11 @@ impl Snapshot {
             .collect();
         schemas.sort_unstable();
         schemas
+    }
+
+    /// Whether any schema holds a relation called `name` (`schemas_with` without the list).
+    pub fn has_relation_named(&self, name: &str) -> bool {
+        self.relations.values().any(|rels| rels.contains_key(name))
     }
 
     /// Where PostgreSQL finds `name` along `path` (pg_catalog first unless the path places

@@ -82,7 +82,8 @@ impl Session {
                     guard,
                     ticket,
                     ttl,
-                    response: Vec::new(),
+                    // Most answers are a few rows: no regrowth from nothing.
+                    response: Vec::with_capacity(512),
                     spoiled: false,
                 }));
             }
@@ -123,17 +124,22 @@ impl Session {
         cache: &cache::Cache,
         frames: &[Frame],
     ) -> Option<(cache::Key, Vec<String>, Option<Duration>)> {
-        let (sql, param_types, bind) = cacheable_shape(frames, |name| {
-            let s = self.statements.get(name)?;
-            Some((s.query.clone(), s.param_types.clone()))
-        })?;
-        let text = std::str::from_utf8(&sql).ok()?;
+        let (source, bind) = cacheable_shape(frames)?;
+        let named;
+        let (sql, param_types) = match source {
+            Source::Text { sql, param_types } => (sql, param_types),
+            Source::Named(name) => {
+                named = self.statements.get(name)?.clone();
+                (&named.query[..], &named.param_types[..])
+            }
+        };
+        let text = std::str::from_utf8(sql).ok()?;
         let ttl = match cache::leading_hint(text) {
             Some(CacheHint::NoCache) => return None,
             Some(CacheHint::Cache { ttl }) => ttl,
             None => None,
         };
-        let analysis = self.analyze(&sql);
+        let analysis = self.analyze(sql);
         if !cacheable(&analysis) {
             return None;
         }
@@ -155,8 +161,9 @@ impl Session {
         let mut tables = Vec::new();
         for name in &analysis.statements[0].tables {
             // Only relations the catalog knows: a temporary table is not in it.
-            let schema = snapshot.find(name, subject.search_path())?;
-            let table = format!("{schema}.{}", name.name);
+            let mut table = snapshot.find(name, subject.search_path())?;
+            table.push('.');
+            table.push_str(&name.name);
             if !cache.results.table_allowed(&table) {
                 return None;
             }
@@ -165,13 +172,18 @@ impl Session {
         cache.bus.ensure(&self.client.info.database);
         let db = cache.results.database(&self.client.info.database);
         let mut key = KeyBuilder::new(&db, &self.pool_user);
-        let mut settings: Vec<(&String, &String)> = self.wanted.iter().collect();
-        settings.sort();
-        for (name, value) in settings {
+        // In the order of their names (a BTreeMap's).
+        for (name, value) in &self.wanted {
             key.setting(name, value);
         }
-        let shape: Vec<u8> = frames.iter().map(Frame::tag).collect();
-        key.shape(&shape).shape(&param_types).sql(text);
+        // At most five messages (cacheable_shape).
+        let mut shape = [0u8; 5];
+        for (tag, frame) in shape.iter_mut().zip(frames) {
+            *tag = frame.tag();
+        }
+        key.shape(shape.get(..frames.len())?)
+            .shape(param_types)
+            .sql(text);
         if let Some(bind) = bind {
             bind.add_to(&mut key)?;
         }
@@ -343,51 +355,59 @@ impl BindParts<'_> {
         let mut r = Reader::new(self.body);
         r.cstr_bytes().ok()?;
         r.cstr_bytes().ok()?;
+        // Format codes go in as the message has them (the same bytes as their i16s).
         let n = r.i16().ok()?.max(0) as usize;
-        let mut formats = Vec::with_capacity(n);
-        for _ in 0..n {
-            formats.push(r.i16().ok()?);
-        }
-        key.param_formats(&formats);
+        key.param_formats_be(r.take(2 * n).ok()?);
         let count = r.i16().ok()?.max(0);
         for _ in 0..count {
             let len = r.i32().ok()?;
             key.param((len >= 0).then(|| r.take(len as usize)).transpose().ok()?);
         }
         let n = r.i16().ok()?.max(0) as usize;
-        let mut results = Vec::with_capacity(n);
-        for _ in 0..n {
-            results.push(r.i16().ok()?);
-        }
-        key.result_formats(&results);
+        key.result_formats_be(r.take(2 * n).ok()?);
         Some(())
     }
 }
 
-/// The SQL text and Bind of a request of a cacheable shape: a lone Query, or
+/// Where a cacheable request's SQL text is.
+enum Source<'a> {
+    /// In the request: a Query, or a Parse of the unnamed statement.
+    Text {
+        sql: &'a [u8],
+        param_types: &'a [u8],
+    },
+    /// A named statement the client prepared before.
+    Named(&'a str),
+}
+
+/// The SQL source and Bind of a request of a cacheable shape: a lone Query, or
 /// `[Parse(unnamed)] Bind(unnamed portal) [Describe(portal)] Execute(all rows) Sync`.
-/// `statement` gives the text of a named statement.
-fn cacheable_shape<'a>(
-    frames: &'a [Frame],
-    statement: impl Fn(&str) -> Option<(Vec<u8>, Vec<u8>)>,
-) -> Option<(Vec<u8>, Vec<u8>, Option<BindParts<'a>>)> {
+fn cacheable_shape(frames: &[Frame]) -> Option<(Source<'_>, Option<BindParts<'_>>)> {
     if let [query] = frames {
         if query.tag() != tag::QUERY {
             return None;
         }
-        let sql = messages::read_query(query.body()).ok()?.to_vec();
-        return Some((sql, Vec::new(), None));
+        let sql = messages::read_query(query.body()).ok()?;
+        return Some((
+            Source::Text {
+                sql,
+                param_types: &[],
+            },
+            None,
+        ));
     }
-    let tags: Vec<u8> = frames.iter().map(Frame::tag).collect();
-    let (parse, rest) = match tags.first() {
-        Some(&tag::PARSE) => (Some(&frames[0]), &frames[1..]),
+    let (parse, rest) = match frames.first() {
+        Some(first) if first.tag() == tag::PARSE => (Some(first), &frames[1..]),
         _ => (None, frames),
     };
-    let rest_tags: Vec<u8> = rest.iter().map(Frame::tag).collect();
-    let shape_ok = matches!(
-        rest_tags.as_slice(),
-        [tag::BIND, tag::EXECUTE, tag::SYNC] | [tag::BIND, tag::DESCRIBE, tag::EXECUTE, tag::SYNC]
-    );
+    let shape_ok = match rest {
+        [b, e, s] => (b.tag(), e.tag(), s.tag()) == (tag::BIND, tag::EXECUTE, tag::SYNC),
+        [b, d, e, s] => {
+            (b.tag(), d.tag(), e.tag(), s.tag())
+                == (tag::BIND, tag::DESCRIBE, tag::EXECUTE, tag::SYNC)
+        }
+        _ => false,
+    };
     if !shape_ok {
         return None;
     }
@@ -409,16 +429,19 @@ fn cacheable_shape<'a>(
             return None;
         }
     }
-    let (sql, param_types) = match parse {
+    let source = match parse {
         Some(parse) => {
             let parse = messages::read_parse(parse.body()).ok()?;
             if !parse.name.is_empty() || !name.is_empty() {
                 return None;
             }
-            (parse.query.to_vec(), parse.param_types.to_vec())
+            Source::Text {
+                sql: parse.query,
+                param_types: parse.param_types,
+            }
         }
         None if name.is_empty() => return None,
-        None => statement(name)?,
+        None => Source::Named(name),
     };
-    Some((sql, param_types, Some(BindParts { body: bind.body() })))
+    Some((source, Some(BindParts { body: bind.body() })))
 }
