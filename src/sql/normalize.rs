@@ -19,7 +19,7 @@
 /// The normalized text, or None when `sql` should be analysed as it is.
 pub(crate) fn normalize(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
-    if b.contains(&b'\\')
+    if memchr::memchr(b'\\', b).is_some()
         || super::contains_ignore_case(b, b"pgward.route")
         || contains_word_ignore_case(b, b"copy")
     {
@@ -62,14 +62,31 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
                 out.push(b'0');
             }
             _ => {
-                out.push(c);
-                i += 1;
+                // This byte and the ordinary ones after it are copied as they are.
+                let end = b[i + 1..]
+                    .iter()
+                    .position(|&x| MAY_START_TOKEN[x as usize])
+                    .map_or(b.len(), |p| i + 1 + p);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
             }
         }
     }
     // Only ASCII bytes were replaced, by ASCII, at ASCII boundaries.
     String::from_utf8(out).ok()
 }
+
+/// The bytes a match arm of `normalize` may act on; runs of the others are copied whole.
+const MAY_START_TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = matches!(c, b'\'' | b'"' | b'-' | b'/' | b'$' | b'.') || c.is_ascii_digit();
+        b += 1;
+    }
+    table
+};
 
 /// Whether the byte at `i` belongs to the word before it (`t1`, `$1`, `x.2` is not a word).
 fn continues_word(b: &[u8], i: usize) -> bool {
@@ -123,8 +140,15 @@ fn skip_number(b: &[u8], start: usize) -> usize {
 
 /// Whether `word` stands in `hay` as a word of its own (`COPY`, not `copyright`).
 fn contains_word_ignore_case(hay: &[u8], word: &[u8]) -> bool {
-    hay.windows(word.len()).enumerate().any(|(i, w)| {
-        w.eq_ignore_ascii_case(word)
+    let Some(&first) = word.first() else {
+        return false;
+    };
+    let Some(last_start) = hay.len().checked_sub(word.len()) else {
+        return false;
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, &hay[..=last_start]).any(|i| {
+        hay[i..i + word.len()].eq_ignore_ascii_case(word)
             && !continues_word(hay, i)
             && !hay.get(i + word.len()).copied().is_some_and(is_word_byte)
     })
@@ -147,6 +171,11 @@ mod tests {
         assert_eq!(
             normalize("select x.y, .5, E'a', \"col'1\" from s1.t_9").as_deref(),
             Some("select x.y, 0, E'', \"col'1\" from s1.t_9")
+        );
+        // Bytes that may start a token but do not here are copied like the rest.
+        assert_eq!(
+            normalize("select a-1, b/2, t1.c2 from t1 where x = -3 and y = 'q'--c\n").as_deref(),
+            Some("select a-0, b/0, t1.c2 from t1 where x = -0 and y = ''--c\n")
         );
     }
 
@@ -171,6 +200,8 @@ mod tests {
         );
         // A name that merely starts with "copy" is normalized like any other text.
         assert!(normalize("SELECT copyright FROM copies WHERE id = 5").is_some());
+        assert!(normalize("select 1 as mycopy, copy_2").is_some());
+        assert_eq!(normalize("select 1; Copy t to stdout"), None);
     }
 
     #[test]
