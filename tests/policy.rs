@@ -695,6 +695,17 @@ async fn reload_swaps_the_policy_and_a_broken_file_keeps_the_old_one() {
             outcome_simple(&reader, "SELECT count(*) FROM customers").await,
             "ok"
         );
+        // Taken back: the statement this client was allowed last is refused now.
+        assert_eq!(
+            outcome_simple(&reader, "INSERT INTO audit (note) VALUES ('reload')").await,
+            "ok"
+        );
+        std::fs::write(files.policy_path(), POLICY).unwrap();
+        pgward.reload(&config.toml());
+        assert!(
+            denied(&outcome_simple(&reader, "INSERT INTO audit (note) VALUES ('reload')").await),
+            "an allow of the old policy still counted"
+        );
     })
     .await;
 }

@@ -129,8 +129,9 @@ fn who_hash(user: &str, database: &str, search_path: &[String]) -> u64 {
         .hash_one((user, database, search_path))
 }
 
+/// What a verdict is cached by: from one `Policy`, equal keys get equal verdicts.
 #[derive(PartialEq, Eq, Hash)]
-struct DecisionKey {
+pub struct DecisionKey {
     analysis: u64,
     generation: u64,
     path_certain: bool,
@@ -178,18 +179,23 @@ impl Policy {
         snapshot: &Snapshot,
         final_answer: bool,
     ) -> Option<Verdict> {
-        let key = DecisionKey {
-            analysis: analysis.id,
-            generation: snapshot.generation,
-            path_certain: subject.path_certain,
-            who: subject.who.clone(),
-        };
+        let key = Self::key_of(subject, analysis, snapshot);
         if let Some(verdict) = self.decisions.get(&key) {
             return Some(verdict);
         }
         let verdict = self.evaluate(subject, analysis, snapshot, final_answer)?;
         self.decisions.insert(key, verdict.clone());
         Some(verdict)
+    }
+
+    /// The key `decide` caches the verdict on `analysis` for `subject` by.
+    pub fn key_of(subject: &Subject, analysis: &Analysis, snapshot: &Snapshot) -> DecisionKey {
+        DecisionKey {
+            analysis: analysis.id,
+            generation: snapshot.generation,
+            path_certain: subject.path_certain,
+            who: subject.who.clone(),
+        }
     }
 
     fn evaluate(

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::catalog::{parse_search_path, Snapshot, Source};
-use crate::policy::{Subject, Verdict, UNANALYSABLE};
+use crate::policy::{DecisionKey, Policy, Subject, Verdict, UNANALYSABLE};
 use crate::protocol::messages::{self, tag, Reader};
 use crate::protocol::{Frame, ProxyError};
 use crate::route::Want;
@@ -98,14 +98,19 @@ impl Session {
             || (statements > 1 && frames.iter().any(|f| self.changes_settings(f))));
         let (entry, mut snapshot) = self.current_snapshot().await?;
         for analysis in &analyses {
-            let subject = self.subject(&snapshot, path_certain);
+            let mut subject = self.subject(&snapshot, path_certain);
+            let key = Policy::key_of(&subject, analysis, &snapshot);
+            if self.allowed_last(&policy, &key) {
+                self.note_schema_change(analysis);
+                continue;
+            }
             let verdict = match policy.decide(&subject, analysis, &snapshot, false) {
                 Some(verdict) => verdict,
                 None => {
                     if let Some(source) = self.catalog_source() {
                         snapshot = entry.after_miss(snapshot, &source).await;
                     }
-                    let subject = self.subject(&snapshot, path_certain);
+                    subject = self.subject(&snapshot, path_certain);
                     policy
                         .decide(&subject, analysis, &snapshot, true)
                         .expect("a final answer")
@@ -114,9 +119,17 @@ impl Session {
             if let Verdict::Deny(denial) = verdict {
                 return Err(self.refused(denial.message.clone(), denial.action, &denial.object));
             }
+            let key = Policy::key_of(&subject, analysis, &snapshot);
+            self.known.get_mut().allowed = Some((Arc::downgrade(&policy), key));
             self.note_schema_change(analysis);
         }
         Ok(())
+    }
+
+    /// Whether `policy` (not one it replaced) allowed this client the decision `key` last.
+    fn allowed_last(&self, policy: &Arc<Policy>, key: &DecisionKey) -> bool {
+        let last = self.known.get().allowed.as_ref();
+        last.is_some_and(|(p, k)| p.as_ptr() == Arc::as_ptr(policy) && k == key)
     }
 
     /// The catalog entry of this client's database and login, and its current snapshot
@@ -167,7 +180,7 @@ impl Session {
             !t.is_database()
                 && match &t.schema {
                     Some(schema) => snapshot.columns(schema, &t.name).is_none(),
-                    None => snapshot.schemas_with(&t.name).is_empty(),
+                    None => !snapshot.has_relation_named(&t.name),
                 }
         });
         if !missing {

@@ -409,6 +409,13 @@ struct KnownState {
     catalog_dirty: bool,
     /// This client as the policy sees it, kept while its search_path stays the same.
     subject: Option<admit::CachedSubject>,
+    /// The policy's last Allow for this client and what it was for: a client mostly runs
+    /// the same statements, and this spares the shared verdict cache's lookup. Weak, so a
+    /// replaced policy is freed (its allocation stays, so no new policy takes its address).
+    allowed: Option<(
+        std::sync::Weak<crate::policy::Policy>,
+        crate::policy::DecisionKey,
+    )>,
     /// The last text analysed and what is known of it: the stages ask about the same text
     /// in turn.
     memo: std::cell::RefCell<Memo>,
