@@ -1152,7 +1152,12 @@ fn error_message(body: &[u8]) -> String {
         )
 }
 
-/// Efficiency 3: the latency each proxy adds to one client's extended-protocol reads.
+/// Rounds of the latency comparison: a proxy adds a few microseconds to a round trip of about
+/// a hundred, less than one run's noise, so each target runs this often, in turn.
+const LATENCY_ROUNDS: usize = 5;
+
+/// Efficiency 3: the latency each proxy adds to one client's extended-protocol reads; each
+/// target's median over `LATENCY_ROUNDS` alternating runs.
 fn added_latency(bench: &Bench) {
     let pgbouncer = bench.pgbouncer(&EFFICIENCY_PGBOUNCER);
     let pgward = bench.pgward(&EFFICIENCY_PGWARD);
@@ -1160,43 +1165,55 @@ fn added_latency(bench: &Bench) {
         server: &per_core_setting(),
         ..EFFICIENCY_PGWARD
     });
-    let samples: Vec<(&str, Sample)> = [
+    let targets = [
         Target::direct(bench.pg_port),
         Target::proxy("PgBouncer", &pgbouncer),
         Target::proxy("pgward", &pgward),
         Target::proxy("pgward, a worker thread per CPU", &per_core),
-    ]
-    .iter()
-    .map(|target| (target.name, target.measure(bench, "extended", 1)))
-    .collect();
-    let direct = samples[0].1.latency();
-    let added = |s: &Sample| s.latency().zip(direct).map(|(l, d)| l - d);
+    ];
+    let mut runs: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
+    for round in 0..LATENCY_ROUNDS {
+        for k in 0..targets.len() {
+            if interrupted() {
+                return;
+            }
+            let i = (round + k) % targets.len();
+            runs[i].push(targets[i].measure(bench, "extended", 1));
+        }
+    }
+    let median = |samples: &[Sample]| {
+        let mut latencies: Vec<f64> = samples.iter().filter_map(Sample::latency).collect();
+        latencies.sort_by(f64::total_cmp);
+        (latencies.len() == samples.len()).then(|| latencies[latencies.len() / 2])
+    };
+    let medians: Vec<Option<f64>> = runs.iter().map(|r| median(r)).collect();
+    let added = |i: usize| medians[i].zip(medians[0]).map(|(l, d)| l - d);
     println!(
-        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s first; latency average as pgbench reports it; pgward runs its default worker_threads ({} on {} CPUs)\n",
+        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s before each run; the median of {LATENCY_ROUNDS} runs per target, targets alternating, of the latency average pgbench reports; pgward runs its default worker_threads ({} on {} CPUs)\n",
         bench.seconds,
         bench.warmup,
         pgward::config::default_worker_threads(),
         cpu_count(),
     );
-    println!("| target | tps | latency average (ms) | added over direct (ms) |");
-    println!("|---|---:|---:|---:|");
+    println!("| target | tps (first run) | latency average, median (ms) | each run (ms) | added over direct (ms) |");
+    println!("|---|---:|---:|---|---:|");
     let ms = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
-    for (name, sample) in &samples {
-        let added = if *name == "direct" {
-            String::new()
-        } else {
-            ms(added(sample))
-        };
+    for (i, target) in targets.iter().enumerate() {
+        let each: Vec<String> = runs[i].iter().map(|s| ms(s.latency())).collect();
         println!(
-            "| {name} | {} | {} | {added} |",
-            reason_cell(&sample.outcome),
-            ms(sample.latency()),
+            "| {} | {} | {} | {} | {} |",
+            target.name,
+            reason_cell(&runs[i][0].outcome),
+            ms(medians[i]),
+            each.join(" "),
+            if i == 0 { String::new() } else { ms(added(i)) },
         );
     }
-    for (name, sample) in &samples[2..] {
+    for (i, target) in targets.iter().enumerate().skip(2) {
         println!(
-            "| {name} added / PgBouncer added | | | {} |",
-            ratio_of(added(sample), added(&samples[1].1))
+            "| {} added / PgBouncer added | | | | {} |",
+            target.name,
+            ratio_of(added(i), added(1))
         );
     }
 }
