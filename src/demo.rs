@@ -148,7 +148,8 @@ role = "replica"
         policy = quote(&policy),
         key = toml::Value::String(format!("file:{}", key.display())),
     );
-    let path = std::env::temp_dir().join(format!("pgward-demo-{}.toml", std::process::id()));
+    // Beside the policy and key: the folder goes however the demo ends (a port in use, too).
+    let path = files.path().join("pgward.toml");
     std::fs::write(&path, &text)?;
     let config = Config::load(&path)?;
     encrypt_sample_emails(cluster, &config)?;
@@ -208,6 +209,5 @@ role = "replica"
     }
     state.shutdown.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-    let _ = std::fs::remove_file(&path);
     Ok(())
 }
