@@ -332,17 +332,31 @@ impl ServerConn {
                 *scram = Some(client);
             }
             11 => {
-                let msg = match scram.as_mut().ok_or(ServerError::Unexpected(b'R'))? {
-                    Scram::Password(client) => {
-                        client
-                            .update(r.rest())
-                            .map_err(|e| ServerError::Scram(e.to_string()))?;
-                        client.message().to_vec()
+                let msg = match scram.take().ok_or(ServerError::Unexpected(b'R'))? {
+                    Scram::Password(mut client) => {
+                        // PBKDF2 over the password (4096 rounds by default, about a
+                        // millisecond) runs off the runtime's threads: with one worker thread,
+                        // every client would wait for each server login the pool makes.
+                        let server_first = r.rest().to_vec();
+                        let (client, result) = tokio::task::spawn_blocking(move || {
+                            let result = client.update(&server_first);
+                            (client, result)
+                        })
+                        .await
+                        .map_err(|e| ServerError::Scram(e.to_string()))?;
+                        result.map_err(|e| ServerError::Scram(e.to_string()))?;
+                        let msg = client.message().to_vec();
+                        *scram = Some(Scram::Password(client));
+                        msg
                     }
-                    Scram::Keys(client) => client
-                        .respond(r.rest())
-                        .map_err(|e| ServerError::Scram(e.into()))?
-                        .into_bytes(),
+                    Scram::Keys(mut client) => {
+                        let msg = client
+                            .respond(r.rest())
+                            .map_err(|e| ServerError::Scram(e.into()))?
+                            .into_bytes();
+                        *scram = Some(Scram::Keys(client));
+                        msg
+                    }
                 };
                 messages::frontend(self.writer.buffer(), b'p', |b| b.extend_from_slice(&msg));
             }
