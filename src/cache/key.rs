@@ -137,26 +137,13 @@ impl KeyBuilder {
         }
     }
 
-    pub fn param_formats(&mut self, formats: &[i16]) -> &mut KeyBuilder {
-        self.formats(Part::ParamFormats, formats)
-    }
-
-    pub fn result_formats(&mut self, formats: &[i16]) -> &mut KeyBuilder {
-        self.formats(Part::ResultFormats, formats)
-    }
-
-    /// Formats as the Bind message has them, big-endian 16-bit codes.
-    pub fn param_formats_be(&mut self, formats: &[u8]) -> &mut KeyBuilder {
+    /// Format codes as the Bind message has them: big-endian 16-bit values.
+    pub fn param_formats(&mut self, formats: &[u8]) -> &mut KeyBuilder {
         self.part(Part::ParamFormats, formats)
     }
 
-    pub fn result_formats_be(&mut self, formats: &[u8]) -> &mut KeyBuilder {
+    pub fn result_formats(&mut self, formats: &[u8]) -> &mut KeyBuilder {
         self.part(Part::ResultFormats, formats)
-    }
-
-    fn formats(&mut self, part: Part, formats: &[i16]) -> &mut KeyBuilder {
-        let bytes: Vec<u8> = formats.iter().flat_map(|f| f.to_be_bytes()).collect();
-        self.part(part, &bytes)
     }
 
     pub fn finish(self) -> Key {

@@ -83,10 +83,14 @@ fn keys_from_different_parts_never_collide() {
             b.sql("select $1").param(Some(b"abc"));
         }),
         build(&db, "app", &|b| {
-            b.sql("select $1").param(Some(b"abc")).param_formats(&[1]);
+            b.sql("select $1")
+                .param(Some(b"abc"))
+                .param_formats(&1i16.to_be_bytes());
         }),
         build(&db, "app", &|b| {
-            b.sql("select $1").param(Some(b"abc")).result_formats(&[1]);
+            b.sql("select $1")
+                .param(Some(b"abc"))
+                .result_formats(&1i16.to_be_bytes());
         }),
         build(&db, "app", &|b| {
             b.shape(b"Q").sql("select 1");

@@ -357,14 +357,14 @@ impl BindParts<'_> {
         r.cstr_bytes().ok()?;
         // Format codes go in as the message has them (the same bytes as their i16s).
         let n = r.i16().ok()?.max(0) as usize;
-        key.param_formats_be(r.take(2 * n).ok()?);
+        key.param_formats(r.take(2 * n).ok()?);
         let count = r.i16().ok()?.max(0);
         for _ in 0..count {
             let len = r.i32().ok()?;
             key.param((len >= 0).then(|| r.take(len as usize)).transpose().ok()?);
         }
         let n = r.i16().ok()?.max(0) as usize;
-        key.result_formats_be(r.take(2 * n).ok()?);
+        key.result_formats(r.take(2 * n).ok()?);
         Some(())
     }
 }

@@ -99,18 +99,25 @@ pub enum RouteSetting {
     Auto,
 }
 
-/// Whether `needle` (ASCII) occurs in `hay`, ignoring ASCII case. Candidates are where its
-/// first letter is, found a word at a time: most texts asked about do not have it.
+/// Whether `needle` (ASCII) occurs in `hay`, ignoring ASCII case.
 pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
-        return false;
+    needle.is_empty() || find_ignore_case(hay, needle).next().is_some()
+}
+
+/// Where `needle` (ASCII, not empty) occurs in `hay`, ignoring ASCII case. Candidates are
+/// where its first letter is, found a word at a time: most texts asked about do not have it.
+pub(crate) fn find_ignore_case<'a>(
+    hay: &'a [u8],
+    needle: &'a [u8],
+) -> impl Iterator<Item = usize> + 'a {
+    let first = needle.first().copied().unwrap_or_default();
+    let candidates = match hay.len().checked_sub(needle.len()) {
+        Some(last_start) if !needle.is_empty() => &hay[..=last_start],
+        _ => &[],
     };
     let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
-    memchr::memchr2_iter(lower, upper, &hay[..=last_start])
-        .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
+    memchr::memchr2_iter(lower, upper, candidates)
+        .filter(move |&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
 /// Texts longer than this are analysed every time instead of cached, so one-off

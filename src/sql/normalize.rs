@@ -140,17 +140,8 @@ fn skip_number(b: &[u8], start: usize) -> usize {
 
 /// Whether `word` stands in `hay` as a word of its own (`COPY`, not `copyright`).
 fn contains_word_ignore_case(hay: &[u8], word: &[u8]) -> bool {
-    let Some(&first) = word.first() else {
-        return false;
-    };
-    let Some(last_start) = hay.len().checked_sub(word.len()) else {
-        return false;
-    };
-    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
-    memchr::memchr2_iter(lower, upper, &hay[..=last_start]).any(|i| {
-        hay[i..i + word.len()].eq_ignore_ascii_case(word)
-            && !continues_word(hay, i)
-            && !hay.get(i + word.len()).copied().is_some_and(is_word_byte)
+    super::find_ignore_case(hay, word).any(|i| {
+        !continues_word(hay, i) && !hay.get(i + word.len()).copied().is_some_and(is_word_byte)
     })
 }
 
