@@ -48,6 +48,11 @@ impl Key {
         &self.bytes
     }
 
+    /// The keyed hash of the bytes.
+    pub(super) fn hash(&self) -> u64 {
+        self.hash
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

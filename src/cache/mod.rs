@@ -28,6 +28,7 @@
 pub mod bus;
 mod hint;
 mod key;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,7 @@ use tokio::sync::watch;
 
 use crate::config::{table_glob, CacheConfig};
 use crate::metrics;
+use presence::Presence;
 
 pub use hint::{leading_hint, CacheHint};
 pub use key::{Key, KeyBuilder};
@@ -284,6 +286,8 @@ pub struct ResultCache {
 
 struct Inner {
     entries: moka::sync::Cache<Key, Arc<Entry>>,
+    /// The keys `entries` may hold: a miss ends here, without walking moka's buckets.
+    presence: Arc<Presence>,
     enabled: bool,
     ttl: Duration,
     max_entry_size: u64,
@@ -326,19 +330,27 @@ impl ResultCache {
     /// A cache as `config` describes it. Errs on a table pattern that does not compile
     /// (`pgward check` reports those first).
     pub fn new(config: &CacheConfig) -> Result<ResultCache, String> {
+        // Every entry weighs at least ENTRY_OVERHEAD: no more can fit.
+        let most_entries = usize::try_from(config.max_size).unwrap_or(usize::MAX) / ENTRY_OVERHEAD;
+        let presence = Arc::new(Presence::new(most_entries));
+        let removed = presence.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(config.max_size)
             .weigher(weigh)
             .expire_after(EntryExpiry)
-            .eviction_listener(|_, _, cause| match cause {
-                RemovalCause::Size => metrics::cache_eviction(),
-                RemovalCause::Explicit => metrics::cache_invalidation(),
-                RemovalCause::Expired | RemovalCause::Replaced => {}
+            .eviction_listener(move |key: Arc<Key>, _, cause| {
+                removed.remove(key.hash());
+                match cause {
+                    RemovalCause::Size => metrics::cache_eviction(),
+                    RemovalCause::Explicit => metrics::cache_invalidation(),
+                    RemovalCause::Expired | RemovalCause::Replaced => {}
+                }
             })
             .build();
         Ok(ResultCache {
             inner: Arc::new(Inner {
                 entries,
+                presence,
                 enabled: config.enabled,
                 ttl: config.ttl,
                 max_entry_size: config.max_entry_size,
@@ -406,6 +418,9 @@ impl ResultCache {
 
     /// The entry for `key` if it is there and fresh; a stale one is removed.
     fn get_valid(&self, key: &Key) -> Option<Arc<Entry>> {
+        if !self.inner.presence.may_contain(key.hash()) {
+            return None;
+        }
         let entry = self.inner.entries.get(key)?;
         if self.fresh(key.database(), entry.started, &entry.tables) {
             return Some(entry);
@@ -489,7 +504,9 @@ impl ResultCache {
             ttl,
         });
         // An invalidation that ticks between the check and the insert is caught by the
-        // next lookup, which checks again.
+        // next lookup, which checks again. Counted in before it is there, so a lookup
+        // never skips an entry that is.
+        self.inner.presence.add(key.hash());
         self.inner.entries.insert(key.clone(), entry);
         true
     }

@@ -230,6 +230,44 @@ fn the_byte_bound_holds_and_large_entries_are_not_kept() {
 }
 
 #[test]
+fn the_presence_filter_follows_evictions_and_replacements() {
+    // Room for a few dozen entries; two thousand go through.
+    let cache = ResultCache::new(&CacheConfig {
+        max_size: 64 << 10,
+        ..config()
+    })
+    .unwrap();
+    let db = serving(&cache, "appdb");
+    static RESPONSE: [u8; 1024] = [7; 1024];
+    let keys: Vec<Key> = (0..2000)
+        .map(|i| key(&db, &format!("select {i}")))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        for _ in 0..1 + usize::from(i % 7 == 0) {
+            let ticket = cache.begin_fill(&db, &["public.t"]);
+            assert!(cache.finish_fill(ticket, k, Bytes::from_static(&RESPONSE), None));
+        }
+    }
+    // Runs moka's pending work, which reports the removals.
+    cache.weighted_size();
+
+    let kept = keys
+        .iter()
+        .filter(|k| cache.inner.entries.contains_key(*k))
+        .count();
+    assert!(kept > 10, "{kept} entries kept");
+    for k in &keys {
+        assert_eq!(is_hit(&cache, k), cache.inner.entries.contains_key(k));
+    }
+    // Removed keys were counted out: the filter still tells absent keys apart.
+    let maybe = (0..1000)
+        .map(|i| key(&db, &format!("select never {i}")))
+        .filter(|k| cache.inner.presence.may_contain(k.hash()))
+        .count();
+    assert!(maybe < 100, "{maybe} of 1000 absent keys said maybe");
+}
+
+#[test]
 fn each_entry_has_its_ttl() {
     let cache = ResultCache::new(&config()).unwrap();
     let db = serving(&cache, "appdb");
