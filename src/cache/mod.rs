@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use globset::{GlobSet, GlobSetBuilder};
+use globset::{Candidate, GlobSet, GlobSetBuilder};
 use moka::notification::RemovalCause;
 use tokio::sync::watch;
 
@@ -626,14 +626,19 @@ impl TableFilter {
         if system && !self.system_catalogs {
             return false;
         }
+        // Matching prepares the name as a path first: not for sets that match nothing.
+        if self.allow.is_none() && self.exclude.is_empty() {
+            return true;
+        }
+        let candidate = Candidate::new(table);
         if self
             .allow
             .as_ref()
-            .is_some_and(|allow| !allow.is_match(table))
+            .is_some_and(|allow| !allow.is_match_candidate(&candidate))
         {
             return false;
         }
-        !self.exclude.is_match(table)
+        !self.exclude.is_match_candidate(&candidate)
     }
 }
 
