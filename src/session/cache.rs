@@ -169,9 +169,13 @@ impl Session {
             }
             tables.push(table);
         }
-        cache.bus.ensure(&self.client.info.database);
-        let db = cache.results.database(&self.client.info.database);
-        let mut key = KeyBuilder::new(&db, &self.pool_user);
+        // Once is enough: a database's listener stays in the bus for good (it reconnects on
+        // its own) and its handle is never replaced.
+        let db = self.cache_db.get_or_insert_with(|| {
+            cache.bus.ensure(&self.client.info.database);
+            cache.results.database(&self.client.info.database)
+        });
+        let mut key = KeyBuilder::new(db, &self.pool_user);
         // In the order of their names (a BTreeMap's).
         for (name, value) in &self.wanted {
             key.setting(name, value);

@@ -269,6 +269,7 @@ async fn login(
         traffic: (0, 0),
         crypt: Default::default(),
         fill: None,
+        cache_db: None,
         writes: Default::default(),
         publish_due: false,
         listening: None,
@@ -374,6 +375,9 @@ pub(crate) struct Session {
     crypt: encrypt::CryptSlot,
     /// The result-cache entry the request in flight fills.
     fill: Option<Box<cache::Fill>>,
+    /// This client's database in the result cache, from its first cacheable request on
+    /// (the database's invalidation listener runs from then on: `Bus::ensure`).
+    cache_db: Option<crate::cache::Database>,
     /// What the current transaction wrote (for cache invalidation).
     writes: cache::Writes,
     /// A transaction that wrote has ended: announce it before its ReadyForQuery goes out.
