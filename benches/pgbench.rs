@@ -1165,11 +1165,18 @@ fn added_latency(bench: &Bench) {
         server: &per_core_setting(),
         ..EFFICIENCY_PGWARD
     });
+    let relay = tokio_relay(bench.pg_port).map_err(|e| Outcome::Failed(format!("{e:#}")));
     let targets = [
         Target::direct(bench.pg_port),
         Target::proxy("PgBouncer", &pgbouncer),
         Target::proxy("pgward", &pgward),
         Target::proxy("pgward, a worker thread per CPU", &per_core),
+        Target {
+            name: "a bare tokio relay (copy_bidirectional, one thread)",
+            endpoint: relay,
+            pid: None,
+            unsupported: None,
+        },
     ];
     let mut runs: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
     for round in 0..LATENCY_ROUNDS {
@@ -1189,7 +1196,7 @@ fn added_latency(bench: &Bench) {
     let medians: Vec<Option<f64>> = runs.iter().map(|r| median(r)).collect();
     let added = |i: usize| medians[i].zip(medians[0]).map(|(l, d)| l - d);
     println!(
-        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s before each run; the median of {LATENCY_ROUNDS} runs per target, targets alternating, of the latency average pgbench reports; pgward runs its default worker_threads ({} on {} CPUs)\n",
+        "\n## Latency added at 1 client: pgbench -S -M extended -c 1 -j 1 -T {}, pool size {EFFICIENCY_POOL_SIZE}, each target warmed up {} s before each run; the median of {LATENCY_ROUNDS} runs per target, targets alternating, of the latency average pgbench reports; pgward runs its default worker_threads ({} on {} CPUs); the bare tokio relay (a thread of the bench) shows what tokio alone adds\n",
         bench.seconds,
         bench.warmup,
         pgward::config::default_worker_threads(),
@@ -1216,6 +1223,39 @@ fn added_latency(bench: &Bench) {
             ratio_of(added(i), added(1))
         );
     }
+}
+
+/// A bare TCP relay to PostgreSQL on `pg_port`, a current-thread tokio runtime in a thread of
+/// this process: what a tokio proxy adds to a round trip before it does anything of its own.
+/// Returns its port; it runs until the bench exits.
+fn tokio_relay(pg_port: u16) -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("tokio-relay".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                while let Ok((mut client, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let Ok(mut server) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", pg_port)).await
+                        else {
+                            return;
+                        };
+                        let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                }
+            })
+        })?;
+    Ok(port)
 }
 
 /// Efficiency 4: pgward with one and with two worker threads, and, where `taskset` can, with
