@@ -99,6 +99,35 @@ async fn time_zone_stays_with_its_client() {
 }
 
 #[tokio::test]
+async fn a_reported_setting_a_function_changes_stays_with_its_client() {
+    let pgward = ProxyConfig::transaction(1).start();
+    deadline(LIMIT, async {
+        let a = pgward.connect().await;
+        let b = pgward.connect().await;
+        let default = show(&b, "TimeZone").await;
+        assert_ne!(
+            default, "Asia/Kathmandu",
+            "pick a zone that is not the default"
+        );
+
+        // Nothing in the text A sends says SET: the function sets the zone for the session.
+        // PostgreSQL reports the new TimeZone with a ParameterStatus.
+        a.batch_execute(
+            "CREATE FUNCTION ss_to_kathmandu() RETURNS void LANGUAGE plpgsql \
+             AS $$ BEGIN SET TimeZone TO 'Asia/Kathmandu'; END $$",
+        )
+        .await
+        .unwrap();
+        a.execute("SELECT ss_to_kathmandu()", &[]).await.unwrap();
+        for _ in 0..ROUNDS {
+            assert_eq!(show(&a, "TimeZone").await, "Asia/Kathmandu");
+            assert_eq!(show(&b, "TimeZone").await, default);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn statement_timeout_stays_with_its_client() {
     let pgward = ProxyConfig::transaction(1).start();
     deadline(LIMIT, async {

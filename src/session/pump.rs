@@ -936,6 +936,10 @@ impl Session {
         match t {
             b'S' => {
                 self.server_mut().record_parameter(&frame);
+                // A setting PostgreSQL reports changed (TimeZone, DateStyle, application_name,
+                // ...), maybe inside a function where the text shows no SET: in transaction
+                // mode, read the settings back when the transaction ends, as after a SET.
+                self.link.session_dirty |= self.mode == PoolMode::Transaction;
                 self.client_w.queue(frame.as_bytes());
             }
             b'A' | b'N' => self.client_w.queue(frame.as_bytes()),
