@@ -99,7 +99,7 @@ impl Session {
         let (entry, mut snapshot) = self.current_snapshot().await?;
         for analysis in &analyses {
             let mut subject = self.subject(&snapshot, path_certain);
-            let key = Policy::key_of(&subject, analysis, &snapshot);
+            let mut key = Policy::key_of(&subject, analysis, &snapshot);
             if self.allowed_last(&policy, &key) {
                 self.note_schema_change(analysis);
                 continue;
@@ -111,6 +111,7 @@ impl Session {
                         snapshot = entry.after_miss(snapshot, &source).await;
                     }
                     subject = self.subject(&snapshot, path_certain);
+                    key = Policy::key_of(&subject, analysis, &snapshot);
                     policy
                         .decide(&subject, analysis, &snapshot, true)
                         .expect("a final answer")
@@ -119,7 +120,6 @@ impl Session {
             if let Verdict::Deny(denial) = verdict {
                 return Err(self.refused(denial.message.clone(), denial.action, &denial.object));
             }
-            let key = Policy::key_of(&subject, analysis, &snapshot);
             self.known.get_mut().allowed = Some((Arc::downgrade(&policy), key));
             self.note_schema_change(analysis);
         }

@@ -133,14 +133,13 @@ fn mentions_effects(sql: &[u8]) -> bool {
     false
 }
 
-/// The bytes of a word to `mentions_effects`: ASCII letters, digits, `_`, and every byte of a
-/// multibyte character (PostgreSQL's identifier bytes but `$`).
+/// The bytes of a word to `mentions_effects`: the lexer's identifier bytes but `$`.
 const WORD_BYTE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+        table[b] = is_ident_cont(c) && c != b'$';
         b += 1;
     }
     table
@@ -819,11 +818,11 @@ fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-fn is_ident_start(c: u8) -> bool {
+const fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
-fn is_ident_cont(c: u8) -> bool {
+const fn is_ident_cont(c: u8) -> bool {
     is_ident_start(c) || c.is_ascii_digit() || c == b'$'
 }
 
