@@ -423,7 +423,7 @@ impl FrameWriter {
         std::future::poll_fn(move |cx| self.poll_write_some(cx))
     }
 
-    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.buf.is_empty() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
             if n == 0 {

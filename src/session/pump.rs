@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BufMut;
@@ -243,6 +244,10 @@ impl Session {
                 }
             }
 
+            // What is queued goes out now: the write usually completes at once, and the
+            // select below then waits for the answer instead of taking a turn to write.
+            let failed = std::future::poll_fn(|cx| Poll::Ready(self.write_queued(cx))).await;
+
             // In session mode the pump runs for the client's whole life: on shutdown, an idle
             // client is closed here (in transaction mode that happens between transactions).
             let drain =
@@ -263,7 +268,10 @@ impl Session {
                 ..
             } = self;
             let server = &mut server.as_mut().expect("attached").conn;
-            let event = tokio::select! {
+            let event = if let Some(failed) = failed {
+                failed
+            } else {
+                tokio::select! {
                 biased;
                 stop = client.stopped(drain) => return Err(super::stop_error(stop)),
                 r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
@@ -271,6 +279,7 @@ impl Session {
                 r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
                 r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
                 Some(n) = std::future::poll_fn(|cx| super::poll_notification(listening, cx)), if notify => Event::Notification(n),
+                }
             };
             match event {
                 // The client has part of the answer: running the request again would repeat it.
@@ -301,6 +310,30 @@ impl Session {
                 _ => {}
             }
         }
+    }
+
+    /// Writes what is queued for the server and the client, as far as the sockets take it
+    /// now; a failed write comes back as the event the select would have made of it.
+    fn write_queued(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        let server = &mut self.server.as_mut().expect("attached").conn;
+        if server.writer.pending() > 0 {
+            if let Poll::Ready(Err(e)) = server.writer.poll_write_some(cx) {
+                return Some(Event::Wrote(Err(e)));
+            }
+        }
+        if self.client_w.pending() > 0 {
+            match self.client_w.poll_write_some(cx) {
+                // The client has part of the answer: running the request again would repeat it.
+                Poll::Ready(Ok(())) => {
+                    if self.retry.as_ref().is_some_and(|r| r.answer_from.is_some()) {
+                        self.retry = None;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Some(Event::ClientWrote(Err(e))),
+                Poll::Pending => {}
+            }
+        }
+        None
     }
 
     /// Keeps the retry copy of a read through what its server has sent so far, or drops it
