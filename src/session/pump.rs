@@ -704,32 +704,39 @@ impl Session {
         };
         // A LISTEN becomes a no-op on the server; its operations wait for the Bind, where the
         // policy judges the client's own text, not the no-op.
-        let (frame, original) = match listen {
+        let rewritten = match listen {
             Some(rewritten) => {
                 let mut buf = bytes::BytesMut::new();
                 messages::write_parse(&mut buf, parse.name, &rewritten.text, parse.param_types);
                 self.listening()
                     .binds
                     .insert(parse.name.to_owned(), rewritten.steps.into());
-                (Frame::from_bytes(buf.freeze()), Some(parse.query.to_vec()))
+                Some((Frame::from_bytes(buf.freeze()), parse.query.to_vec()))
             }
             None => {
                 self.forget_listen_bind(parse.name);
-                (frame, None)
+                None
             }
         };
-        let parse = messages::read_parse(frame.body())?;
-        self.note_prepared(parse.name, original.as_deref().unwrap_or(parse.query));
+        let (frame, parse) = match &rewritten {
+            Some((frame, _)) => (frame, messages::read_parse(frame.body())?),
+            None => (&frame, parse),
+        };
+        // The policy judges the client's own text, not the no-op standing in for a LISTEN.
+        let original = rewritten
+            .as_ref()
+            .map_or(parse.query, |(_, text)| text.as_slice());
+        self.note_prepared(parse.name, original);
         let class = self.class_of(parse.query);
         let reads = class == Class::Read;
         self.note_write(class != Class::Write);
         if parse.name.is_empty() || !self.transaction_mode() {
             if parse.name.is_empty() && self.transaction_mode() {
-                self.keep_unnamed(&frame, parse.query, effects, reads);
+                self.keep_unnamed(frame, parse.query, effects, reads);
                 self.link.unnamed_ready = true;
             }
             self.forward(
-                &frame,
+                frame,
                 Some(Pending::Parse {
                     statement: None,
                     hidden: false,
@@ -830,8 +837,11 @@ impl Session {
                     self.refuse(e);
                     return Ok(());
                 }
-                if let Ok(parse) = messages::read_parse(frame.body()) {
-                    self.note_cache_writes(parse.query);
+                // What the cache drops for a write (read again only when there is a cache).
+                if self.state.cache.is_some() {
+                    if let Ok(parse) = messages::read_parse(frame.body()) {
+                        self.note_cache_writes(parse.query);
+                    }
                 }
             }
             self.bind_listens("");
