@@ -259,18 +259,17 @@ fn reserve_for_read(buf: &mut BytesMut) {
     }
 }
 
-/// One read from a plain socket into `buf`'s spare capacity. A read that leaves part of it
-/// unfilled has drained the socket, so readiness is cleared with it: tokio would otherwise
-/// learn that from one more recv failing with EAGAIN, a system call per request. No wake-up
-/// is lost: readiness that arrives after the read comes with a newer tick, which
-/// `try_io` does not clear.
+/// One read from a plain socket into `buf`'s spare capacity, once the socket has been
+/// polled readable. A read that leaves part of it unfilled has drained the socket, so
+/// readiness is cleared with it: tokio would otherwise learn that from one more recv failing
+/// with EAGAIN, a system call per request. No wake-up is lost: readiness that arrives after
+/// the read comes with a newer tick, which `try_io` does not clear.
 fn poll_read_tcp(
     stream: &TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     loop {
-        ready!(stream.poll_read_ready(cx))?;
         let mut read = 0;
         let result = stream.try_io(Interest::READABLE, || {
             let spare = buf.spare_capacity_mut();
@@ -292,6 +291,7 @@ fn poll_read_tcp(
                     return Poll::Ready(Ok(read));
                 }
                 // Nothing after all (readiness was stale): wait for the next event.
+                ready!(stream.poll_read_ready(cx))?;
             }
             Err(e) => return Poll::Ready(Err(e)),
         }
