@@ -679,6 +679,8 @@ struct Sample {
     outcome: Outcome,
     /// Microseconds of the proxy's CPU (user + system) per transaction pgbench completed.
     cpu_us: Option<f64>,
+    /// The system (kernel) part of `cpu_us`.
+    system_us: Option<f64>,
     /// pgbench's `latency average`, in ms.
     latency_ms: Option<f64>,
 }
@@ -689,6 +691,7 @@ impl From<Outcome> for Sample {
         Sample {
             outcome,
             cpu_us: None,
+            system_us: None,
             latency_ms: None,
         }
     }
@@ -717,20 +720,26 @@ fn measure(run: &PgbenchRun, warmup: u64, pid: Option<u32>) -> Sample {
             eprintln!("warmup: {outcome}");
         }
     }
-    let before = pid.map(cpu_ticks);
+    let before = pid.map(cpu_split_ticks);
     let (outcome, report) = run.execute();
-    let used = pid
-        .zip(before)
-        .map(|(pid, before)| cpu_ticks(pid).saturating_sub(before));
-    let cpu_us = match (&outcome, used, report.transactions) {
-        (Outcome::Tps(_), Some(used), Some(done)) if done > 0 => {
-            Some(ticks_to_us(used) / done as f64)
-        }
+    let used = pid.zip(before).map(|(pid, (user, system))| {
+        let (user_now, system_now) = cpu_split_ticks(pid);
+        (
+            user_now.saturating_sub(user),
+            system_now.saturating_sub(system),
+        )
+    });
+    let per_tx = match (&outcome, used, report.transactions) {
+        (Outcome::Tps(_), Some((user, system)), Some(done)) if done > 0 => Some((
+            ticks_to_us(user + system) / done as f64,
+            ticks_to_us(system) / done as f64,
+        )),
         _ => None,
     };
     Sample {
         outcome,
-        cpu_us,
+        cpu_us: per_tx.map(|(cpu, _)| cpu),
+        system_us: per_tx.map(|(_, system)| system),
         latency_ms: report.latency_ms,
     }
 }
@@ -916,6 +925,22 @@ fn cpu_per_transaction(bench: &Bench) {
             ratio_of(s[1].cpu_us, s[4].cpu_us),
             ratio_of(s[2].cpu_us, s[4].cpu_us),
             ratio_of(s[5].cpu_us, s[4].cpu_us),
+        );
+    }
+    // How much of the difference is the kernel's time and how much the proxy's own code.
+    println!("\n## CPU per transaction, user and system apart: the same runs; user = the proxy's own code, system = the kernel on its behalf (socket calls, the TCP/IP work loopback does in the sender's context, wake-ups and context switches)\n");
+    println!("| mode | clients | pgward user | pgward system | PgBouncer user | PgBouncer system | system pgward/PgBouncer |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (mode, clients, s) in &rows {
+        let user = |s: &Sample| s.cpu_us.zip(s.system_us).map(|(cpu, system)| cpu - system);
+        let cell = |us: Option<f64>| us.map_or("n/a".into(), |us| format!("{us:.1}"));
+        println!(
+            "| {mode} | {clients} | {} | {} | {} | {} | {} |",
+            cell(user(&s[1])),
+            cell(s[1].system_us),
+            cell(user(&s[4])),
+            cell(s[4].system_us),
+            ratio_of(s[1].system_us, s[4].system_us),
         );
     }
     println!("\n## Throughput: {workload}; direct = PostgreSQL without a proxy\n");
@@ -1372,6 +1397,12 @@ fn ratio_of(a: Option<f64>, b: Option<f64>) -> String {
 
 /// CPU time (user + system, in clock ticks) a process has used.
 fn cpu_ticks(pid: u32) -> u64 {
+    let (user, system) = cpu_split_ticks(pid);
+    user + system
+}
+
+/// User and system CPU time (clock ticks) a process has used, apart.
+fn cpu_split_ticks(pid: u32) -> (u64, u64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which may hold spaces) start after the last ')':
     // utime and stime are the 12th and 13th of them.
@@ -1383,7 +1414,7 @@ fn cpu_ticks(pid: u32) -> u64 {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    field(11) + field(12)
+    (field(11), field(12))
 }
 
 /// Microseconds in `ticks` clock ticks of /proc/<pid>/stat.
