@@ -707,8 +707,8 @@ impl Sample {
 }
 
 /// Runs `run` after an unmeasured `warmup`-second run of the same workload (connections made,
-/// caches and the CPU frequency settled), counting the CPU `pid` used during the measured run
-/// only.
+/// caches and the CPU frequency settled), counting the CPU `pid` used over the steady part of
+/// the measured run (see `SteadyCpu`).
 fn measure(run: &PgbenchRun, warmup: u64, pid: Option<u32>) -> Sample {
     if warmup > 0 {
         let (outcome, _) = PgbenchRun {
@@ -720,19 +720,11 @@ fn measure(run: &PgbenchRun, warmup: u64, pid: Option<u32>) -> Sample {
             eprintln!("warmup: {outcome}");
         }
     }
-    let before = pid.map(cpu_split_ticks);
-    let (outcome, report) = run.execute();
-    let used = pid.zip(before).map(|(pid, (user, system))| {
-        let (user_now, system_now) = cpu_split_ticks(pid);
-        (
-            user_now.saturating_sub(user),
-            system_now.saturating_sub(system),
-        )
-    });
-    let per_tx = match (&outcome, used, report.transactions) {
-        (Outcome::Tps(_), Some((user, system)), Some(done)) if done > 0 => Some((
-            ticks_to_us(user + system) / done as f64,
-            ticks_to_us(system) / done as f64,
+    let (outcome, report, steady) = run.run(pid);
+    let per_tx = match (&outcome, steady) {
+        (Outcome::Tps(_), Some(cpu)) if cpu.transactions > 0 => Some((
+            ticks_to_us(cpu.user + cpu.system) / cpu.transactions as f64,
+            ticks_to_us(cpu.system) / cpu.transactions as f64,
         )),
         _ => None,
     };
@@ -906,7 +898,7 @@ fn cpu_per_transaction(bench: &Bench) {
         bench.seconds, bench.warmup
     );
     println!(
-        "\n## CPU per transaction: {workload}; microseconds of the proxy process's CPU (utime+stime, /proc/<pid>/stat, over the whole run including connection setup) / transactions pgbench reported; pgward: the default worker_threads ({} on {} CPUs); pgward+policy: the access policy of part 3 ({} lines); pgward+cache: the result cache on; pgward per core: worker_threads = {}\n",
+        "\n## CPU per transaction: {workload}; microseconds of the proxy process's CPU (utime+stime, /proc/<pid>/stat) from pgbench's first progress report (1 s in, every client logged in) to the end of the run / the transactions pgbench completed in that span; pgward: the default worker_threads ({} on {} CPUs); pgward+policy: the access policy of part 3 ({} lines); pgward+cache: the result cache on; pgward per core: worker_threads = {}\n",
         pgward::config::default_worker_threads(),
         cpu_count(),
         bench_policy().lines().count(),
@@ -1582,7 +1574,13 @@ impl PgbenchRun<'_> {
     /// Runs it and returns the outcome with pgbench's summary (empty if it printed none); never
     /// panics, every problem becomes `Outcome::Failed`.
     fn execute(&self) -> (Outcome, Report) {
-        let failed = |reason: String| (Outcome::Failed(reason), Report::default());
+        let (outcome, report, _) = self.run(None);
+        (outcome, report)
+    }
+
+    /// `execute`, also counting the CPU process `cpu_of` uses over the run's steady part.
+    fn run(&self, cpu_of: Option<u32>) -> (Outcome, Report, Option<SteadyCpu>) {
+        let failed = |reason: String| (Outcome::Failed(reason), Report::default(), None);
         let stdout_path = self.scratch.join("pgbench.out");
         let stderr_path = self.scratch.join("pgbench.err");
         let (stdout_file, stderr_file) = match (
@@ -1601,13 +1599,36 @@ impl PgbenchRun<'_> {
             .args(["-T", &self.seconds.to_string(), DATABASE])
             .stdout(stdout_file)
             .stderr(stderr_file);
+        if cpu_of.is_some() {
+            cmd.args(["-P", "1"]);
+        }
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => return failed(format!("cannot run {}: {e}", self.pgbench.display())),
         };
         let mut guard = ChildGuard::new("pgbench", child);
         let deadline = Instant::now() + Duration::from_secs(self.seconds) + RUN_GRACE;
-        let status = match guard.wait_until(deadline) {
+        // The CPU count starts at pgbench's first progress report, with that report's tps.
+        let mut start: Option<((u64, u64), f64)> = None;
+        let status = loop {
+            if let Some(status) = guard.exited() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline || interrupted() {
+                break None;
+            }
+            if let (Some(pid), None) = (cpu_of, start) {
+                let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+                start = first_progress_tps(&stderr).map(|tps| (cpu_split_ticks(pid), tps));
+            }
+            sleep(Duration::from_millis(if cpu_of.is_some() {
+                10
+            } else {
+                50
+            }));
+        };
+        let end = cpu_of.map(cpu_split_ticks);
+        let status = match status {
             Some(status) => status,
             None if interrupted() => return failed("interrupted".into()),
             None => {
@@ -1622,8 +1643,40 @@ impl PgbenchRun<'_> {
         }
         let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
         let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
-        (judge_run(status, &stdout, &stderr), parse_report(&stdout))
+        let report = parse_report(&stdout);
+        let steady = match (start, end, report.transactions) {
+            (Some(((user, system), first_tps)), Some((user_end, system_end)), Some(done)) => {
+                Some(SteadyCpu {
+                    user: user_end.saturating_sub(user),
+                    system: system_end.saturating_sub(system),
+                    // The first report covers one second.
+                    transactions: done.saturating_sub(first_tps.round() as u64),
+                })
+            }
+            _ => None,
+        };
+        (judge_run(status, &stdout, &stderr), report, steady)
     }
+}
+
+/// A proxy's CPU (clock ticks) over the steady part of a run, from pgbench's first progress
+/// report (one second in, every client logged in) to its end, and the transactions pgbench
+/// completed in that span. Logins are left out: what one costs depends on how the proxy
+/// checks passwords (PgBouncer derives the SCRAM key from a plain-text `auth_file` entry at
+/// every login, a few milliseconds each), not on what a transaction costs.
+#[derive(Clone, Copy)]
+struct SteadyCpu {
+    user: u64,
+    system: u64,
+    transactions: u64,
+}
+
+/// The tps of pgbench's first progress report (`progress: 1.0 s, 1234.5 tps, ...`), once
+/// it has printed one.
+fn first_progress_tps(stderr: &str) -> Option<f64> {
+    let line = stderr.lines().find(|l| l.starts_with("progress:"))?;
+    let (before, _) = line.split_once(" tps")?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 /// `bin` run under `prefix` (a wrapper that execs it, such as `taskset -c 1`, so the child's
