@@ -272,13 +272,13 @@ impl Session {
                 failed
             } else {
                 tokio::select! {
-                biased;
-                stop = client.stopped(drain) => return Err(super::stop_error(stop)),
-                r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
-                r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
-                r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
-                r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
-                Some(n) = std::future::poll_fn(|cx| super::poll_notification(listening, cx)), if notify => Event::Notification(n),
+                    biased;
+                    stop = client.stopped(drain) => return Err(super::stop_error(stop)),
+                    r = server.writer.write_some(), if server.writer.pending() > 0 => Event::Wrote(r),
+                    r = client_w.write_some(), if client_w.pending() > 0 => Event::ClientWrote(r),
+                    r = server.reader.fill(), if client_w.pending() < HIGH_WATER => Event::ServerRead(r),
+                    r = client_r.fill(), if server.writer.pending() < HIGH_WATER && !hold => Event::ClientRead(r),
+                    Some(n) = std::future::poll_fn(|cx| super::poll_notification(listening, cx)), if notify => Event::Notification(n),
                 }
             };
             match event {
@@ -722,7 +722,7 @@ impl Session {
             Some((frame, _)) => (frame, messages::read_parse(frame.body())?),
             None => (&frame, parse),
         };
-        // The policy judges the client's own text, not the no-op standing in for a LISTEN.
+        // What the client prepared is its own text, not the no-op standing in for its LISTEN.
         let original = rewritten
             .as_ref()
             .map_or(parse.query, |(_, text)| text.as_slice());
