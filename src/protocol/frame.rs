@@ -418,6 +418,11 @@ impl FrameWriter {
         self.buf.len()
     }
 
+    /// What is queued and not yet written.
+    pub fn queued(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// One write call; flushes the transport once the buffer is empty. Cancel-safe.
     pub fn write_some(&mut self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
         std::future::poll_fn(move |cx| self.poll_write_some(cx))

@@ -194,14 +194,16 @@ impl Session {
         Some((key.finish(), tables, ttl))
     }
 
-    /// Collects what the client is sent while a fill runs (called with the bytes just added).
-    pub(super) fn capture(&mut self, bytes: &[u8]) {
+    /// Collects what the client is sent while a fill runs: the bytes its buffer gained from
+    /// `mark` on (read in place, not copied out first).
+    pub(super) fn capture(&mut self, mark: usize) {
         let Some(fill) = self.fill.as_mut() else {
             return;
         };
         if fill.spoiled {
             return;
         }
+        let bytes = &self.client_w.queued()[mark..];
         let limit = self
             .state
             .cache

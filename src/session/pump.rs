@@ -963,8 +963,7 @@ impl Session {
             if ends_request {
                 self.finish_fill();
             } else {
-                let appended = self.client_w.buffer()[mark..].to_vec();
-                self.capture(&appended);
+                self.capture(mark);
             }
         }
     }
