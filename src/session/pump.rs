@@ -282,12 +282,7 @@ impl Session {
                 }
             };
             match event {
-                // The client has part of the answer: running the request again would repeat it.
-                Event::ClientWrote(Ok(()))
-                    if self.retry.as_ref().is_some_and(|r| r.answer_from.is_some()) =>
-                {
-                    self.retry = None;
-                }
+                Event::ClientWrote(Ok(())) => self.client_has_written(),
                 Event::Wrote(Err(_)) | Event::ServerRead(Err(_)) if retry => {
                     return Ok(Exit::Retry { ban: true })
                 }
@@ -323,17 +318,20 @@ impl Session {
         }
         if self.client_w.pending() > 0 {
             match self.client_w.poll_write_some(cx) {
-                // The client has part of the answer: running the request again would repeat it.
-                Poll::Ready(Ok(())) => {
-                    if self.retry.as_ref().is_some_and(|r| r.answer_from.is_some()) {
-                        self.retry = None;
-                    }
-                }
+                Poll::Ready(Ok(())) => self.client_has_written(),
                 Poll::Ready(Err(e)) => return Some(Event::ClientWrote(Err(e))),
                 Poll::Pending => {}
             }
         }
         None
+    }
+
+    /// A write to the client went through. Once part of the answer is among what it was
+    /// sent, running the request again would repeat it: the retry copy goes.
+    fn client_has_written(&mut self) {
+        if self.retry.as_ref().is_some_and(|r| r.answer_from.is_some()) {
+            self.retry = None;
+        }
     }
 
     /// Keeps the retry copy of a read through what its server has sent so far, or drops it
