@@ -923,9 +923,9 @@ fn cpu_per_transaction(bench: &Bench) {
     println!("\n## CPU per transaction, user and system apart: the same runs; user = the proxy's own code, system = the kernel on its behalf (socket calls, the TCP/IP work loopback does in the sender's context, wake-ups and context switches)\n");
     println!("| mode | clients | pgward user | pgward system | PgBouncer user | PgBouncer system | system pgward/PgBouncer |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    let user = |s: &Sample| s.cpu_us.zip(s.system_us).map(|(cpu, system)| cpu - system);
+    let cell = |us: Option<f64>| us.map_or("n/a".into(), |us| format!("{us:.1}"));
     for (mode, clients, s) in &rows {
-        let user = |s: &Sample| s.cpu_us.zip(s.system_us).map(|(cpu, system)| cpu - system);
-        let cell = |us: Option<f64>| us.map_or("n/a".into(), |us| format!("{us:.1}"));
         println!(
             "| {mode} | {clients} | {} | {} | {} | {} | {} |",
             cell(user(&s[1])),
@@ -1610,23 +1610,12 @@ impl PgbenchRun<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.seconds) + RUN_GRACE;
         // The CPU count starts at pgbench's first progress report, with that report's tps.
         let mut start: Option<((u64, u64), f64)> = None;
-        let status = loop {
-            if let Some(status) = guard.exited() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline || interrupted() {
-                break None;
-            }
+        let status = guard.wait_watching(deadline, Duration::from_millis(10), || {
             if let (Some(pid), None) = (cpu_of, start) {
                 let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
                 start = first_progress_tps(&stderr).map(|tps| (cpu_split_ticks(pid), tps));
             }
-            sleep(Duration::from_millis(if cpu_of.is_some() {
-                10
-            } else {
-                50
-            }));
-        };
+        });
         let end = cpu_of.map(cpu_split_ticks);
         let status = match status {
             Some(status) => status,
@@ -1800,11 +1789,24 @@ impl ChildGuard {
 
     /// Waits for exit until `deadline` or an interrupt; `None` means it is still running.
     fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        self.wait_watching(deadline, Duration::from_millis(50), || {})
+    }
+
+    /// `wait_until`, calling `watch` every `every` while the child runs.
+    fn wait_watching(
+        &mut self,
+        deadline: Instant,
+        every: Duration,
+        mut watch: impl FnMut(),
+    ) -> Option<ExitStatus> {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return Some(status),
                 Ok(None) if Instant::now() >= deadline || interrupted() => return None,
-                Ok(None) => sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    watch();
+                    sleep(every);
+                }
                 Err(_) => return None,
             }
         }
