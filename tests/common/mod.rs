@@ -91,12 +91,24 @@ pub async fn direct_postgres() -> Client {
         .unwrap_or_else(|e| panic!("connecting to PostgreSQL directly: {e}"))
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and not handed out before in this test process: the
+/// kernel may give a port just released again, and one pgward's listen and admin ports
+/// came out the same that way.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A `[[users]]` entry of the pgward config.
