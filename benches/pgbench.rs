@@ -21,7 +21,8 @@
 //!
 //! Run with `cargo bench --bench pgbench`. `PGWARD_BENCH_SECONDS` sets the length of each
 //! measured run (default 10);
-//! `PGWARD_BENCH=poolers|replicas|policy|encryption|cache|efficiency` runs one part only.
+//! `PGWARD_BENCH=poolers|replicas|policy|encryption|cache|efficiency` runs one part only, and
+//! `PGWARD_BENCH=efficiency:cpu|memory|latency|threads` one section of the efficiency part.
 //! PgBouncer is measured only when its binary is installed.
 //!
 //! A run that fails (non-zero exit or failed transactions) is shown in the table as FAILED with
@@ -101,6 +102,8 @@ fn main() -> Result<()> {
 
     initialize(&pgbench, pg_port)?;
 
+    // `efficiency:memory` runs one section of a part.
+    let (part, section) = part.split_once(':').unwrap_or((part.as_str(), ""));
     let wanted = |name: &str| part.is_empty() || part == name;
     if wanted("poolers") {
         poolers(&pgbench, pg_port, seconds, warmup, scratch.path());
@@ -127,7 +130,7 @@ fn main() -> Result<()> {
             warmup,
             scratch: scratch.path(),
         };
-        efficiency(&bench);
+        efficiency(&bench, section);
     }
     if interrupted() {
         eprintln!("interrupted; results are incomplete");
@@ -796,18 +799,22 @@ impl Target {
 
 /// Part 6: what pgward costs beside PgBouncer (pool size 10 each, transaction mode): CPU per
 /// transaction, memory per idle client, latency at one client, and worker threads.
-fn efficiency(bench: &Bench) {
+/// `section` (cpu, memory, latency or threads) runs one of them; empty runs all.
+fn efficiency(bench: &Bench, section: &str) {
     // Before any proxy starts, so that they inherit it.
     let open_files = raise_open_file_limit(OPEN_FILE_LIMIT);
     eprintln!("efficiency: open-file limit {open_files} (asked for {OPEN_FILE_LIMIT})");
-    cpu_per_transaction(bench);
-    if !interrupted() {
+    let wanted = |name: &str| (section.is_empty() || section == name) && !interrupted();
+    if wanted("cpu") {
+        cpu_per_transaction(bench);
+    }
+    if wanted("memory") {
         idle_client_memory(bench, open_files);
     }
-    if !interrupted() {
+    if wanted("latency") {
         added_latency(bench);
     }
-    if !interrupted() {
+    if wanted("threads") {
         worker_threads(bench);
     }
 }
