@@ -110,6 +110,9 @@ struct Reported;
 #[error("interrupted")]
 struct Interrupted;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format.map(LogFormat::from);
