@@ -101,13 +101,16 @@ impl Frame {
         Frame(bytes)
     }
 
+    #[inline]
     pub fn tag(&self) -> u8 {
         self.0[0]
     }
     /// The message body after tag and length.
+    #[inline]
     pub fn body(&self) -> &[u8] {
         &self.0[5..]
     }
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -402,6 +405,7 @@ pub struct FrameWriter {
 const FIRST_WRITE: usize = 4096;
 
 impl FrameWriter {
+    #[inline]
     pub fn queue(&mut self, bytes: &[u8]) {
         self.buffer().extend_from_slice(bytes);
     }
@@ -414,11 +418,13 @@ impl FrameWriter {
         &mut self.buf
     }
 
+    #[inline]
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
 
     /// What is queued and not yet written.
+    #[inline]
     pub fn queued(&self) -> &[u8] {
         &self.buf
     }

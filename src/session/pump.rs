@@ -1133,8 +1133,17 @@ impl Session {
         }
     }
 
-    /// Writes pgward's own replies that have reached the head of the queue.
+    /// Writes pgward's own replies that have reached the head of the queue. Runs after every
+    /// message, and there rarely are any: the check is inlined, the writing is not.
+    #[inline]
     pub(super) fn reply_ready(&mut self) {
+        if matches!(self.link.queue.front(), Some(Pending::Reply(_))) {
+            self.write_replies();
+        }
+    }
+
+    #[inline(never)]
+    fn write_replies(&mut self) {
         while let Some(Pending::Reply(_)) = self.link.queue.front() {
             // The client has part of an answer: running the request again would repeat it.
             self.retry = None;
@@ -1201,10 +1210,14 @@ fn server_error(frame: &Frame) -> ProxyError {
 }
 
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.
+/// Asked of every server message: the tag test is inlined.
+#[inline]
 fn is_fatal_error(frame: &Frame) -> bool {
-    if frame.tag() != b'E' {
-        return false;
-    }
+    frame.tag() == b'E' && is_fatal_severity(frame)
+}
+
+#[inline(never)]
+fn is_fatal_severity(frame: &Frame) -> bool {
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
         let Ok(value) = r.cstr_bytes() else {
