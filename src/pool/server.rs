@@ -224,7 +224,7 @@ impl ServerConn {
                     self.authenticate(&frame, user, credential, tls, &mut scram)
                         .await?
                 }
-                b'S' => self.record_parameter(&frame),
+                b'S' => self.record_parameter(frame.body()),
                 b'K' => {
                     let mut r = Reader::new(frame.body());
                     self.pid = r.i32().unwrap_or(0);
@@ -377,8 +377,9 @@ impl ServerConn {
         Ok(())
     }
 
-    pub fn record_parameter(&mut self, frame: &Frame) {
-        let mut r = Reader::new(frame.body());
+    /// Keeps what a ParameterStatus (of body `body`) reports.
+    pub fn record_parameter(&mut self, body: &[u8]) {
+        let mut r = Reader::new(body);
         if let (Ok(name), Ok(value)) = (r.cstr(), r.cstr()) {
             self.reported.insert(name.to_owned(), value.to_owned());
         }
@@ -435,7 +436,7 @@ impl ServerConn {
                 b'A' => {
                     return parse_notification(frame.body()).ok_or(ServerError::Unexpected(b'A'))
                 }
-                b'S' => self.record_parameter(&frame),
+                b'S' => self.record_parameter(frame.body()),
                 b'N' => {}
                 b'E' => return Err(error_fields(frame.body())),
                 other => return Err(ServerError::Unexpected(other)),
@@ -455,7 +456,7 @@ impl ServerConn {
             let frame = self.reader.read_frame().await?;
             match frame.tag() {
                 b'D' => rows.push(data_row_text(frame.body())),
-                b'S' => self.record_parameter(&frame),
+                b'S' => self.record_parameter(frame.body()),
                 b'E' => error = Some(error_fields(frame.body())),
                 b'Z' => return error.map_or(Ok(rows), Err),
                 b'A' => {

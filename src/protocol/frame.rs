@@ -103,16 +103,43 @@ impl Frame {
 
     #[inline]
     pub fn tag(&self) -> u8 {
-        self.0[0]
+        self.view().tag()
     }
     /// The message body after tag and length.
     #[inline]
     pub fn body(&self) -> &[u8] {
-        &self.0[5..]
+        self.view().body()
     }
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+    /// This message, borrowed.
+    #[inline]
+    pub fn view(&self) -> FrameRef<'_> {
+        FrameRef(&self.0)
+    }
+}
+
+/// One complete message, borrowed: from a reader's buffer (see `FrameReader::take_buffered`)
+/// or from a `Frame`. The relay of server messages handles them in place, instead of
+/// splitting each off its read buffer as a `Frame` (a reference count taken and dropped).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameRef<'a>(&'a [u8]);
+
+impl<'a> FrameRef<'a> {
+    #[inline]
+    pub fn tag(self) -> u8 {
+        self.0[0]
+    }
+    /// The message body after tag and length.
+    #[inline]
+    pub fn body(self) -> &'a [u8] {
+        &self.0[5..]
+    }
+    #[inline]
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
     }
 }
 
@@ -301,6 +328,46 @@ fn poll_read_tcp(
     }
 }
 
+/// The total length (tag included) of the message `buf` begins with, once its header is
+/// there, whether or not the rest is.
+#[inline]
+fn frame_length(buf: &[u8], max_message: u64) -> Result<Option<usize>, FrameError> {
+    let Some(&[_, a, b, c, d]) = buf.first_chunk::<5>() else {
+        return Ok(None);
+    };
+    let len = i32::from_be_bytes([a, b, c, d]);
+    if len < 4 {
+        return Err(FrameError::BadLength(len as i64));
+    }
+    if len as u64 > max_message {
+        return Err(FrameError::TooLarge(len as u64));
+    }
+    Ok(Some(1 + len as usize))
+}
+
+/// A reader's buffered bytes, taken out of it (`FrameReader::take_buffered`).
+pub struct Buffered {
+    buf: BytesMut,
+    /// How much of `buf` the messages handled so far took.
+    used: usize,
+    max_message: u64,
+}
+
+impl Buffered {
+    /// The next complete message, borrowed; None when the rest is incomplete.
+    #[inline]
+    pub fn next_frame(&mut self) -> Result<Option<FrameRef<'_>>, FrameError> {
+        let rest = &self.buf[self.used..];
+        match frame_length(rest, self.max_message)? {
+            Some(total) if total <= rest.len() => {
+                self.used += total;
+                Ok(Some(FrameRef(&rest[..total])))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Reads whole frames; bytes of the next frames stay buffered.
 pub struct FrameReader {
     io: ReadIo,
@@ -311,28 +378,53 @@ pub struct FrameReader {
 impl FrameReader {
     /// A complete frame already in the buffer, if any.
     pub fn try_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < 5 {
+        let Some(total) = self.complete_at_head()? else {
             return Ok(None);
-        }
-        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-        if len < 4 {
-            return Err(FrameError::BadLength(len as i64));
-        }
-        if len as u64 > self.max_message {
-            return Err(FrameError::TooLarge(len as u64));
-        }
-        let total = 1 + len as usize;
-        if self.buf.len() < total {
-            // Reserve what is missing, in bounded steps: a length is a claim, not a fact.
-            self.buf
-                .reserve((total - self.buf.len()).min(READ_CHUNK * 64));
-            return Ok(None);
-        }
+        };
         let frame = Frame(self.buf.split_to(total).freeze());
+        self.shrink_if_empty();
+        Ok(Some(frame))
+    }
+
+    /// The length of the complete frame at the head of the buffer, if there is one; when
+    /// there is only part of one, room is reserved for the rest.
+    fn complete_at_head(&mut self) -> Result<Option<usize>, FrameError> {
+        let total = match frame_length(&self.buf, self.max_message)? {
+            Some(total) if total <= self.buf.len() => return Ok(Some(total)),
+            Some(total) => total,
+            None => return Ok(None),
+        };
+        // Reserve what is missing, in bounded steps: a length is a claim, not a fact.
+        self.buf
+            .reserve((total - self.buf.len()).min(READ_CHUNK * 64));
+        Ok(None)
+    }
+
+    fn shrink_if_empty(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
             self.buf = BytesMut::new();
         }
-        Ok(Some(frame))
+    }
+
+    /// Takes the bytes read and not yet handled out of the reader, to handle the complete
+    /// messages among them in place (`next_frame`) while the reader's owner is borrowed
+    /// mutably; `put_back` returns them.
+    pub fn take_buffered(&mut self) -> Buffered {
+        Buffered {
+            buf: std::mem::take(&mut self.buf),
+            used: 0,
+            max_message: self.max_message,
+        }
+    }
+
+    /// Returns what `take_buffered` took, less the messages handled.
+    pub fn put_back(&mut self, buffered: Buffered) {
+        let Buffered { mut buf, used, .. } = buffered;
+        buf.advance(used);
+        self.buf = buf;
+        self.shrink_if_empty();
+        // Room for the rest of a message the buffer holds part of.
+        let _ = self.complete_at_head();
     }
 
     /// Reads more bytes from the socket. Cancel-safe (usable in `select!`). The waits are
@@ -472,5 +564,89 @@ impl FrameWriter {
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A reader on one end of a loopback connection, and the other end to write to.
+    async fn reader_and_peer() -> (FrameReader, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (reader, _) = Stream::Plain(ours).into_framed(1 << 20);
+        (reader, peer)
+    }
+
+    async fn send(reader: &mut FrameReader, peer: &mut TcpStream, bytes: &[u8]) {
+        let want = reader.buf.len() + bytes.len();
+        peer.write_all(bytes).await.unwrap();
+        while reader.buf.len() < want {
+            reader.fill().await.unwrap();
+        }
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[tokio::test]
+    async fn messages_read_in_place_come_whole_and_the_rest_waits() {
+        let (mut reader, mut peer) = reader_and_peer().await;
+        let ready = message(b'Z', b"I");
+        let row = message(b'D', b"\0\x01\0\0\0\x0312345");
+        let mut first = ready.clone();
+        first.extend_from_slice(&row[..3]);
+        send(&mut reader, &mut peer, &first).await;
+
+        let mut buffered = reader.take_buffered();
+        assert_eq!(
+            buffered.next_frame().unwrap().unwrap().as_bytes(),
+            &ready[..]
+        );
+        assert!(buffered.next_frame().unwrap().is_none());
+        reader.put_back(buffered);
+        assert_eq!(reader.buf.as_ref(), &row[..3]);
+
+        send(&mut reader, &mut peer, &row[3..]).await;
+        let mut buffered = reader.take_buffered();
+        let frame = buffered.next_frame().unwrap().unwrap();
+        assert_eq!((frame.tag(), frame.body()), (b'D', &row[5..]));
+        assert!(buffered.next_frame().unwrap().is_none());
+        reader.put_back(buffered);
+        assert!(reader.buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn messages_not_handled_in_place_stay_for_the_next_read() {
+        let (mut reader, mut peer) = reader_and_peer().await;
+        let (one, two) = (message(b'1', b""), message(b'C', b"SELECT 1\0"));
+        send(&mut reader, &mut peer, &[one.clone(), two.clone()].concat()).await;
+
+        let mut buffered = reader.take_buffered();
+        assert_eq!(buffered.next_frame().unwrap().unwrap().as_bytes(), &one[..]);
+        reader.put_back(buffered);
+        let frame = reader.try_frame().unwrap().unwrap();
+        assert_eq!(frame.as_bytes(), &two[..]);
+        assert!(reader.try_frame().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_length_below_four_is_refused() {
+        let (mut reader, mut peer) = reader_and_peer().await;
+        send(&mut reader, &mut peer, &[b'Z', 0, 0, 0, 3, b'I']).await;
+        let mut buffered = reader.take_buffered();
+        assert!(matches!(
+            buffered.next_frame(),
+            Err(FrameError::BadLength(3))
+        ));
     }
 }

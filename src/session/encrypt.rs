@@ -20,6 +20,7 @@ use crate::crypto::plan::{self, Plan, Purpose, Reveal};
 use crate::crypto::rows::{self, ResultMap};
 use crate::crypto::{literal, Crypto};
 use crate::policy::requests::Lookup;
+use crate::protocol::frame::FrameRef;
 use crate::protocol::messages::{self, tag, Reader};
 use crate::protocol::{Frame, ProxyError};
 use crate::sql::{Analysis, CompareOp};
@@ -469,25 +470,25 @@ impl Session {
     }
 
     /// A server message seen by the encryption stage before it is relayed: the message to
-    /// relay (a DataRow decrypted), and whether to keep it from the client (after a value
+    /// relay instead, if any (a DataRow decrypted), and whether to keep it from the client (after a value
     /// did not decrypt, the rest of the reply up to ReadyForQuery is withheld; the relay
     /// still keeps its books with it).
-    pub(super) fn decrypt_reply(&mut self, frame: Frame) -> (Frame, bool) {
+    pub(super) fn decrypt_reply(&mut self, frame: FrameRef) -> (Option<Frame>, bool) {
         let t = frame.tag();
         if self.crypt.failed {
             if t == b'Z' {
                 self.crypt_reset();
-                return (frame, false);
+                return (None, false);
             }
-            return (frame, true);
+            return (None, true);
         }
         let outcome = match t {
-            b'T' => self.on_row_description(&frame).map(|()| frame),
+            b'T' => self.on_row_description(frame).map(|()| None),
             b't' => match self.link.queue.front() {
                 Some(Pending::Describe(Some(d))) if d.params.is_some() => {
-                    rows::trim_parameter_description(frame.body(), d.params.unwrap_or(0))
+                    rows::trim_parameter_description(frame.body(), d.params.unwrap_or(0)).map(Some)
                 }
-                _ => Ok(frame),
+                _ => Ok(None),
             },
             b'2' => {
                 if let Some(Pending::Bind(Some(bind))) = self.link.queue.front() {
@@ -504,11 +505,11 @@ impl Session {
                         None => self.crypt.portals.remove(&portal),
                     };
                 }
-                Ok(frame)
+                Ok(None)
             }
             b'D' => match self.reading_map() {
-                Some(map) => rows::decrypt_row(&map, frame.body()),
-                None => Ok(frame),
+                Some(map) => rows::decrypt_row(&map, frame.body()).map(Some),
+                None => Ok(None),
             },
             b'C' | b'I' => {
                 if matches!(self.link.queue.front(), Some(Pending::Query(..))) {
@@ -516,20 +517,20 @@ impl Session {
                     self.crypt.current = None;
                 }
                 self.crypt.copy_out = None;
-                Ok(frame)
+                Ok(None)
             }
             b'H' => {
                 self.crypt.copy_out = self
                     .copy_plan()
                     .map(|(plan, statement)| CopyOut::new(plan, statement));
-                Ok(frame)
+                Ok(None)
             }
             b'd' => match self.crypt.copy_out.as_mut() {
                 Some(copy) => copy
                     .row(frame.body())
-                    .map(|row| Frame::build(b'd', |b| b.put_slice(&row)))
+                    .map(|row| Some(Frame::build(b'd', |b| b.put_slice(&row))))
                     .map_err(|e| ProxyError::Undecryptable(e.to_string())),
-                None => Ok(frame),
+                None => Ok(None),
             },
             b'E' => {
                 self.crypt.current = None;
@@ -539,13 +540,13 @@ impl Session {
                     self.crypt.copy_in_failed = true;
                 }
                 self.crypt.copy_out = None;
-                Ok(frame)
+                Ok(None)
             }
             b'Z' => {
                 self.crypt_reset();
-                Ok(frame)
+                Ok(None)
             }
-            _ => Ok(frame),
+            _ => Ok(None),
         };
         match outcome {
             Ok(out) => (out, false),
@@ -554,7 +555,7 @@ impl Session {
                 messages::error_response(self.client_w.buffer(), &err, false);
                 self.crypt.failed = true;
                 // The original frame only keeps the relay's books; the client never sees it.
-                (frame_placeholder(t), true)
+                (Some(frame_placeholder(t)), true)
             }
         }
     }
@@ -568,7 +569,7 @@ impl Session {
         self.crypt.copy_out = None;
     }
 
-    fn on_row_description(&mut self, frame: &Frame) -> Result<(), ProxyError> {
+    fn on_row_description(&mut self, frame: FrameRef) -> Result<(), ProxyError> {
         match self.link.queue.front() {
             Some(Pending::Query(_, plan)) => {
                 self.crypt.current = match plan {

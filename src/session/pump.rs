@@ -18,6 +18,7 @@ use super::prepared::Statement;
 use super::sqlscan;
 use super::{Session, UnnamedParse};
 use crate::config::PoolMode;
+use crate::protocol::frame::{Buffered, FrameRef};
 use crate::protocol::messages::{self, tag, Reader};
 use crate::protocol::{Frame, FrameError, ProxyError};
 use crate::sql::Class;
@@ -160,31 +161,8 @@ impl Session {
     /// Pumps until the lease can be released (transaction mode) or the client leaves.
     pub(super) async fn pump(&mut self) -> Result<Exit, ProxyError> {
         loop {
-            while self.client_w.pending() < HIGH_WATER {
-                let frame = match self.server_mut().reader.try_frame() {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(client = self.client.info.id, error = %e, "bad frame from server");
-                        return Ok(Exit::Lost(ProxyError::ServerLost));
-                    }
-                };
-                let fatal = is_fatal_error(&frame);
-                if self.retry.is_some() {
-                    // A FATAL error ends this session (shutdown, or a DBA's
-                    // pg_terminate_backend); whether the server is down is the monitor's call.
-                    if fatal {
-                        return Ok(Exit::Retry { ban: false });
-                    }
-                    if let Some(exit) = self.answer_so_far(&frame) {
-                        return Ok(exit);
-                    }
-                }
-                if fatal && self.loss_is_hideable() {
-                    // The client gets the reason as a plain error and stays connected.
-                    return Ok(Exit::Lost(server_error(&frame)));
-                }
-                self.on_server_frame(frame);
+            if let Some(exit) = self.relay_server_frames() {
+                return Ok(exit);
             }
             // A transaction that wrote has ended; its ReadyForQuery waits in the client's
             // buffer until every pgward instance has dropped what it read.
@@ -307,6 +285,45 @@ impl Session {
         }
     }
 
+    /// Relays the complete messages the server has sent, where they were read, while the
+    /// client's buffer has room. Some when the link ends.
+    fn relay_server_frames(&mut self) -> Option<Exit> {
+        let mut buffered = self.server_mut().reader.take_buffered();
+        let exit = self.relay_buffered(&mut buffered);
+        self.server_mut().reader.put_back(buffered);
+        exit
+    }
+
+    fn relay_buffered(&mut self, buffered: &mut Buffered) -> Option<Exit> {
+        while self.client_w.pending() < HIGH_WATER {
+            let frame = match buffered.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(client = self.client.info.id, error = %e, "bad frame from server");
+                    return Some(Exit::Lost(ProxyError::ServerLost));
+                }
+            };
+            let fatal = is_fatal_error(frame);
+            if self.retry.is_some() {
+                // A FATAL error ends this session (shutdown, or a DBA's
+                // pg_terminate_backend); whether the server is down is the monitor's call.
+                if fatal {
+                    return Some(Exit::Retry { ban: false });
+                }
+                if let Some(exit) = self.answer_so_far(frame) {
+                    return Some(exit);
+                }
+            }
+            if fatal && self.loss_is_hideable() {
+                // The client gets the reason as a plain error and stays connected.
+                return Some(Exit::Lost(server_error(frame)));
+            }
+            self.on_server_frame(frame);
+        }
+        None
+    }
+
     /// Writes what is queued for the server and the client, as far as the sockets take it
     /// now; a failed write comes back as the event the select would have made of it.
     fn write_queued(&mut self, cx: &mut Context<'_>) -> Option<Event> {
@@ -340,7 +357,7 @@ impl Session {
     /// client's buffer: PostgreSQL stopped with `-m immediate` flushes what it had
     /// buffered, then its WARNING, then closes. That WARNING (57P01, 57P02) says the
     /// answer will not finish, so it is taken back at once and the read runs elsewhere.
-    fn answer_so_far(&mut self, frame: &Frame) -> Option<Exit> {
+    fn answer_so_far(&mut self, frame: FrameRef) -> Option<Exit> {
         let retry = self.retry.as_mut().expect("a retry copy");
         let rewindable = !self.crypt.enabled
             && self.fill.is_none()
@@ -934,7 +951,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_server_frame(&mut self, frame: Frame) {
+    fn on_server_frame(&mut self, frame: FrameRef) {
         let t = frame.tag();
         let ends_request = t == b'Z'
             && matches!(
@@ -947,13 +964,13 @@ impl Session {
         if !self.crypt.enabled && self.fill.is_none() {
             return self.relay_server_frame(frame);
         }
-        let (frame, withhold) = if self.crypt.enabled {
+        let (decrypted, withhold) = if self.crypt.enabled {
             self.decrypt_reply(frame)
         } else {
-            (frame, false)
+            (None, false)
         };
         let mark = self.client_w.pending();
-        self.relay_server_frame(frame);
+        self.relay_server_frame(decrypted.as_ref().map_or(frame, Frame::view));
         if withhold {
             self.client_w.buffer().truncate(mark);
         }
@@ -966,16 +983,17 @@ impl Session {
         }
     }
 
-    fn relay_server_frame(&mut self, frame: Frame) {
+    fn relay_server_frame(&mut self, frame: FrameRef) {
         let t = frame.tag();
         self.traffic.1 += frame.as_bytes().len() as u64;
-        let frame = match t {
+        let replaced = match t {
             b'C' => self.on_command_complete(frame),
-            _ => frame,
+            _ => None,
         };
+        let frame = replaced.as_ref().map_or(frame, Frame::view);
         match t {
             b'S' => {
-                self.server_mut().record_parameter(&frame);
+                self.server_mut().record_parameter(frame.body());
                 // A setting PostgreSQL reports changed (TimeZone, DateStyle, application_name,
                 // ...), maybe inside a function where the text shows no SET: in transaction
                 // mode, read the settings back when the transaction ends, as after a SET.
@@ -1039,7 +1057,7 @@ impl Session {
             b'E' => {
                 self.link.copy_in = false;
                 self.link.tx_failed = true;
-                crate::metrics::error(error_sqlstate(&frame).unwrap_or("XX"));
+                crate::metrics::error(error_sqlstate(frame).unwrap_or("XX"));
                 self.client_w.queue(frame.as_bytes());
                 // In the extended protocol the server now skips everything up to Sync.
                 while let Some(p) = self.link.queue.front() {
@@ -1080,8 +1098,9 @@ impl Session {
         self.reply_ready();
     }
 
-    /// A CommandComplete: the few pgward must act on are told by their first letter.
-    fn on_command_complete(&mut self, frame: Frame) -> Frame {
+    /// A CommandComplete: the few pgward must act on are told by their first letter. Some
+    /// when the client is to see another message instead (LISTEN's).
+    fn on_command_complete(&mut self, frame: FrameRef) -> Option<Frame> {
         // Which statement of a simple Query this is (LISTEN replies are told by it).
         let ordinal = match self.link.queue.front() {
             Some(Pending::Query(..)) => {
@@ -1092,15 +1111,11 @@ impl Session {
         };
         match frame.body() {
             b"DEALLOCATE ALL\0" | b"DISCARD ALL\0" => self.all_statements_dropped(),
-            b"DO\0" => {
-                if let Some(reply) = self.listen_reply(ordinal) {
-                    return reply;
-                }
-            }
+            b"DO\0" => return self.listen_reply(ordinal),
             body if body.starts_with(b"ROLLBACK") => self.link.tx_failed = true,
             _ => {}
         }
-        frame
+        None
     }
 
     /// Accounts for a request the server has answered: its duration, and the traffic so far.
@@ -1177,7 +1192,7 @@ fn stages_rewrite(tag: u8) -> bool {
 }
 
 /// The SQLSTATE of an ErrorResponse.
-fn error_sqlstate(frame: &Frame) -> Option<&str> {
+fn error_sqlstate(frame: FrameRef<'_>) -> Option<&str> {
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
         // Fields are in the client's encoding; the SQLSTATE is ASCII.
@@ -1190,7 +1205,7 @@ fn error_sqlstate(frame: &Frame) -> Option<&str> {
 }
 
 /// A server's FATAL ErrorResponse as an error of the request alone (same SQLSTATE and text).
-fn server_error(frame: &Frame) -> ProxyError {
+fn server_error(frame: FrameRef) -> ProxyError {
     let (mut sqlstate, mut message) = ("08006".to_owned(), String::new());
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
@@ -1212,12 +1227,12 @@ fn server_error(frame: &Frame) -> ProxyError {
 /// An ErrorResponse that ends the connection (FATAL or PANIC): the server is going away.
 /// Asked of every server message: the tag test is inlined.
 #[inline]
-fn is_fatal_error(frame: &Frame) -> bool {
+fn is_fatal_error(frame: FrameRef) -> bool {
     frame.tag() == b'E' && is_fatal_severity(frame)
 }
 
 #[inline(never)]
-fn is_fatal_severity(frame: &Frame) -> bool {
+fn is_fatal_severity(frame: FrameRef) -> bool {
     let mut r = Reader::new(frame.body());
     while let Ok(code) = r.u8() {
         let Ok(value) = r.cstr_bytes() else {
