@@ -470,9 +470,9 @@ impl Session {
     }
 
     /// A server message seen by the encryption stage before it is relayed: the message to
-    /// relay instead, if any (a DataRow decrypted), and whether to keep it from the client (after a value
-    /// did not decrypt, the rest of the reply up to ReadyForQuery is withheld; the relay
-    /// still keeps its books with it).
+    /// relay instead, if any (a DataRow decrypted), and whether to keep it from the client
+    /// (after a value did not decrypt, the rest of the reply up to ReadyForQuery is withheld;
+    /// the relay still keeps its books with it).
     pub(super) fn decrypt_reply(&mut self, frame: FrameRef) -> (Option<Frame>, bool) {
         let t = frame.tag();
         if self.crypt.failed {
