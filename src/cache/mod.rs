@@ -285,7 +285,7 @@ pub struct ResultCache {
 }
 
 struct Inner {
-    entries: moka::sync::Cache<Key, Arc<Entry>>,
+    entries: moka::sync::Cache<Key, Arc<Entry>, foldhash::quality::RandomState>,
     /// The keys `entries` may hold: a miss ends here, without walking moka's buckets.
     presence: Arc<Presence>,
     enabled: bool,
@@ -346,7 +346,7 @@ impl ResultCache {
                     RemovalCause::Expired | RemovalCause::Replaced => {}
                 }
             })
-            .build();
+            .build_with_hasher(Default::default());
         Ok(ResultCache {
             inner: Arc::new(Inner {
                 entries,

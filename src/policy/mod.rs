@@ -142,7 +142,7 @@ pub struct DecisionKey {
 pub struct Policy {
     enforcer: Enforcer,
     pub on_unparsed: OnUnparsed,
-    decisions: Cache<DecisionKey, Verdict>,
+    decisions: Cache<DecisionKey, Verdict, foldhash::quality::RandomState>,
 }
 
 impl Policy {
@@ -165,7 +165,9 @@ impl Policy {
         Ok(Policy {
             enforcer,
             on_unparsed: config.on_unparsed,
-            decisions: Cache::new(DECISION_CACHE_ENTRIES),
+            decisions: Cache::builder()
+                .max_capacity(DECISION_CACHE_ENTRIES)
+                .build_with_hasher(Default::default()),
         })
     }
 

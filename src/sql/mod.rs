@@ -159,7 +159,9 @@ const MAX_WORKERS: usize = 8;
 /// the caller blocks, as it would for an inline parse.
 #[derive(Clone)]
 pub struct Analyzer {
-    cache: Cache<String, Arc<Analysis>>,
+    /// Keyed by client text: hashed with foldhash's seeded quality hasher, a fraction of
+    /// SipHash's cost per lookup.
+    cache: Cache<String, Arc<Analysis>, foldhash::quality::RandomState>,
     functions: Arc<WriteFunctions>,
     jobs: mpsc::Sender<Job>,
 }
@@ -240,7 +242,9 @@ impl Analyzer {
                 .spawn(move || run_worker(&receiver, &functions));
         }
         Self {
-            cache: Cache::new(cache_entries),
+            cache: Cache::builder()
+                .max_capacity(cache_entries)
+                .build_with_hasher(Default::default()),
             functions,
             jobs,
         }
