@@ -17,3 +17,8 @@ pub mod route;
 pub mod session;
 pub mod sql;
 pub mod state;
+
+/// The hasher of the caches keyed by what clients send (statement texts, policy decisions,
+/// result-cache keys): seeded per process like std's RandomState, at a fraction of
+/// SipHash's cost per lookup.
+pub type ClientKeyHasher = foldhash::quality::RandomState;

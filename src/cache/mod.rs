@@ -285,7 +285,7 @@ pub struct ResultCache {
 }
 
 struct Inner {
-    entries: moka::sync::Cache<Key, Arc<Entry>, foldhash::quality::RandomState>,
+    entries: moka::sync::Cache<Key, Arc<Entry>, crate::ClientKeyHasher>,
     /// The keys `entries` may hold: a miss ends here, without walking moka's buckets.
     presence: Arc<Presence>,
     enabled: bool,

@@ -142,7 +142,7 @@ pub struct DecisionKey {
 pub struct Policy {
     enforcer: Enforcer,
     pub on_unparsed: OnUnparsed,
-    decisions: Cache<DecisionKey, Verdict, foldhash::quality::RandomState>,
+    decisions: Cache<DecisionKey, Verdict, crate::ClientKeyHasher>,
 }
 
 impl Policy {

@@ -159,9 +159,7 @@ const MAX_WORKERS: usize = 8;
 /// the caller blocks, as it would for an inline parse.
 #[derive(Clone)]
 pub struct Analyzer {
-    /// Keyed by client text: hashed with foldhash's seeded quality hasher, a fraction of
-    /// SipHash's cost per lookup.
-    cache: Cache<String, Arc<Analysis>, foldhash::quality::RandomState>,
+    cache: Cache<String, Arc<Analysis>, crate::ClientKeyHasher>,
     functions: Arc<WriteFunctions>,
     jobs: mpsc::Sender<Job>,
 }
