@@ -554,8 +554,8 @@ impl Session {
                 tracing::warn!(client = self.client.info.id, user = %self.client.info.user, error = %err, "a stored value did not decrypt");
                 messages::error_response(self.client_w.buffer(), &err, false);
                 self.crypt.failed = true;
-                // The original frame only keeps the relay's books; the client never sees it.
-                (Some(frame_placeholder(t)), true)
+                // The message still keeps the relay's books; the client never sees it.
+                (None, true)
             }
         }
     }
@@ -627,11 +627,6 @@ fn copies_in(plan: &Plan) -> impl Iterator<Item = usize> + '_ {
         .enumerate()
         .filter(|(_, s)| s.copy.as_ref().is_some_and(|c| c.incoming))
         .map(|(i, _)| i)
-}
-
-/// An empty message with tag `t`, standing in for one withheld from the client.
-fn frame_placeholder(t: u8) -> Frame {
-    Frame::build(t, |_| {})
 }
 
 /// The designated column some result of `plan` returns to a user who may not decrypt it.
