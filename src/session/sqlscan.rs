@@ -98,33 +98,33 @@ pub fn effects(sql: &[u8]) -> Effects {
 /// statements have none, and this test costs a fraction of lexing them (a simple Query's
 /// text is new each time, its literals differing).
 fn mentions_effects(sql: &[u8]) -> bool {
-    let mut i = 0;
-    while i < sql.len() {
-        if !WORD_BYTE[sql[i] as usize] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < sql.len() && WORD_BYTE[sql[i] as usize] {
-            i += 1;
-        }
-        let word = &sql[start..i];
-        if word.len() < 3 {
-            continue;
-        }
-        let acted_on = match keyword(word) {
-            // Words that only qualify a leading keyword (SET SESSION AUTHORIZATION, PREPARE
-            // TRANSACTION, WITH HOLD) or matter to other scans.
-            Kw::Other
-            | Kw::All
-            | Kw::Authorization
-            | Kw::Function
-            | Kw::On
-            | Kw::Procedure
-            | Kw::Session
-            | Kw::Transaction
-            | Kw::With => has_set_config(word),
-            _ => true,
+    let mut rest = sql;
+    while let Some(start) = rest.iter().position(|&b| WORD_BYTE[b as usize]) {
+        rest = &rest[start..];
+        let len = rest
+            .iter()
+            .position(|&b| !WORD_BYTE[b as usize])
+            .unwrap_or(rest.len());
+        let word = &rest[..len];
+        rest = &rest[len..];
+        // Most words are no keyword (`may_be_keyword`), and only a long one can hold set_config.
+        let acted_on = if may_be_keyword(word) {
+            match keyword(word) {
+                // Words that only qualify a leading keyword (SET SESSION AUTHORIZATION,
+                // PREPARE TRANSACTION, WITH HOLD) or matter to other scans.
+                Kw::Other
+                | Kw::All
+                | Kw::Authorization
+                | Kw::Function
+                | Kw::On
+                | Kw::Procedure
+                | Kw::Session
+                | Kw::Transaction
+                | Kw::With => has_set_config(word),
+                _ => true,
+            }
+        } else {
+            word.len() >= SET_CONFIG.len() && has_set_config(word)
         };
         if acted_on {
             return true;
@@ -666,54 +666,106 @@ fn keyword(word: &[u8]) -> Kw {
     kw_lower(&buf[..word.len()])
 }
 
-/// The keyword `w` is, spelled in lower case.
-fn kw_lower(w: &[u8]) -> Kw {
-    match w {
-        b"abort" => Kw::Abort,
-        b"all" => Kw::All,
-        b"authorization" => Kw::Authorization,
-        b"begin" => Kw::Begin,
-        b"close" => Kw::Close,
-        b"commit" => Kw::Commit,
-        b"create" => Kw::Create,
-        b"deallocate" => Kw::Deallocate,
-        b"discard" => Kw::Discard,
-        b"drop" => Kw::Drop,
-        b"end" => Kw::End,
-        b"execute" => Kw::Execute,
-        b"explain" => Kw::Explain,
-        b"function" => Kw::Function,
-        b"hold" => Kw::Hold,
-        b"listen" => Kw::Listen,
-        b"load" => Kw::Load,
-        b"notify" => Kw::Notify,
-        b"on" => Kw::On,
-        b"pg_advisory_lock"
-        | b"pg_advisory_lock_shared"
-        | b"pg_try_advisory_lock"
-        | b"pg_try_advisory_lock_shared" => Kw::AdvisoryLock,
-        b"pg_advisory_unlock" | b"pg_advisory_unlock_shared" | b"pg_advisory_unlock_all" => {
-            Kw::AdvisoryUnlock
+/// Defines `kw_lower` and `SPELLINGS` from one list, so the quick test in `mentions_effects`
+/// knows every spelling `kw_lower` does.
+macro_rules! keywords {
+    ($($($spelling:literal)|+ => $kw:ident,)*) => {
+        /// The keyword `w` is, spelled in lower case.
+        fn kw_lower(w: &[u8]) -> Kw {
+            match w {
+                $($($spelling)|+ => Kw::$kw,)*
+                _ if is_pg_temp_n(w) => Kw::PgTemp,
+                _ => Kw::Other,
+            }
         }
-        b"pg_notify" => Kw::PgNotify,
-        b"pg_temp" => Kw::PgTemp,
-        b"prepare" => Kw::Prepare,
-        b"procedure" => Kw::Procedure,
-        b"reset" => Kw::Reset,
-        b"rollback" => Kw::Rollback,
-        b"session" => Kw::Session,
-        b"session_authorization" => Kw::SessionAuthorization,
-        b"set" => Kw::Set,
-        b"start" => Kw::Start,
-        b"temp" | b"temporary" => Kw::Temp,
-        b"transaction" => Kw::Transaction,
-        b"unlisten" => Kw::Unlisten,
-        b"with" => Kw::With,
-        // A backend's temporary schema by its own name.
-        _ if w.len() > 8 && w.starts_with(b"pg_temp_") && w[8..].iter().all(u8::is_ascii_digit) => {
-            Kw::PgTemp
-        }
-        _ => Kw::Other,
+
+        /// Every spelling `kw_lower` knows but `pg_temp_NNN`.
+        const SPELLINGS: &[&[u8]] = &[$($($spelling,)+)*];
+    };
+}
+
+keywords! {
+    b"abort" => Abort,
+    b"all" => All,
+    b"authorization" => Authorization,
+    b"begin" => Begin,
+    b"close" => Close,
+    b"commit" => Commit,
+    b"create" => Create,
+    b"deallocate" => Deallocate,
+    b"discard" => Discard,
+    b"drop" => Drop,
+    b"end" => End,
+    b"execute" => Execute,
+    b"explain" => Explain,
+    b"function" => Function,
+    b"hold" => Hold,
+    b"listen" => Listen,
+    b"load" => Load,
+    b"notify" => Notify,
+    b"on" => On,
+    b"pg_advisory_lock" | b"pg_advisory_lock_shared" | b"pg_try_advisory_lock" | b"pg_try_advisory_lock_shared" => AdvisoryLock,
+    b"pg_advisory_unlock" | b"pg_advisory_unlock_shared" | b"pg_advisory_unlock_all" => AdvisoryUnlock,
+    b"pg_notify" => PgNotify,
+    b"pg_temp" => PgTemp,
+    b"prepare" => Prepare,
+    b"procedure" => Procedure,
+    b"reset" => Reset,
+    b"rollback" => Rollback,
+    b"session" => Session,
+    b"session_authorization" => SessionAuthorization,
+    b"set" => Set,
+    b"start" => Start,
+    b"temp" | b"temporary" => Temp,
+    b"transaction" => Transaction,
+    b"unlisten" => Unlisten,
+    b"with" => With,
+}
+
+/// A backend's temporary schema by its own name: pg_temp_NNN.
+fn is_pg_temp_n(w: &[u8]) -> bool {
+    w.len() > PG_TEMP_N.len()
+        && w.starts_with(PG_TEMP_N)
+        && w[PG_TEMP_N.len()..].iter().all(u8::is_ascii_digit)
+}
+
+const PG_TEMP_N: &[u8] = b"pg_temp_";
+
+/// For each first byte, in either case, a bit per length (63 for 63 and longer) of the
+/// words `keyword` may know: a word whose bit is clear is `Kw::Other` without a look at the
+/// rest of it.
+const KEYWORD_SHAPES: [u64; 256] = {
+    const fn mark(table: &mut [u64; 256], first: u8, bits: u64) {
+        table[first.to_ascii_lowercase() as usize] |= bits;
+        table[first.to_ascii_uppercase() as usize] |= bits;
+    }
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < SPELLINGS.len() {
+        let s = SPELLINGS[i];
+        mark(&mut table, s[0], 1 << shape_len(s.len()));
+        i += 1;
+    }
+    // pg_temp_ and at least one digit.
+    mark(&mut table, b'p', !0u64 << (PG_TEMP_N.len() + 1));
+    table
+};
+
+const fn shape_len(len: usize) -> usize {
+    if len < 63 {
+        len
+    } else {
+        63
+    }
+}
+
+/// Whether `word` may be a keyword (`KEYWORD_SHAPES`); when false, `keyword(word)` is
+/// `Kw::Other`.
+#[inline]
+fn may_be_keyword(word: &[u8]) -> bool {
+    match word.first() {
+        Some(&first) => KEYWORD_SHAPES[first as usize] & (1 << shape_len(word.len())) != 0,
+        None => false,
     }
 }
 
@@ -1128,6 +1180,35 @@ mod tests {
         }
         assert!(mentions_effects(b"select $$x$$temp"));
         assert!(mentions_effects(b"select 1 /* Set_Config */"));
+    }
+
+    #[test]
+    fn the_quick_keyword_test_passes_every_keyword() {
+        for spelling in SPELLINGS {
+            let upper = spelling.to_ascii_uppercase();
+            for word in [spelling, &upper[..]] {
+                assert!(may_be_keyword(word), "{}", String::from_utf8_lossy(word));
+                assert_ne!(keyword(word), Kw::Other);
+            }
+        }
+        for word in ["pg_temp_1", "PG_TEMP_12345678901234567890"] {
+            assert!(may_be_keyword(word.as_bytes()), "{word}");
+            assert_eq!(keyword(word.as_bytes()), Kw::PgTemp, "{word}");
+        }
+        // What it is for: the words of ordinary statements are not looked up.
+        for word in [
+            "select", "SELECT", "abalance", "FROM", "where", "71234", "", "x",
+        ] {
+            assert!(!may_be_keyword(word.as_bytes()), "{word}");
+        }
+        // A word it lets through may still be none.
+        assert!(may_be_keyword(b"aid"));
+        assert_eq!(keyword(b"aid"), Kw::Other);
+        assert!(mentions_effects(b"select pg_temp_3.f()"));
+        assert!(mentions_effects(b"select x.SET_CONFIG_ish"));
+        assert!(!mentions_effects(
+            b"select aid, settings_configured from pgbench_accounts"
+        ));
     }
 
     fn toks(sql: &str) -> Vec<Tok<'_>> {
