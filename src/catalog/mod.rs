@@ -296,7 +296,7 @@ impl Entry {
 
     /// The first snapshot, loaded now (one loader at a time; the others wait for it).
     pub async fn first(&self, source: &Source) -> Result<Arc<Snapshot>, ServerError> {
-        self.reload(source, None).await
+        Box::pin(self.reload(source, None)).await
     }
 
     /// A fresh snapshot after a lookup missed a relation, when the current one may be out of
@@ -312,7 +312,7 @@ impl Entry {
         if !loading && !self.stale.load(Ordering::Relaxed) && current.age() < MISS_RELOAD_AFTER {
             return current;
         }
-        match self.reload(source, Some(current.generation)).await {
+        match Box::pin(self.reload(source, Some(current.generation))).await {
             Ok(fresh) => fresh,
             Err(e) => {
                 tracing::warn!(error = %e, database = %source.database, "catalog reload failed; keeping the previous one");
@@ -337,6 +337,8 @@ impl Entry {
     }
 
     /// Loads a snapshot unless another task replaced `seen` while this one waited.
+    /// A request awaits it boxed: a load (a login and two queries) is rare, and its future
+    /// would otherwise take its size in every request's future that may wait for one.
     async fn reload(
         &self,
         source: &Source,

@@ -85,6 +85,24 @@ impl Lease {
 }
 
 impl Pool {
+    /// A permit to lease a connection, once one is free; an error after `checkout_timeout`.
+    async fn wait_for_permit(
+        &self,
+        checkout_timeout: Duration,
+    ) -> Result<OwnedSemaphorePermit, ProxyError> {
+        let started = Instant::now();
+        let acquired =
+            tokio::time::timeout(checkout_timeout, self.permits.clone().acquire_owned()).await;
+        crate::metrics::pool_wait(started.elapsed());
+        match acquired {
+            Ok(permit) => Ok(permit.expect("pool semaphore is never closed")),
+            Err(_) => {
+                crate::metrics::checkout_timeout();
+                Err(ProxyError::PoolTimeout(checkout_timeout))
+            }
+        }
+    }
+
     /// A connection of this pool, waiting up to checkout_timeout for one to be free; a new
     /// one logs in with `credential`.
     pub async fn checkout(self: &Arc<Self>, credential: &Credential) -> Result<Lease, ProxyError> {
@@ -94,20 +112,8 @@ impl Pool {
         };
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => {
-                let started = Instant::now();
-                let acquired =
-                    tokio::time::timeout(checkout_timeout, self.permits.clone().acquire_owned())
-                        .await;
-                crate::metrics::pool_wait(started.elapsed());
-                match acquired {
-                    Ok(permit) => permit.expect("pool semaphore is never closed"),
-                    Err(_) => {
-                        crate::metrics::checkout_timeout();
-                        return Err(ProxyError::PoolTimeout(checkout_timeout));
-                    }
-                }
-            }
+            // Boxed: a wait holds a timer, and the common checkout should not carry its size.
+            Err(_) => Box::pin(self.wait_for_permit(checkout_timeout)).await?,
         };
         while let Some(mut conn) = self.pop_idle() {
             if conn.reader.is_closed_or_chatty() {
@@ -120,6 +126,21 @@ impl Pool {
                 _permit: permit,
             });
         }
+        // Boxed, as the wait above: most checkouts find an idle connection.
+        let conn = Box::pin(self.connect(credential, connect_timeout)).await?;
+        Ok(Lease {
+            conn: Box::new(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// A new connection of this pool, logged in within `connect_timeout`.
+    async fn connect(
+        &self,
+        credential: &Credential,
+        connect_timeout: Duration,
+    ) -> Result<ServerConn, ProxyError> {
         let conn = tokio::time::timeout(
             connect_timeout,
             ServerConn::connect(self.target.clone(), &self.key.user, credential, &self.key.database),
@@ -131,11 +152,7 @@ impl Pool {
             e.to_client()
         })?;
         tracing::debug!(backend = %self.key.backend, pid = conn.pid, "new server connection");
-        Ok(Lease {
-            conn: Box::new(conn),
-            pool: self.clone(),
-            _permit: permit,
-        })
+        Ok(conn)
     }
 
     /// Connections of this pool currently leased to clients.

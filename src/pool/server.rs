@@ -149,7 +149,19 @@ enum Scram {
 }
 
 impl ServerConn {
+    /// A new connection, logged in. The login's future (TLS, SCRAM) is large and runs
+    /// rarely, so it is boxed: a caller on the request path (a checkout, a catalog load)
+    /// holds a pointer to it, and its own future stays small to move and to allocate.
     pub async fn connect(
+        backend: Arc<BackendTarget>,
+        user: &str,
+        credential: &Credential,
+        database: &str,
+    ) -> Result<ServerConn, ServerError> {
+        Box::pin(Self::log_in(backend, user, credential, database)).await
+    }
+
+    async fn log_in(
         backend: Arc<BackendTarget>,
         user: &str,
         credential: &Credential,

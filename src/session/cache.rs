@@ -64,6 +64,12 @@ impl Session {
         let Some(cache) = self.state.cache.clone() else {
             return Cached::Pass;
         };
+        // Boxed, so that a deployment without the cache does not carry its future's size in
+        // every request's.
+        Box::pin(self.cache_lookup_in(cache, frames)).await
+    }
+
+    async fn cache_lookup_in(&mut self, cache: crate::cache::Cache, frames: &[Frame]) -> Cached {
         let Some((key, tables, ttl)) = self.cache_key(&cache, frames).await else {
             return Cached::Pass;
         };

@@ -147,6 +147,16 @@ impl Session {
         let Some(crypto) = crypto else {
             return Ok(());
         };
+        // Boxed, so that a deployment without encryption does not carry its future's size
+        // in every request's.
+        Box::pin(self.encrypt_with(crypto, frames)).await
+    }
+
+    async fn encrypt_with(
+        &mut self,
+        crypto: Arc<Crypto>,
+        frames: &mut [Frame],
+    ) -> Result<(), ProxyError> {
         for frame in frames.iter_mut() {
             match frame.tag() {
                 tag::QUERY => {

@@ -1164,7 +1164,9 @@ impl Session {
             let server = Some((lease.conn.backend.clone(), lease.conn.pid));
             self.client.set(ClientState::Active, server);
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
-                match lease.conn.internal_query(&sql).await {
+                // Boxed: most checkouts need no SET, and every request's future would
+                // otherwise hold room for this query's.
+                match Box::pin(lease.conn.internal_query(&sql)).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
                     Err(ServerError::Postgres {
                         sqlstate, message, ..

@@ -188,9 +188,13 @@ impl Pause {
         if !self.is_paused() {
             return;
         }
-        let mut paused = self.resumed.subscribe();
-        // The sender lives as long as the state, so this only ends on RESUME.
-        let _ = paused.wait_for(|p| !*p).await;
+        // Boxed: a checkout's future (in every request's) need not hold room for a pause.
+        Box::pin(async {
+            let mut paused = self.resumed.subscribe();
+            // The sender lives as long as the state, so this only ends on RESUME.
+            let _ = paused.wait_for(|p| !*p).await;
+        })
+        .await
     }
 }
 
