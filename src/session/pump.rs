@@ -73,9 +73,14 @@ pub(super) enum Pending {
     Refresh(Arc<Statement>),
 }
 
+// A message in flight costs its `Pending` to move and to keep.
+const _: () = assert!(std::mem::size_of::<Pending>() <= 32);
+
 pub(super) enum Reply {
     CloseComplete,
-    Error(ProxyError),
+    /// Boxed: refusals are rare, and every message in flight has a `Pending` the size of
+    /// the largest.
+    Error(Box<ProxyError>),
     /// ReadyForQuery after a simple Query pgward refused.
     Ready,
 }
@@ -677,7 +682,9 @@ impl Session {
 
     /// Answers a simple Query with an error of pgward's own (and its ReadyForQuery).
     pub(super) fn push_error_reply(&mut self, err: ProxyError, ready: bool) {
-        self.link.queue.push_back(Pending::Reply(Reply::Error(err)));
+        self.link
+            .queue
+            .push_back(Pending::Reply(Reply::Error(Box::new(err))));
         if ready {
             self.link.requests_sent += 1;
             self.link.queue.push_back(Pending::Reply(Reply::Ready));
@@ -686,7 +693,9 @@ impl Session {
 
     /// Answers a message with an error of pgward's own and skips to the next Sync.
     pub(super) fn refuse(&mut self, err: ProxyError) {
-        self.link.queue.push_back(Pending::Reply(Reply::Error(err)));
+        self.link
+            .queue
+            .push_back(Pending::Reply(Reply::Error(Box::new(err))));
         self.link.discarding = true;
         self.link.in_batch = true;
     }
