@@ -20,9 +20,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What an empty reader reserves for its first read.
 const FIRST_READ: usize = 2048;
 
-/// Empty buffers let go of by connections waiting for their peer, kept for the next
-/// connection on the same thread to take: a transaction would otherwise take a read and a
-/// write buffer from malloc and give them back. A few per thread, and only buffers of the
+/// Empty buffers let go of by clients waiting between requests, kept for the next client
+/// on the same thread to take: a transaction would otherwise take a read and a write buffer
+/// from malloc and give them back. A few per thread, and only buffers of the
 /// usual size, so memory stays bounded.
 struct Spares {
     size: usize,
@@ -435,9 +435,8 @@ impl FrameReader {
     }
 
     ///
-    /// A reader that waits with nothing buffered holds no buffer (memory per idle client and
-    /// idle pooled connection): a plain socket takes one only once it is readable, and an
-    /// empty buffer is let go whenever the read has to wait.
+    /// A plain socket takes a buffer only once it is readable; the buffer stays through the
+    /// waits of a request (see `release_idle`).
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
         let Self { io, buf, .. } = self;
         let read = match io {
@@ -453,13 +452,17 @@ impl FrameReader {
                 tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
             }
         };
-        if read.is_pending() {
-            SPARE_READS.with(|spares| spares.reclaim(buf));
-        }
         match ready!(read)? {
             0 => Poll::Ready(Err(FrameError::Eof)),
             _ => Poll::Ready(Ok(())),
         }
+    }
+
+    /// Lets go of the buffer if it holds nothing, for a client waiting between requests
+    /// (memory per idle client). Server connections keep theirs: there are few of them, and
+    /// giving a buffer back and taking it again at every wait costs more than it saves.
+    pub fn release_idle(&mut self) {
+        SPARE_READS.with(|spares| spares.reclaim(&mut self.buf));
     }
 
     pub async fn read_frame(&mut self) -> Result<Frame, FrameError> {

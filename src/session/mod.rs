@@ -647,7 +647,11 @@ impl Session {
                 queue_notifications(listening, writer, &n);
                 continue;
             }
-            match ready!(reader.poll_fill(cx)) {
+            let filled = reader.poll_fill(cx);
+            if filled.is_pending() {
+                reader.release_idle();
+            }
+            match ready!(filled) {
                 Ok(()) => {}
                 Err(FrameError::Eof) | Err(FrameError::Io(_)) => return Poll::Ready(Ok(None)),
                 Err(e) => return Poll::Ready(Err(client_frame_error(e))),

@@ -251,6 +251,11 @@ impl Session {
                 ..
             } = self;
             let server = &mut server.as_mut().expect("attached").conn;
+            if drain {
+                // A session between transactions may idle for hours: it holds no empty buffer.
+                client_r.release_idle();
+                server.reader.release_idle();
+            }
             let event = if let Some(failed) = failed {
                 failed
             } else {
