@@ -481,11 +481,20 @@ impl FrameReader {
             return true;
         }
         let mut scratch = [0u8; 64];
-        let mut rb = ReadBuf::new(&mut scratch);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        Pin::new(&mut self.io)
-            .poll_read(&mut cx, &mut rb)
-            .is_ready()
+        match &self.io {
+            // Asks tokio's readiness, and the socket only when that says readable: no system
+            // call for a quiet connection, and no waker left in place of its next owner's.
+            ReadIo::Tcp(r) => {
+                !matches!(r.try_read(&mut scratch), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            ReadIo::Other(_) => {
+                let mut rb = ReadBuf::new(&mut scratch);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                Pin::new(&mut self.io)
+                    .poll_read(&mut cx, &mut rb)
+                    .is_ready()
+            }
+        }
     }
 }
 
@@ -599,6 +608,37 @@ mod tests {
         m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
         m.extend_from_slice(body);
         m
+    }
+
+    /// Whether `reader` turns out closed or chatty within a few seconds, the runtime's I/O
+    /// driver running in between (as it does between a pooled connection's leases).
+    async fn becomes_unusable(reader: &mut FrameReader) -> bool {
+        for _ in 0..500 {
+            if reader.is_closed_or_chatty() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_unusable_once_its_peer_speaks_or_closes() {
+        let (mut quiet, _peer) = reader_and_peer().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!quiet.is_closed_or_chatty());
+
+        let (mut chatty, mut peer) = reader_and_peer().await;
+        // A read that waited, as a pooled connection's last one did.
+        send(&mut chatty, &mut peer, &message(b'Z', b"I")).await;
+        chatty.try_frame().unwrap().unwrap();
+        assert!(!chatty.is_closed_or_chatty());
+        peer.write_all(&message(b'N', b"notice")).await.unwrap();
+        assert!(becomes_unusable(&mut chatty).await);
+
+        let (mut closed, peer) = reader_and_peer().await;
+        drop(peer);
+        assert!(becomes_unusable(&mut closed).await);
     }
 
     #[tokio::test]
