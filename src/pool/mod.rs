@@ -90,9 +90,14 @@ impl Pool {
         &self,
         checkout_timeout: Duration,
     ) -> Result<OwnedSemaphorePermit, ProxyError> {
+        // One clock read for the start and the deadline (`timeout` would read it again).
         let started = Instant::now();
-        let acquired =
-            tokio::time::timeout(checkout_timeout, self.permits.clone().acquire_owned()).await;
+        let wait = self.permits.clone().acquire_owned();
+        let acquired = match started.checked_add(checkout_timeout) {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), wait).await,
+            // Beyond what the clock can tell: no deadline.
+            None => Ok(wait.await),
+        };
         crate::metrics::pool_wait(started.elapsed());
         match acquired {
             Ok(permit) => Ok(permit.expect("pool semaphore is never closed")),
