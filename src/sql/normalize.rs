@@ -25,18 +25,20 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
     {
         return None;
     }
-    let mut out = Vec::with_capacity(b.len());
+    // Runs of the text are copied as `str` slices: they start and end at ASCII bytes (or the
+    // end), so no check of the whole result as UTF-8 is needed; `get` would say if one did not.
+    let mut out = String::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
         match c {
             b'\'' => {
                 i = skip_quoted(b, i, b'\'')?;
-                out.extend_from_slice(b"''");
+                out.push_str("''");
             }
             b'"' => {
                 let end = skip_quoted(b, i, b'"')?;
-                out.extend_from_slice(&b[i..end]);
+                out.push_str(sql.get(i..end)?);
                 i = end;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
@@ -44,22 +46,22 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
                     .iter()
                     .position(|&x| x == b'\n')
                     .map_or(b.len(), |p| i + p);
-                out.extend_from_slice(&b[i..end]);
+                out.push_str(sql.get(i..end)?);
                 i = end;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 let end = skip_block_comment(sql, i)?;
-                out.extend_from_slice(&b[i..end]);
+                out.push_str(sql.get(i..end)?);
                 i = end;
             }
             b'$' if b.get(i + 1).is_some_and(|n| !n.is_ascii_digit()) => return None,
             b'0'..=b'9' if !continues_word(b, i) => {
                 i = skip_number(b, i);
-                out.push(b'0');
+                out.push('0');
             }
             b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) && !continues_word(b, i) => {
                 i = skip_number(b, i);
-                out.push(b'0');
+                out.push('0');
             }
             _ => {
                 // This byte and the ordinary ones after it are copied as they are.
@@ -67,13 +69,12 @@ pub(crate) fn normalize(sql: &str) -> Option<String> {
                     .iter()
                     .position(|&x| MAY_START_TOKEN[x as usize])
                     .map_or(b.len(), |p| i + 1 + p);
-                out.extend_from_slice(&b[i..end]);
+                out.push_str(sql.get(i..end)?);
                 i = end;
             }
         }
     }
-    // Only ASCII bytes were replaced, by ASCII, at ASCII boundaries.
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 /// The bytes a match arm of `normalize` may act on; runs of the others are copied whole.
@@ -148,6 +149,16 @@ fn contains_word_ignore_case(hay: &[u8], word: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::normalize;
+
+    #[test]
+    fn text_beyond_ascii_is_copied_whole() {
+        assert_eq!(
+            normalize("select 'é', \"naïve\", größe + 2 from tëst /* ñ */ where x = 3 -- ü")
+                .as_deref(),
+            Some("select '', \"naïve\", größe + 0 from tëst /* ñ */ where x = 0 -- ü")
+        );
+        assert_eq!(normalize("select 1é2").as_deref(), Some("select 0é2"));
+    }
 
     #[test]
     fn constants_become_placeholders() {
