@@ -105,20 +105,40 @@ pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Where `needle` (ASCII, not empty) occurs in `hay`, ignoring ASCII case. Candidates are
-/// where its first letter is, found a word at a time: most texts asked about do not have it.
+/// found a word at a time by the needle's least common byte (`RARITY`): most texts asked
+/// about do not have the needle, and a common first letter (the `c` of `copy`) would stop
+/// the search at every word that has one, each stop costing a new search.
 pub(crate) fn find_ignore_case<'a>(
     hay: &'a [u8],
     needle: &'a [u8],
 ) -> impl Iterator<Item = usize> + 'a {
-    let first = needle.first().copied().unwrap_or_default();
+    let at = (0..needle.len())
+        .max_by_key(|&i| RARITY[needle[i] as usize])
+        .unwrap_or_default();
+    let key = needle.get(at).copied().unwrap_or_default();
     let candidates = match hay.len().checked_sub(needle.len()) {
-        Some(last_start) if !needle.is_empty() => &hay[..=last_start],
+        Some(last_start) if !needle.is_empty() => &hay[at..=last_start + at],
         _ => &[],
     };
-    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let (lower, upper) = (key.to_ascii_lowercase(), key.to_ascii_uppercase());
     memchr::memchr2_iter(lower, upper, candidates)
         .filter(move |&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
+
+/// How rare a byte is in SQL text, higher for rarer: letters by their frequency in English
+/// (either case), space the most common, every other byte rarer than any letter.
+const RARITY: [u8; 256] = {
+    const BY_FREQUENCY: &[u8] = b" etaoinsrhldcumfpgwybvkxjqz";
+    let mut table = [BY_FREQUENCY.len() as u8; 256];
+    let mut i = 0;
+    while i < BY_FREQUENCY.len() {
+        let b = BY_FREQUENCY[i];
+        table[b as usize] = i as u8;
+        table[b.to_ascii_uppercase() as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Texts longer than this are analysed every time instead of cached, so one-off
 /// huge strings (bulk INSERTs) cannot fill the cache's memory.
@@ -517,6 +537,17 @@ mod tests {
             b"pgward.route"
         ));
         assert!(contains_ignore_case(b"pgward.route", b"pgward.route"));
+        // Found by its rarest byte, wherever that is in the needle.
+        for hay in [&b"copy"[..], b"x COPY", b"yy copy y", b"cop copY"] {
+            assert!(contains_ignore_case(hay, b"copy"), "{hay:?}");
+        }
+        for hay in [&b"cop"[..], b"opy", b"c opy", b"yyyy", b"coppy"] {
+            assert!(!contains_ignore_case(hay, b"copy"), "{hay:?}");
+        }
+        assert_eq!(
+            find_ignore_case(b"serializable, SERIALIZABLE", b"serializable").collect::<Vec<_>>(),
+            [0, 14]
+        );
         assert!(contains_ignore_case(b"x pgward.routE", b"pgward.route"));
         assert!(!contains_ignore_case(b"pgward.rout", b"pgward.route"));
         assert!(!contains_ignore_case(
