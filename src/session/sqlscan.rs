@@ -107,24 +107,19 @@ fn mentions_effects(sql: &[u8]) -> bool {
             .unwrap_or(rest.len());
         let word = &rest[..len];
         rest = &rest[len..];
-        // Most words are no keyword (`may_be_keyword`), and only a long one can hold set_config.
-        let acted_on = if may_be_keyword(word) {
-            match keyword(word) {
-                // Words that only qualify a leading keyword (SET SESSION AUTHORIZATION,
-                // PREPARE TRANSACTION, WITH HOLD) or matter to other scans.
-                Kw::Other
-                | Kw::All
-                | Kw::Authorization
-                | Kw::Function
-                | Kw::On
-                | Kw::Procedure
-                | Kw::Session
-                | Kw::Transaction
-                | Kw::With => has_set_config(word),
-                _ => true,
-            }
-        } else {
-            word.len() >= SET_CONFIG.len() && has_set_config(word)
+        let acted_on = match keyword(word) {
+            // Words that only qualify a leading keyword (SET SESSION AUTHORIZATION, PREPARE
+            // TRANSACTION, WITH HOLD) or matter to other scans.
+            Kw::Other
+            | Kw::All
+            | Kw::Authorization
+            | Kw::Function
+            | Kw::On
+            | Kw::Procedure
+            | Kw::Session
+            | Kw::Transaction
+            | Kw::With => has_set_config(word),
+            _ => true,
         };
         if acted_on {
             return true;
@@ -179,7 +174,7 @@ fn scan_effects(sql: &[u8]) -> Effects {
         };
         let kw = match t {
             Tok::Word(w) => {
-                if w.len() >= SET_CONFIG.len() && has_set_config(w) {
+                if has_set_config(w) {
                     fx.session = true;
                 }
                 keyword(w)
@@ -654,10 +649,12 @@ enum Kw {
     With,
 }
 
-/// The keyword an unquoted word is, ignoring ASCII case.
+/// The keyword an unquoted word is, ignoring ASCII case. Most words are none, and most of
+/// those are told apart by their first byte and length (`may_be_keyword`).
+#[inline]
 fn keyword(word: &[u8]) -> Kw {
     let mut buf = [0u8; 32];
-    if word.len() > buf.len() {
+    if word.len() > buf.len() || !may_be_keyword(word) {
         return Kw::Other;
     }
     for (d, s) in buf.iter_mut().zip(word) {
@@ -759,8 +756,7 @@ const fn shape_len(len: usize) -> usize {
     }
 }
 
-/// Whether `word` may be a keyword (`KEYWORD_SHAPES`); when false, `keyword(word)` is
-/// `Kw::Other`.
+/// Whether `word` may be a keyword (`KEYWORD_SHAPES`); when false, it is `Kw::Other`.
 #[inline]
 fn may_be_keyword(word: &[u8]) -> bool {
     match word.first() {
@@ -776,9 +772,11 @@ fn is_word(t: Tok, kw: Kw) -> bool {
 const SET_CONFIG: &[u8] = b"set_config";
 
 /// Whether `b` has "set_config" in it, ignoring ASCII case.
+#[inline]
 fn has_set_config(b: &[u8]) -> bool {
-    b.windows(SET_CONFIG.len())
-        .any(|w| w[3] == b'_' && w.eq_ignore_ascii_case(SET_CONFIG))
+    b.len() >= SET_CONFIG.len()
+        && b.windows(SET_CONFIG.len())
+            .any(|w| w[3] == b'_' && w.eq_ignore_ascii_case(SET_CONFIG))
 }
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1); longer ones are cut.
