@@ -1170,7 +1170,7 @@ impl Session {
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 // Boxed: most checkouts need no SET, and every request's future would
                 // otherwise hold room for this query's.
-                match Box::pin(lease.conn.internal_query(&sql)).await {
+                match boxed(lease.conn.internal_query(&sql)).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
                     Err(ServerError::Postgres {
                         sqlstate, message, ..
