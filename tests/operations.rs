@@ -236,6 +236,91 @@ async fn pause_holds_new_queries_until_resume() {
     .await;
 }
 
+/// A reload resizes a busy pool: a larger size serves a waiting client at once, a smaller
+/// one holds once the leases over it come back, and a shorter `checkout_timeout` applies to
+/// the next wait even while an earlier, longer one is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_resizes_a_busy_pool() {
+    let mut config = config(1).checkout_timeout("60s");
+    let port = config.admin_port.expect("admin endpoint");
+    let pgward = config.start();
+    let waiting = |n: f64| async move {
+        let sample = "pgward_client_connections{state=\"waiting\"}";
+        while metric(&scrape(port), sample) != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    deadline(Duration::from_secs(60), async {
+        // All log in first: a login needs a server connection too.
+        let first = pgward.connect().await;
+        let second = pgward.connect().await;
+        let third = pgward.connect().await;
+        first.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let query = tokio::spawn(async move {
+            second.batch_execute("BEGIN").await.unwrap();
+            second
+        });
+        waiting(1.0).await;
+
+        // Size 2: the waiting client gets the new place while the first still holds its own.
+        config.pool_size = 2;
+        pgward.write_config(&config.toml());
+        console(&pgward, "RELOAD");
+        let second = query.await.unwrap();
+        assert_eq!(console(&pgward, "SHOW POOLS")[1][7], "2");
+
+        // Back to 1, with a 1s wait: both places stay leased until their transactions end.
+        config.pool_size = 1;
+        let shrunk = config.clone().checkout_timeout("1s");
+        pgward.write_config(&shrunk.toml());
+        console(&pgward, "RELOAD");
+        second.batch_execute("COMMIT").await.unwrap();
+        // One place is still leased (the first's), and the pool has one: the third waits.
+        let started = std::time::Instant::now();
+        let err = third
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("the smaller pool is full");
+        assert_eq!(sqlstate(&err), Some("53300"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited {:?}: the reloaded checkout_timeout is 1s",
+            started.elapsed()
+        );
+
+        // A wait under the long timeout, then one under a short one: the short one ends first.
+        pgward.write_config(&config.clone().checkout_timeout("40s").toml());
+        console(&pgward, "RELOAD");
+        let long = tokio::spawn(async move {
+            let result = simple_value(&second, "SELECT 'long wait served'").await;
+            (result, second)
+        });
+        waiting(1.0).await;
+        pgward.write_config(&shrunk.toml());
+        console(&pgward, "RELOAD");
+        let started = std::time::Instant::now();
+        let err = third
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("the pool is full");
+        assert_eq!(sqlstate(&err), Some("53300"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "waited {:?}, past the 1s checkout_timeout, behind the 40s wait",
+            started.elapsed()
+        );
+        assert!(!long.is_finished(), "the long wait is still pending");
+
+        // The first's place goes to the long wait, and then the pool serves everyone.
+        first.batch_execute("COMMIT").await.unwrap();
+        let (result, _second) = long.await.unwrap();
+        assert_eq!(result, "long wait served");
+        assert_eq!(simple_value(&third, "SELECT 'third'").await, "third");
+        assert_eq!(simple_value(&first, "SELECT 'first'").await, "first");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_held_by_pause_can_be_cancelled() {
     let config = config(2);

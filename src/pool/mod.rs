@@ -4,21 +4,22 @@
 //! (from `[[users]]`, or proven by the client itself under passthrough) and new server
 //! connections made for it use that one.
 //!
-//! Capacity is a semaphore (fair, FIFO), the idle list a short mutex-protected stack, so a
-//! checkout never waits behind another client's I/O. Broken connections are never handed out:
-//! an idle connection that has closed or spoken out of turn is dropped at checkout.
+//! One short mutex holds the pool's books: the places in use, the idle stack and the queue of
+//! waiting clients, so a checkout or a release decides under one lock and never waits behind
+//! another client's I/O. A released connection goes straight to the first waiting client
+//! (first come, first served). Broken connections are never handed out: an idle connection
+//! that has closed or spoken out of turn is dropped at checkout.
 
 pub mod credential;
 pub mod server;
 pub mod verifiers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify};
 
 use crate::protocol::ProxyError;
 use crate::session::prepared::Statement;
@@ -44,108 +45,244 @@ pub struct PoolKey {
 pub struct Pool {
     pub key: PoolKey,
     target: Arc<BackendTarget>,
-    /// Swapped whole when a reload changes them.
-    settings: ArcSwap<PoolSettings>,
-    /// The size the semaphore's permits add up to (with those lent out).
-    size: AtomicUsize,
-    /// Boxed: a checkout or release moves a pointer, not the connection's state, and a
-    /// lease (kept in every session) is small.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<ServerConn>>>,
-    permits: Arc<Semaphore>,
+    slots: Mutex<Slots>,
+    /// `Slots::leased`, for readers that only count (routing picks the least busy backend).
+    in_use: AtomicUsize,
+    /// Wakes the task that expires waits, when a wait's deadline is earlier than its next wake.
+    expiry: Arc<Notify>,
     /// Statements some server of this pool has parsed successfully, so a client's prepare of
     /// the same statement can be answered without a server (see `Session::prepare_locally`).
     known_statements: Mutex<HashMap<u64, Arc<Statement>>>,
 }
 
+/// The pool's books, kept under one lock.
+struct Slots {
+    settings: PoolSettings,
+    /// Places in use: leased, or handed to a waiting client. Above `settings.size` only
+    /// after a reload shrank the pool, until enough leases come back.
+    leased: usize,
+    /// Boxed: a checkout or release moves a pointer, not the connection's state, and a
+    /// lease (kept in every session) is small. Most recently used last.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
+    /// Clients waiting for a place, first come first served. A waiter that gave up (its
+    /// client left) stays until a release or the expiry task passes over it.
+    waiters: VecDeque<Waiter>,
+    /// When the expiry task wakes next; None while it waits to be told (or is not started).
+    expiry_at: Option<Instant>,
+    expiry_started: bool,
+}
+
+struct Waiter {
+    /// None: a `checkout_timeout` beyond what the clock can tell, so no deadline.
+    deadline: Option<Instant>,
+    grant: oneshot::Sender<Grant>,
+}
+
+/// A place handed to a waiting client, with the connection released into it if there was one.
+struct Grant {
+    permit: Permit,
+    conn: Option<Box<ServerConn>>,
+}
+
+impl Grant {
+    /// Returns the place, and the connection, to the pool: to the next waiter if any.
+    fn give_back(self) {
+        let Grant { mut permit, conn } = self;
+        Pool::put_back(permit.take(), conn);
+    }
+}
+
+/// One of the pool's places in use. Dropping it gives the place back.
+struct Permit(Option<Arc<Pool>>);
+
+impl Permit {
+    /// The pool, leaving nothing for `drop` to give back.
+    fn take(&mut self) -> Arc<Pool> {
+        self.0.take().expect("a permit is given back once")
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            Pool::put_back(pool, None);
+        }
+    }
+}
+
 /// Bound on `known_statements`, so clients generating endless distinct SQL cannot grow it.
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
 
-/// A checked-out server connection. Dropping it closes the connection; `release` returns it.
+/// A checked-out server connection. Dropping it closes the connection and gives its place
+/// back; `release` returns both.
 pub struct Lease {
     pub conn: Box<ServerConn>,
-    pool: Arc<Pool>,
-    _permit: OwnedSemaphorePermit,
+    permit: Permit,
 }
 
 impl Lease {
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        self.permit.0.as_ref().expect("a lease holds its permit")
     }
 
     pub fn release(self) {
-        let Lease {
-            mut conn,
-            pool,
-            _permit,
-        } = self;
-        conn.idle_since = Instant::now();
-        pool.idle.lock().expect("pool lock").push(conn);
+        let Lease { conn, mut permit } = self;
+        Pool::put_back(permit.take(), Some(conn));
     }
 }
 
 impl Pool {
-    /// A permit to lease a connection, once one is free; an error after `checkout_timeout`.
-    async fn wait_for_permit(
-        &self,
-        checkout_timeout: Duration,
-    ) -> Result<OwnedSemaphorePermit, ProxyError> {
-        // One clock read for the start and the deadline (`timeout` would read it again).
-        let started = Instant::now();
-        let wait = self.permits.clone().acquire_owned();
-        let acquired = match started.checked_add(checkout_timeout) {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), wait).await,
-            // Beyond what the clock can tell: no deadline.
-            None => Ok(wait.await),
-        };
-        crate::metrics::pool_wait(started.elapsed());
-        match acquired {
-            Ok(permit) => Ok(permit.expect("pool semaphore is never closed")),
-            Err(_) => {
-                crate::metrics::checkout_timeout();
-                Err(ProxyError::PoolTimeout(checkout_timeout))
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().expect("pool lock")
+    }
+
+    /// A place, with the most recently used idle connection if any; None when all are in use.
+    fn try_take(&self, slots: &mut Slots) -> Option<Option<Box<ServerConn>>> {
+        if slots.leased >= slots.settings.size {
+            return None;
+        }
+        slots.leased += 1;
+        self.in_use.store(slots.leased, Ordering::Relaxed);
+        Some(slots.idle.pop())
+    }
+
+    /// Gives a place back, with the connection that held it if it is still good: to the
+    /// first waiting client, or to the idle stack. A place over a shrunk size is retired.
+    fn put_back(mut pool: Arc<Pool>, mut conn: Option<Box<ServerConn>>) {
+        loop {
+            let waiter = {
+                let mut slots = pool.slots();
+                // A place over a shrunk size is not handed on.
+                let next = match slots.leased > slots.settings.size {
+                    true => None,
+                    false => slots.waiters.pop_front(),
+                };
+                match next {
+                    // A place without a connection (its lease was dropped) takes an idle one.
+                    Some(waiter) => {
+                        if conn.is_none() {
+                            conn = slots.idle.pop();
+                        }
+                        waiter
+                    }
+                    None => {
+                        slots.leased -= 1;
+                        pool.in_use.store(slots.leased, Ordering::Relaxed);
+                        if let Some(mut conn) = conn {
+                            conn.idle_since = Instant::now();
+                            slots.idle.push(conn);
+                        }
+                        return;
+                    }
+                }
+            };
+            // Outside the lock: the send wakes the waiter's task.
+            let grant = Grant {
+                permit: Permit(Some(pool)),
+                conn,
+            };
+            match waiter.grant.send(grant) {
+                Ok(()) => return,
+                // That client gave up; the next one gets it.
+                Err(Grant {
+                    mut permit,
+                    conn: back,
+                }) => {
+                    pool = permit.take();
+                    conn = back;
+                }
             }
         }
+    }
+
+    /// A place once one is free, first come first served; an error after `checkout_timeout`.
+    async fn wait(self: &Arc<Self>) -> Result<Grant, ProxyError> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let checkout_timeout = {
+            let mut slots = self.slots();
+            // A place may have come free since the caller looked.
+            if let Some(conn) = self.try_take(&mut slots) {
+                let permit = Permit(Some(self.clone()));
+                return Ok(Grant { permit, conn });
+            }
+            let timeout = slots.settings.checkout_timeout;
+            let deadline = started.checked_add(timeout);
+            slots.waiters.push_back(Waiter {
+                deadline,
+                grant: tx,
+            });
+            if let Some(deadline) = deadline {
+                if !slots.expiry_started {
+                    slots.expiry_started = true;
+                    slots.expiry_at = Some(deadline);
+                    tokio::spawn(expire_waits(Arc::downgrade(self), self.expiry.clone()));
+                } else if slots.expiry_at.is_none_or(|at| deadline < at) {
+                    slots.expiry_at = Some(deadline);
+                    self.expiry.notify_one();
+                }
+            }
+            timeout
+        };
+        let granted = rx.await;
+        crate::metrics::pool_wait(started.elapsed());
+        granted.map_err(|_| {
+            crate::metrics::checkout_timeout();
+            ProxyError::PoolTimeout(checkout_timeout)
+        })
+    }
+
+    /// Fails the waits past their deadline (their clients get 53300), and forgets waiters
+    /// that gave up. Returns the earliest deadline left.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut slots = self.slots();
+        let (kept, expired): (VecDeque<Waiter>, VecDeque<Waiter>) =
+            std::mem::take(&mut slots.waiters)
+                .into_iter()
+                .partition(|w| !w.grant.is_closed() && w.deadline.is_none_or(|d| d > now));
+        slots.waiters = kept;
+        slots.expiry_at = slots.waiters.iter().filter_map(|w| w.deadline).min();
+        let next = slots.expiry_at;
+        drop(slots);
+        // Dropping a waiter's sender wakes its client with the timeout.
+        drop(expired);
+        next
     }
 
     /// A connection of this pool, waiting up to checkout_timeout for one to be free; a new
     /// one logs in with `credential`.
     pub async fn checkout(self: &Arc<Self>, credential: &Credential) -> Result<Lease, ProxyError> {
-        let (checkout_timeout, connect_timeout) = {
-            let settings = self.settings.load();
-            (settings.checkout_timeout, settings.connect_timeout)
-        };
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            // Boxed: a wait holds a timer, and the common checkout should not carry its size.
-            Err(_) => Box::pin(self.wait_for_permit(checkout_timeout)).await?,
-        };
-        while let Some(mut conn) = self.pop_idle() {
-            if conn.reader.is_closed_or_chatty() {
-                tracing::debug!(backend = %self.key.backend, "dropping a closed idle server connection");
-                continue;
+        let taken = self.try_take(&mut self.slots());
+        let (permit, mut conn) = match taken {
+            Some(conn) => (Permit(Some(self.clone())), conn),
+            // Boxed: the common checkout should not carry a wait's size.
+            None => {
+                let Grant { permit, conn } = Box::pin(self.wait()).await?;
+                (permit, conn)
             }
-            return Ok(Lease {
-                conn,
-                pool: self.clone(),
-                _permit: permit,
-            });
+        };
+        while let Some(mut candidate) = conn {
+            if !candidate.reader.is_closed_or_chatty() {
+                return Ok(Lease {
+                    conn: candidate,
+                    permit,
+                });
+            }
+            tracing::debug!(backend = %self.key.backend, "dropping a closed idle server connection");
+            conn = self.slots().idle.pop();
         }
         // Boxed, as the wait above: most checkouts find an idle connection.
-        let conn = Box::pin(self.connect(credential, connect_timeout)).await?;
+        let conn = Box::pin(self.connect(credential)).await?;
         Ok(Lease {
             conn: Box::new(conn),
-            pool: self.clone(),
-            _permit: permit,
+            permit,
         })
     }
 
     /// A new connection of this pool, logged in within `connect_timeout`.
-    async fn connect(
-        &self,
-        credential: &Credential,
-        connect_timeout: Duration,
-    ) -> Result<ServerConn, ProxyError> {
+    async fn connect(&self, credential: &Credential) -> Result<ServerConn, ProxyError> {
+        let connect_timeout = self.slots().settings.connect_timeout;
         let conn = tokio::time::timeout(
             connect_timeout,
             ServerConn::connect(self.target.clone(), &self.key.user, credential, &self.key.database),
@@ -162,51 +299,64 @@ impl Pool {
 
     /// Connections of this pool currently leased to clients.
     pub fn in_use(&self) -> usize {
-        self.size
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.permits.available_permits())
+        self.in_use.load(Ordering::Relaxed)
     }
 
     /// Idle connections: (PostgreSQL process id, idle for).
     pub fn idle_connections(&self) -> Vec<(i32, Duration)> {
-        let idle = self.idle.lock().expect("pool lock");
-        idle.iter()
+        let slots = self.slots();
+        slots
+            .idle
+            .iter()
             .map(|c| (c.pid, c.idle_since.elapsed()))
             .collect()
     }
 
     pub fn size(&self) -> usize {
-        self.size.load(Ordering::Relaxed)
+        self.slots().settings.size
     }
 
-    /// Applies reloaded settings. A smaller size takes effect as leases come back: the
-    /// surplus permits are taken, in turn with waiting clients, and never given back.
+    /// Applies reloaded settings. A larger size serves waiting clients at once; a smaller
+    /// one takes effect as leases come back.
     pub fn resize(self: &Arc<Self>, settings: &PoolSettings) {
-        self.settings.store(Arc::new(settings.clone()));
-        let old = self.size.swap(settings.size, Ordering::Relaxed);
-        if settings.size > old {
-            self.permits.add_permits(settings.size - old);
-        } else if settings.size < old {
-            let surplus = u32::try_from(old - settings.size).unwrap_or(u32::MAX);
-            let permits = self.permits.clone();
-            tokio::spawn(async move {
-                if let Ok(taken) = permits.acquire_many_owned(surplus).await {
-                    taken.forget();
+        let grown = {
+            let mut slots = self.slots();
+            let grown = settings.size.saturating_sub(slots.settings.size);
+            slots.settings = settings.clone();
+            grown
+        };
+        for _ in 0..grown {
+            let grant = {
+                let mut slots = self.slots();
+                if slots.waiters.is_empty() {
+                    return;
                 }
-            });
+                match self.try_take(&mut slots) {
+                    Some(conn) => Grant {
+                        permit: Permit(Some(self.clone())),
+                        conn,
+                    },
+                    None => return,
+                }
+            };
+            // Hands the new place to the first waiter (or back to the pool if none is left).
+            grant.give_back();
         }
-    }
-
-    /// Most recently used first: warm connections stay warm, old ones age out.
-    fn pop_idle(&self) -> Option<Box<ServerConn>> {
-        self.idle.lock().expect("pool lock").pop()
     }
 
     /// Closes idle connections unused for longer than idle_timeout.
     pub fn reap(&self) {
-        let cutoff = Instant::now() - self.settings.load().idle_timeout;
-        let mut idle = self.idle.lock().expect("pool lock");
-        idle.retain(|c| c.idle_since > cutoff);
+        let closed = {
+            let mut slots = self.slots();
+            let cutoff = Instant::now() - slots.settings.idle_timeout;
+            let (kept, closed) = std::mem::take(&mut slots.idle)
+                .into_iter()
+                .partition(|c| c.idle_since > cutoff);
+            slots.idle = kept;
+            closed
+        };
+        // Closed outside the lock.
+        drop::<Vec<Box<ServerConn>>>(closed);
     }
 
     pub fn remember(&self, statement: &Arc<Statement>) {
@@ -223,6 +373,26 @@ impl Pool {
         known
             .get(&statement.hash)
             .is_some_and(|k| **k == *statement)
+    }
+}
+
+/// Fails a pool's waits at their deadlines: one task per pool, asleep until the earliest
+/// deadline in the queue, rather than a timer for every wait. Ends with the pool.
+async fn expire_waits(pool: Weak<Pool>, wake: Arc<Notify>) {
+    loop {
+        let next = match pool.upgrade() {
+            Some(pool) => pool.expire(Instant::now()),
+            None => return,
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
     }
 }
 
@@ -246,10 +416,16 @@ impl Pools {
                 Arc::new(Pool {
                     key,
                     target,
-                    settings: ArcSwap::from_pointee(settings.clone()),
-                    size: AtomicUsize::new(settings.size),
-                    idle: Mutex::new(Vec::new()),
-                    permits: Arc::new(Semaphore::new(settings.size)),
+                    slots: Mutex::new(Slots {
+                        settings: settings.clone(),
+                        leased: 0,
+                        idle: Vec::new(),
+                        waiters: VecDeque::new(),
+                        expiry_at: None,
+                        expiry_started: false,
+                    }),
+                    in_use: AtomicUsize::new(0),
+                    expiry: Arc::new(Notify::new()),
                     known_statements: Mutex::new(HashMap::new()),
                 })
             })
