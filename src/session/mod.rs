@@ -35,7 +35,7 @@ use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
 use crate::route::{Tried, Want};
-use crate::sql::{Analysis, Class, RouteHint, RouteSetting};
+use crate::sql::{Analysis, Class, Needle, RouteHint, RouteSetting};
 use crate::state::cancel::{CancelHandle, CancelTarget};
 use crate::state::clients::{ClientHandle, Stop};
 use crate::state::{Runtime, State};
@@ -338,6 +338,7 @@ async fn login(
 
 /// The startup parameter and setting name that steer routing (`SET pgward.route = replica`).
 const ROUTE_PARAM: &str = "pgward.route";
+const SERIALIZABLE: Needle = Needle::new(b"serializable");
 
 fn parse_route_setting(value: &str) -> Option<RouteSetting> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -746,7 +747,7 @@ impl Session {
 
     /// The routing preference `sql` sets, if it is `SET/RESET pgward.route`.
     fn route_setting_of(&self, sql: &[u8]) -> Option<RouteSetting> {
-        if sqlscan::contains_ignore_case(sql, ROUTE_PARAM.as_bytes()) {
+        if sqlscan::contains_ignore_case(sql, &crate::sql::ROUTE_PARAM_NEEDLE) {
             self.analyze(sql).route_setting
         } else {
             None
@@ -953,7 +954,7 @@ impl Session {
                     Class::Read => true,
                     // Hot standbys refuse serializable transactions.
                     Class::Begin { read_only: true } => {
-                        !sqlscan::contains_ignore_case(sql, b"serializable")
+                        !sqlscan::contains_ignore_case(sql, &SERIALIZABLE)
                     }
                     _ => false,
                 };

@@ -99,30 +99,57 @@ pub enum RouteSetting {
     Auto,
 }
 
-/// Whether `needle` (ASCII) occurs in `hay`, ignoring ASCII case.
-pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || find_ignore_case(hay, needle).next().is_some()
+/// Whether `needle` occurs in `hay`, ignoring ASCII case.
+pub fn contains_ignore_case(hay: &[u8], needle: &Needle) -> bool {
+    needle.bytes.is_empty() || find_ignore_case(hay, needle).next().is_some()
 }
 
-/// Where `needle` (ASCII, not empty) occurs in `hay`, ignoring ASCII case. Candidates are
-/// found a word at a time by the needle's least common byte (`RARITY`): most texts asked
-/// about do not have the needle, and a common first letter (the `c` of `copy`) would stop
-/// the search at every word that has one, each stop costing a new search.
+/// The name of the session setting that routes a client's statements (`RouteSetting`), to search for.
+pub const ROUTE_PARAM_NEEDLE: Needle = Needle::new(b"pgward.route");
+
+/// An ASCII string searched for with `find_ignore_case`, and where its least common byte
+/// (`RARITY`) is: worked out when the constant is built, not at every search.
+#[derive(Debug, Clone, Copy)]
+pub struct Needle {
+    bytes: &'static [u8],
+    rarest: usize,
+}
+
+impl Needle {
+    pub const fn new(bytes: &'static [u8]) -> Needle {
+        let mut rarest = 0;
+        let mut i = 1;
+        while i < bytes.len() {
+            if RARITY[bytes[i] as usize] > RARITY[bytes[rarest] as usize] {
+                rarest = i;
+            }
+            i += 1;
+        }
+        Needle { bytes, rarest }
+    }
+
+    pub fn bytes(&self) -> &'static [u8] {
+        self.bytes
+    }
+}
+
+/// Where `needle` (not empty) occurs in `hay`, ignoring ASCII case. Candidates are found a
+/// word at a time by the needle's least common byte: most texts asked about do not have the
+/// needle, and a common first letter (the `c` of `copy`) would stop the search at every word
+/// that has one, each stop costing a new search.
 pub(crate) fn find_ignore_case<'a>(
     hay: &'a [u8],
-    needle: &'a [u8],
+    needle: &'a Needle,
 ) -> impl Iterator<Item = usize> + 'a {
-    let at = (0..needle.len())
-        .max_by_key(|&i| RARITY[needle[i] as usize])
-        .unwrap_or_default();
-    let key = needle.get(at).copied().unwrap_or_default();
-    let candidates = match hay.len().checked_sub(needle.len()) {
-        Some(last_start) if !needle.is_empty() => &hay[at..=last_start + at],
+    let (bytes, at) = (needle.bytes, needle.rarest);
+    let key = bytes.get(at).copied().unwrap_or_default();
+    let candidates = match hay.len().checked_sub(bytes.len()) {
+        Some(last_start) if !bytes.is_empty() => &hay[at..=last_start + at],
         _ => &[],
     };
     let (lower, upper) = (key.to_ascii_lowercase(), key.to_ascii_uppercase());
     memchr::memchr2_iter(lower, upper, candidates)
-        .filter(move |&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+        .filter(move |&i| hay[i..i + bytes.len()].eq_ignore_ascii_case(bytes))
 }
 
 /// How rare a byte is in SQL text, higher for rarer: letters by their frequency in English
@@ -534,28 +561,41 @@ mod tests {
     fn finds_a_needle_in_any_case() {
         assert!(contains_ignore_case(
             b"SET PGWARD.Route = primary",
-            b"pgward.route"
+            &Needle::new(b"pgward.route")
         ));
-        assert!(contains_ignore_case(b"pgward.route", b"pgward.route"));
+        assert!(contains_ignore_case(
+            b"pgward.route",
+            &Needle::new(b"pgward.route")
+        ));
         // Found by its rarest byte, wherever that is in the needle.
         for hay in [&b"copy"[..], b"x COPY", b"yy copy y", b"cop copY"] {
-            assert!(contains_ignore_case(hay, b"copy"), "{hay:?}");
+            assert!(contains_ignore_case(hay, &Needle::new(b"copy")), "{hay:?}");
         }
         for hay in [&b"cop"[..], b"opy", b"c opy", b"yyyy", b"coppy"] {
-            assert!(!contains_ignore_case(hay, b"copy"), "{hay:?}");
+            assert!(!contains_ignore_case(hay, &Needle::new(b"copy")), "{hay:?}");
         }
         assert_eq!(
-            find_ignore_case(b"serializable, SERIALIZABLE", b"serializable").collect::<Vec<_>>(),
+            find_ignore_case(b"serializable, SERIALIZABLE", &Needle::new(b"serializable"))
+                .collect::<Vec<_>>(),
             [0, 14]
         );
-        assert!(contains_ignore_case(b"x pgward.routE", b"pgward.route"));
-        assert!(!contains_ignore_case(b"pgward.rout", b"pgward.route"));
+        assert!(contains_ignore_case(
+            b"x pgward.routE",
+            &Needle::new(b"pgward.route")
+        ));
+        assert!(!contains_ignore_case(
+            b"pgward.rout",
+            &Needle::new(b"pgward.route")
+        ));
         assert!(!contains_ignore_case(
             b"pgbench_accounts pgward_route",
-            b"pgward.route"
+            &Needle::new(b"pgward.route")
         ));
-        assert!(!contains_ignore_case(b"", b"serializable"));
-        assert!(contains_ignore_case(b"anything", b""));
+        assert!(!contains_ignore_case(b"", &Needle::new(b"serializable")));
+        assert!(contains_ignore_case(b"anything", &Needle::new(b"")));
+        // The rarest byte is found when the needle is built: `y` of copy, `.` of pgward.route.
+        assert_eq!(Needle::new(b"copy").rarest, 3);
+        assert_eq!(Needle::new(b"pgward.route").rarest, 6);
     }
 
     #[test]

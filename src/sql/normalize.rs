@@ -16,12 +16,14 @@
 //!
 //! Comments and quoted identifiers are copied as they are (a leading hint stays visible).
 
+use super::Needle;
+
 /// The normalized text, or None when `sql` should be analysed as it is.
 pub(crate) fn normalize(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
     if memchr::memchr(b'\\', b).is_some()
-        || super::contains_ignore_case(b, b"pgward.route")
-        || contains_word_ignore_case(b, b"copy")
+        || super::contains_ignore_case(b, &super::ROUTE_PARAM_NEEDLE)
+        || contains_word_ignore_case(b, &COPY)
     {
         return None;
     }
@@ -139,11 +141,13 @@ fn skip_number(b: &[u8], start: usize) -> usize {
     i
 }
 
+const COPY: Needle = Needle::new(b"copy");
+
 /// Whether `word` stands in `hay` as a word of its own (`COPY`, not `copyright`).
-fn contains_word_ignore_case(hay: &[u8], word: &[u8]) -> bool {
-    super::find_ignore_case(hay, word).any(|i| {
-        !continues_word(hay, i) && !hay.get(i + word.len()).copied().is_some_and(is_word_byte)
-    })
+fn contains_word_ignore_case(hay: &[u8], word: &Needle) -> bool {
+    let len = word.bytes().len();
+    super::find_ignore_case(hay, word)
+        .any(|i| !continues_word(hay, i) && !hay.get(i + len).copied().is_some_and(is_word_byte))
 }
 
 #[cfg(test)]
