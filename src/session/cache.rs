@@ -66,7 +66,7 @@ impl Session {
         };
         // Boxed, so that a deployment without the cache does not carry its future's size in
         // every request's.
-        super::boxed(self.cache_lookup_in(cache, frames)).await
+        Box::pin(self.cache_lookup_in(cache, frames)).await
     }
 
     async fn cache_lookup_in(&mut self, cache: crate::cache::Cache, frames: &[Frame]) -> Cached {

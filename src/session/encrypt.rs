@@ -149,7 +149,7 @@ impl Session {
         };
         // Boxed, so that a deployment without encryption does not carry its future's size
         // in every request's.
-        super::boxed(self.encrypt_with(crypto, frames)).await
+        Box::pin(self.encrypt_with(crypto, frames)).await
     }
 
     async fn encrypt_with(

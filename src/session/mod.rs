@@ -69,7 +69,7 @@ pub fn serve(
 }
 
 /// Logs the client's departure and runs `Session::finish`, boxed and built outside the
-/// task's future (see `boxed`).
+/// task's future (not an async fn, as `serve`), so the task holds only a pointer for it.
 fn finish(
     session: Box<Session>,
     outcome: Result<(), ProxyError>,
@@ -82,20 +82,14 @@ fn finish(
     Box::pin(async move { session.finish(outcome).await })
 }
 
-/// Moves a future to the heap, so the async fn awaiting it holds a pointer. It is built
-/// here rather than in that async fn: a future built there takes its size in the caller's
-/// state even when it is boxed at once.
-fn boxed<F: std::future::Future>(future: F) -> std::pin::Pin<Box<F>> {
-    Box::pin(future)
-}
-
 /// What mimalloc serves from its per-thread free lists. A request's future is allocated for
 /// every request, and one past this size takes the allocator's slow path (about 330
 /// instructions more, measured) and a longer copy into its box.
 const REQUEST_FUTURE_LIMIT: usize = 1024;
 
-/// `boxed`, for a request's future: the build fails if one outgrows `REQUEST_FUTURE_LIMIT`.
-/// Box the new wait that grew it, as `Pool::checkout` boxes the wait for a connection.
+/// `Box::pin`, for a request's future: the build fails if one outgrows
+/// `REQUEST_FUTURE_LIMIT`. Box the new wait that grew it, as `Pool::checkout` boxes the wait
+/// for a connection.
 fn boxed_request<F: std::future::Future>(future: F) -> std::pin::Pin<Box<F>> {
     const {
         assert!(
@@ -1188,7 +1182,7 @@ impl Session {
             if let Some(sql) = params::apply_sql(&self.wanted, &lease.conn.session_params) {
                 // Boxed: most checkouts need no SET, and every request's future would
                 // otherwise hold room for this query's.
-                match boxed(lease.conn.internal_query(&sql)).await {
+                match Box::pin(lease.conn.internal_query(&sql)).await {
                     Ok(_) => lease.conn.session_params = self.wanted.clone(),
                     Err(ServerError::Postgres {
                         sqlstate, message, ..
