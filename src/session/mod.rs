@@ -35,7 +35,7 @@ use crate::protocol::messages::{self, tag};
 use crate::protocol::startup::{self, FirstPacket, StartupRequest};
 use crate::protocol::{Frame, FrameError, FrameReader, FrameWriter, ProxyError};
 use crate::route::{Tried, Want};
-use crate::sql::{Analysis, Class, Needle, RouteHint, RouteSetting};
+use crate::sql::{Analysis, Class, Needle, RouteHint, RouteSetting, ROUTE_PARAM};
 use crate::state::cancel::{CancelHandle, CancelTarget};
 use crate::state::clients::{ClientHandle, Stop};
 use crate::state::{Runtime, State};
@@ -330,8 +330,7 @@ async fn login(
     Ok(Login::Session(Box::new(session)))
 }
 
-/// The startup parameter and setting name that steer routing (`SET pgward.route = replica`).
-const ROUTE_PARAM: &str = "pgward.route";
+/// Hot standbys refuse serializable transactions (see `Session::frame_reads`).
 const SERIALIZABLE: Needle = Needle::new(b"serializable");
 
 fn parse_route_setting(value: &str) -> Option<RouteSetting> {

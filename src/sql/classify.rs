@@ -386,7 +386,7 @@ fn is_route_setting_name<'a>(parts: impl Iterator<Item = Option<(&'a str, bool)>
             name.push_str(&value.to_ascii_lowercase());
         }
     }
-    Some(name == "pgward.route")
+    Some(name == super::ROUTE_PARAM)
 }
 
 /// What can still be said about one statement sqlparser could not parse, from its tokens

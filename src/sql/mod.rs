@@ -104,8 +104,11 @@ pub fn contains_ignore_case(hay: &[u8], needle: &Needle) -> bool {
     needle.bytes.is_empty() || find_ignore_case(hay, needle).next().is_some()
 }
 
-/// The name of the session setting that routes a client's statements (`RouteSetting`), to search for.
-pub const ROUTE_PARAM_NEEDLE: Needle = Needle::new(b"pgward.route");
+/// The startup parameter and setting name that steer routing (`SET pgward.route = replica`).
+pub const ROUTE_PARAM: &str = "pgward.route";
+
+/// `ROUTE_PARAM`, to search a text for.
+pub const ROUTE_PARAM_NEEDLE: Needle = Needle::new(ROUTE_PARAM.as_bytes());
 
 /// An ASCII string searched for with `find_ignore_case`, and where its least common byte
 /// (`RARITY`) is: worked out when the constant is built, not at every search.
@@ -559,43 +562,32 @@ mod tests {
 
     #[test]
     fn finds_a_needle_in_any_case() {
-        assert!(contains_ignore_case(
-            b"SET PGWARD.Route = primary",
-            &Needle::new(b"pgward.route")
-        ));
-        assert!(contains_ignore_case(
-            b"pgward.route",
-            &Needle::new(b"pgward.route")
-        ));
+        let (route, copy) = (&ROUTE_PARAM_NEEDLE, &Needle::new(b"copy"));
+        assert!(contains_ignore_case(b"SET PGWARD.Route = primary", route));
+        assert!(contains_ignore_case(b"pgward.route", route));
         // Found by its rarest byte, wherever that is in the needle.
         for hay in [&b"copy"[..], b"x COPY", b"yy copy y", b"cop copY"] {
-            assert!(contains_ignore_case(hay, &Needle::new(b"copy")), "{hay:?}");
+            assert!(contains_ignore_case(hay, copy), "{hay:?}");
         }
         for hay in [&b"cop"[..], b"opy", b"c opy", b"yyyy", b"coppy"] {
-            assert!(!contains_ignore_case(hay, &Needle::new(b"copy")), "{hay:?}");
+            assert!(!contains_ignore_case(hay, copy), "{hay:?}");
         }
         assert_eq!(
             find_ignore_case(b"serializable, SERIALIZABLE", &Needle::new(b"serializable"))
                 .collect::<Vec<_>>(),
             [0, 14]
         );
-        assert!(contains_ignore_case(
-            b"x pgward.routE",
-            &Needle::new(b"pgward.route")
-        ));
-        assert!(!contains_ignore_case(
-            b"pgward.rout",
-            &Needle::new(b"pgward.route")
-        ));
+        assert!(contains_ignore_case(b"x pgward.routE", route));
+        assert!(!contains_ignore_case(b"pgward.rout", route));
         assert!(!contains_ignore_case(
             b"pgbench_accounts pgward_route",
-            &Needle::new(b"pgward.route")
+            route
         ));
         assert!(!contains_ignore_case(b"", &Needle::new(b"serializable")));
         assert!(contains_ignore_case(b"anything", &Needle::new(b"")));
         // The rarest byte is found when the needle is built: `y` of copy, `.` of pgward.route.
-        assert_eq!(Needle::new(b"copy").rarest, 3);
-        assert_eq!(Needle::new(b"pgward.route").rarest, 6);
+        assert_eq!(copy.rarest, 3);
+        assert_eq!(route.rarest, 6);
     }
 
     #[test]
