@@ -628,11 +628,8 @@ impl Session {
     /// Waits, without a server connection, for the first message of the next request.
     /// None when the client leaves or pgward shuts down.
     async fn next_request(&mut self) -> Result<Option<Frame>, ProxyError> {
-        // What the last request's link queued is answered: an idle client keeps no queue
-        // (a new attachment starts a new one anyway).
-        if self.link.queue.is_empty() {
-            self.link.queue = Default::default();
-        }
+        // What the last request's link queued is answered: an idle client keeps no queue.
+        self.link.release_queue();
         self.forget_long_memo();
         let Session {
             client_r: reader,
@@ -1008,7 +1005,7 @@ impl Session {
             }));
         }
         // One reply awaited per message at most: the queue grows once, not message by message.
-        self.link.queue.reserve(frames.len());
+        self.link.reserve(frames.len());
         for frame in frames {
             if let Some(Exit::ClientGone) = self.on_client_frame(frame)? {
                 return Ok(Some(Exit::ClientGone));

@@ -152,6 +152,45 @@ impl Link {
     pub(super) fn is_idle(&self) -> bool {
         self.queue.is_empty() && !self.in_batch && self.tx_status == b'I'
     }
+
+    /// Room in the queue for `n` more replies, taking an empty queue another request on
+    /// this thread gave back rather than one from malloc.
+    pub(super) fn reserve(&mut self, n: usize) {
+        if self.queue.capacity() == 0 {
+            if let Some(spare) = SPARE_QUEUES.with(|s| s.borrow_mut().pop()) {
+                self.queue = spare;
+            }
+        }
+        self.queue.reserve(n);
+    }
+
+    /// Gives an answered request's queue back to this thread's spares: an idle client
+    /// keeps none, and the next request on the thread takes it.
+    pub(super) fn release_queue(&mut self) {
+        let cap = self.queue.capacity();
+        if !self.queue.is_empty() || cap == 0 {
+            return;
+        }
+        let queue = std::mem::take(&mut self.queue);
+        if cap <= SPARE_QUEUE_CAPACITY {
+            SPARE_QUEUES.with(|s| {
+                let mut spares = s.borrow_mut();
+                if spares.len() < SPARE_QUEUES_PER_THREAD {
+                    spares.push(queue);
+                }
+            });
+        }
+    }
+}
+
+/// Spare reply queues, at most this many per thread and of this capacity at most (a
+/// pipeline of that many messages is rare), so what they hold stays small.
+const SPARE_QUEUES_PER_THREAD: usize = 32;
+const SPARE_QUEUE_CAPACITY: usize = 64;
+
+thread_local! {
+    static SPARE_QUEUES: std::cell::RefCell<Vec<VecDeque<Pending>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 enum Event {
@@ -1257,4 +1296,27 @@ fn is_fatal_severity(frame: FrameRef) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answered_queue_goes_to_the_next_request_on_the_thread() {
+        let mut first = Link::new(false, false, false);
+        first.reserve(5);
+        first.queue.push_back(Pending::Close);
+        // A queue still owed replies is kept.
+        first.release_queue();
+        assert_eq!(first.queue.len(), 1);
+        first.queue.pop_front();
+        first.release_queue();
+        assert_eq!(first.queue.capacity(), 0, "an idle link holds no queue");
+
+        let mut next = Link::new(false, false, false);
+        next.reserve(2);
+        // Room for 2 from malloc would be less than the 5 the spare has.
+        assert!(next.queue.is_empty() && next.queue.capacity() >= 5, "the spare is reused");
+    }
 }
