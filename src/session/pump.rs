@@ -1317,6 +1317,9 @@ mod tests {
         let mut next = Link::new(false, false, false);
         next.reserve(2);
         // Room for 2 from malloc would be less than the 5 the spare has.
-        assert!(next.queue.is_empty() && next.queue.capacity() >= 5, "the spare is reused");
+        assert!(
+            next.queue.is_empty() && next.queue.capacity() >= 5,
+            "the spare is reused"
+        );
     }
 }
