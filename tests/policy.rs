@@ -710,6 +710,36 @@ async fn reload_swaps_the_policy_and_a_broken_file_keeps_the_old_one() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_the_policy_on_and_off_applies_to_connected_clients() {
+    schema();
+    let files = PolicyFiles::new(POLICY);
+    let config = config("transaction", &files, "deny");
+    let on = config.toml();
+    let off = on.replace("[policy]\nenabled = true", "[policy]\nenabled = false");
+    assert_ne!(on, off);
+    let pgward = Pgward::start(&off);
+    deadline(Duration::from_secs(60), async {
+        let reader = pgward.connect_as("reader", "pw").await;
+        let insert = "INSERT INTO audit (note) VALUES ('switch')";
+        assert_eq!(outcome_simple(&reader, insert).await, "ok", "no policy yet");
+        pgward.reload(&on);
+        assert!(
+            denied(&outcome_simple(&reader, insert).await),
+            "the policy applies to a client connected before it"
+        );
+        assert!(denied(&outcome_extended(&reader, insert).await));
+        pgward.reload(&off);
+        assert_eq!(
+            outcome_simple(&reader, insert).await,
+            "ok",
+            "no policy after the next reload"
+        );
+        assert_eq!(outcome_extended(&reader, insert).await, "ok");
+    })
+    .await;
+}
+
 #[test]
 fn pgward_check_validates_the_policy_files() {
     let files = PolicyFiles::new("p, reader, appdb, public.*, *, select, allow\np, bad, appdb, {unclosed, *, select, allow\n");

@@ -871,3 +871,56 @@ async fn clients_read_and_write_through_pgward_during_a_rotation() {
         );
     }
 }
+
+/// Encryption turned on by a reload applies to a client connected before it: its next
+/// write reaches PostgreSQL as ciphertext, and it reads the plaintext back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_encryption_on_applies_to_connected_clients() {
+    let column = Column::new("public.rot_switch", "secret", "deterministic");
+    create_table("public.rot_switch", "id int PRIMARY KEY, secret text", "");
+    let pgward = column.proxy.clone().start();
+    let client = pgward.connect().await;
+    client
+        .batch_execute("INSERT INTO rot_switch VALUES (1, 'before')")
+        .await
+        .expect("insert without encryption");
+    pgward.reload(&column.proxy_config(&[("k1", true)]).toml());
+    client
+        .execute(
+            "INSERT INTO rot_switch VALUES ($1, $2)",
+            &[&2i32, &"after-extended"],
+        )
+        .await
+        .expect("extended insert after the reload");
+    client
+        .batch_execute("INSERT INTO rot_switch VALUES (3, 'after-simple')")
+        .await
+        .expect("simple insert after the reload");
+
+    let direct = direct_postgres().await;
+    let stored: Vec<(i32, String)> = direct
+        .query("SELECT id, secret FROM rot_switch ORDER BY id", &[])
+        .await
+        .expect("reading the table directly")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stored[0], (1, "before".to_owned()));
+    for (id, secret) in &stored[1..] {
+        assert!(
+            secret.starts_with("pgw1:k1:"),
+            "row {id} reached PostgreSQL as {secret}"
+        );
+    }
+    let read: Vec<String> = client
+        .query(
+            "SELECT secret FROM rot_switch WHERE id > 1 ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("reading through pgward")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(read, ["after-extended", "after-simple"]);
+}

@@ -64,6 +64,7 @@ impl Daemon {
         };
         let shutdown = CancellationToken::new();
         let state = Arc::new(State {
+            switches: crate::state::Switches::new(&runtime, policy.as_ref()),
             notify: Arc::new(crate::notify::Relay::new(shutdown.clone())),
             client_slots: Arc::new(Semaphore::new(runtime.config.server.max_clients)),
             runtime: ArcSwap::from_pointee(runtime),

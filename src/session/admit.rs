@@ -46,8 +46,8 @@ impl Session {
     /// Whether the statements these messages run may run. Err is the error to refuse them
     /// with (never fatal to the connection).
     pub(super) async fn admit(&mut self, frames: &[Frame]) -> Result<(), ProxyError> {
-        // The common case, no policy, costs one load and no reference count.
-        if self.state.policy.load().is_none() {
+        // The common case, no policy, costs a flag's load and no reference count.
+        if !self.state.policy_on() {
             return Ok(());
         }
         let Some(policy) = self.state.policy.load_full() else {
@@ -284,7 +284,7 @@ impl Session {
     /// name the client holds keeps its analysis: PostgreSQL refuses the Parse (session mode)
     /// and the name keeps naming the statement that analysis is of.
     pub(super) fn note_prepared(&mut self, name: &str, sql: &[u8]) {
-        if self.state.policy.load().is_some() {
+        if self.state.policy_on() {
             let analysis = self.analyze(sql);
             let analyses = &mut self.known.get_mut().analyses;
             if name.is_empty() || !analyses.contains_key(name) {

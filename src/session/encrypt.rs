@@ -142,7 +142,11 @@ impl Session {
     /// Encrypts what these messages send for designated columns, in place. Err is the error
     /// to refuse them with.
     pub(super) async fn encrypt(&mut self, frames: &mut [Frame]) -> Result<(), ProxyError> {
-        let crypto = self.crypto();
+        let crypto = if self.state.crypto_on() {
+            self.crypto()
+        } else {
+            None
+        };
         self.crypt.set_enabled(crypto.is_some());
         let Some(crypto) = crypto else {
             return Ok(());
@@ -269,7 +273,7 @@ impl Session {
     ) -> Result<Option<Arc<Plan>>, ProxyError> {
         let analysis = self.analyze(sql);
         // The policy stage does this when it is on; encryption needs a current catalog too.
-        if self.state.policy.load().is_none() {
+        if !self.state.policy_on() {
             self.note_schema_change(&analysis);
         }
         // Most statements name no designated table: decided without the catalog.

@@ -825,7 +825,7 @@ impl Session {
         let needed = self.rt.router.splits()
             || self.rt.crypto.is_some()
             || self.state.cache.is_some()
-            || self.state.policy.load().is_some();
+            || self.state.policy_on();
         if !needed {
             return;
         }

@@ -646,7 +646,7 @@ impl Session {
         let fx = known.unwrap_or_else(|| self.effects(sql));
         if self.mode == PoolMode::Session {
             // Nothing is read back in session mode: after a SET the search_path is unknown.
-            if self.state.policy.load().is_some() && fx.session {
+            if self.state.policy_on() && fx.session {
                 self.settings_unknown = true;
             }
             self.link.restore_startup |= fx.resets;

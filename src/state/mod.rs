@@ -156,6 +156,28 @@ pub struct State {
     pub cache: Option<crate::cache::Cache>,
     /// LISTEN/NOTIFY relay for clients in transaction mode.
     pub notify: Arc<crate::notify::Relay>,
+    /// Whether a policy and encryption are in force, for the request path's checks.
+    pub switches: Switches,
+}
+
+/// Whether an access policy (`State::policy`) and column encryption (`State::runtime`'s
+/// crypto) are in force, as plain flags: the request path asks at every request, and an
+/// `ArcSwap` load costs about 50 instructions where a flag costs one load. Each is set
+/// after the swap it mirrors (`State::install`), so a request that sees one on and loads
+/// what it mirrors finds it, or None while a reload turns it off, which every reader
+/// handles; a request running alongside a reload follows either configuration, as before.
+pub struct Switches {
+    policy: AtomicBool,
+    crypto: AtomicBool,
+}
+
+impl Switches {
+    pub fn new(runtime: &Runtime, policy: Option<&Arc<Policy>>) -> Switches {
+        Switches {
+            policy: AtomicBool::new(policy.is_some()),
+            crypto: AtomicBool::new(runtime.crypto.is_some()),
+        }
+    }
 }
 
 /// PAUSE holds new transactions before they take a server connection; RESUME lets them go.
@@ -199,6 +221,25 @@ impl Pause {
 }
 
 impl State {
+    /// An access policy is in force (see `Switches`).
+    pub fn policy_on(&self) -> bool {
+        self.switches.policy.load(Ordering::Acquire)
+    }
+
+    /// Column encryption is in force (see `Switches`).
+    pub fn crypto_on(&self) -> bool {
+        self.switches.crypto.load(Ordering::Acquire)
+    }
+
+    /// Puts a reloaded configuration and policy in force, then their switches.
+    fn install(&self, runtime: Runtime, policy: Option<Arc<Policy>>) {
+        let (policy_on, crypto_on) = (policy.is_some(), runtime.crypto.is_some());
+        self.runtime.store(Arc::new(runtime));
+        self.policy.store(policy);
+        self.switches.policy.store(policy_on, Ordering::Release);
+        self.switches.crypto.store(crypto_on, Ordering::Release);
+    }
+
     /// Re-reads the config file and the policy files. Anything bad keeps the running
     /// configuration and policy whole, and the error says why. On success, the settings
     /// that need a restart to change are listed.
@@ -250,8 +291,7 @@ impl State {
             notes.push("[cache] changed: takes effect after a restart".to_owned());
         }
         self.pools.resize_all(&runtime.pool);
-        self.runtime.store(Arc::new(runtime));
-        self.policy.store(policy);
+        self.install(runtime, policy);
         Ok(notes)
     }
 }
