@@ -138,13 +138,16 @@ impl Pool {
     }
 
     /// A place, with the most recently used idle connection if any; None when all are in use.
-    fn try_take(&self, slots: &mut Slots) -> Option<Option<Box<ServerConn>>> {
+    fn try_take(self: &Arc<Self>, slots: &mut Slots) -> Option<Grant> {
         if slots.leased >= slots.settings.size {
             return None;
         }
         slots.leased += 1;
         self.in_use.store(slots.leased, Ordering::Relaxed);
-        Some(slots.idle.pop())
+        Some(Grant {
+            permit: Permit(Some(self.clone())),
+            conn: slots.idle.pop(),
+        })
     }
 
     /// Gives a place back, with the connection that held it if it is still good: to the
@@ -154,9 +157,10 @@ impl Pool {
             let waiter = {
                 let mut slots = pool.slots();
                 // A place over a shrunk size is not handed on.
-                let next = match slots.leased > slots.settings.size {
-                    true => None,
-                    false => slots.waiters.pop_front(),
+                let next = if slots.leased > slots.settings.size {
+                    None
+                } else {
+                    slots.waiters.pop_front()
                 };
                 match next {
                     // A place without a connection (its lease was dropped) takes an idle one.
@@ -203,9 +207,8 @@ impl Pool {
         let checkout_timeout = {
             let mut slots = self.slots();
             // A place may have come free since the caller looked.
-            if let Some(conn) = self.try_take(&mut slots) {
-                let permit = Permit(Some(self.clone()));
-                return Ok(Grant { permit, conn });
+            if let Some(grant) = self.try_take(&mut slots) {
+                return Ok(grant);
             }
             let timeout = slots.settings.checkout_timeout;
             let deadline = started.checked_add(timeout);
@@ -254,13 +257,10 @@ impl Pool {
     /// one logs in with `credential`.
     pub async fn checkout(self: &Arc<Self>, credential: &Credential) -> Result<Lease, ProxyError> {
         let taken = self.try_take(&mut self.slots());
-        let (permit, mut conn) = match taken {
-            Some(conn) => (Permit(Some(self.clone())), conn),
+        let Grant { permit, mut conn } = match taken {
+            Some(grant) => grant,
             // Boxed: the common checkout should not carry a wait's size.
-            None => {
-                let Grant { permit, conn } = Box::pin(self.wait()).await?;
-                (permit, conn)
-            }
+            None => Box::pin(self.wait()).await?,
         };
         while let Some(mut candidate) = conn {
             if !candidate.reader.is_closed_or_chatty() {
@@ -332,10 +332,7 @@ impl Pool {
                     return;
                 }
                 match self.try_take(&mut slots) {
-                    Some(conn) => Grant {
-                        permit: Permit(Some(self.clone())),
-                        conn,
-                    },
+                    Some(grant) => grant,
                     None => return,
                 }
             };
